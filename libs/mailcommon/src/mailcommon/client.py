@@ -1,0 +1,194 @@
+"""Typed async client for the mailstore's internal API (``/internal/v1``), used by smtp-in and pop3.
+
+Every failure is mapped to one exception class, so the front ends can choose a protocol reply
+without looking at HTTP: :class:`MailstoreUnavailable` means "try again later" (4xx in SMTP,
+``[SYS/TEMP]`` in POP3); the other :class:`MailstoreError` subclasses are definite answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+INTERNAL = "/internal/v1"
+
+
+class MailstoreError(Exception):
+    """The mailstore answered with an error (``status`` and the JSON error ``code``)."""
+
+    def __init__(self, status: int, code: str, message: str, detail: dict[str, Any]) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+
+class MailstoreUnavailable(MailstoreError):
+    """The mailstore could not be reached, timed out, or failed (5xx): a temporary condition."""
+
+
+class NotFound(MailstoreError):
+    """The user or message does not exist (404)."""
+
+
+class MessageTooLarge(MailstoreError):
+    """The message is larger than the mailstore accepts (413)."""
+
+
+class InsufficientStorage(MailstoreError):
+    """The volume is full (507); temporary from the sender's point of view."""
+
+
+class LockConflict(MailstoreError):
+    """The lease is not the current holder of the maildrop, or its fence is stale (409).
+
+    ``highest_fence`` is the highest fencing number the mailstore has seen for the mailbox.
+    """
+
+    @property
+    def highest_fence(self) -> int:
+        return int(self.detail.get("highest_fence", 0))
+
+
+_BY_STATUS: dict[int, type[MailstoreError]] = {
+    404: NotFound,
+    409: LockConflict,
+    413: MessageTooLarge,
+    507: InsufficientStorage,
+}
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    """One message of a mailbox snapshot: its id (the UIDL) and its size with CRLF line ends."""
+
+    id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A stored message: its id (the same for every recipient) and its stored size."""
+
+    id: str
+    recipients: list[str]
+    size: int
+
+
+def _error_from(response: httpx.Response) -> MailstoreError:
+    try:
+        body = response.json()
+        error = body["error"]
+        code, message = str(error["code"]), str(error["message"])
+        detail = {k: v for k, v in error.items() if k not in {"code", "message"}}
+    except (ValueError, KeyError, TypeError):
+        code, message, detail = "unexpected", response.text[:200], {}
+    status = response.status_code
+    if status >= 500 and status != 507:
+        return MailstoreUnavailable(status, code, message, detail)
+    return _BY_STATUS.get(status, MailstoreError)(status, code, message, detail)
+
+
+class MailstoreClient:
+    """One connection pool to the mailstore; share one instance per process."""
+
+    def __init__(
+        self,
+        base_url: str,
+        service_token: str,
+        timeout: float = 30.0,
+        max_connections: int = 100,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + INTERNAL,
+            headers={"Authorization": f"Bearer {service_token}"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
+            raise MailstoreUnavailable(
+                0, "unreachable", f"{type(exc).__name__}: {exc}", {}
+            ) from exc
+        if response.is_error:
+            raise _error_from(response)
+        return response
+
+    async def verify_password(self, username: str, password: str) -> str | None:
+        """The canonical user name when the credentials are right, else None."""
+        response = await self._request(
+            "POST", "/auth", json={"username": username, "password": password}
+        )
+        body = response.json()
+        return str(body["username"]) if body.get("valid") else None
+
+    async def recipient_exists(self, username: str) -> bool:
+        """Whether a mailbox ``username`` exists. Raises MailstoreUnavailable when unknowable."""
+        try:
+            await self._request("GET", f"/recipients/{username}")
+        except NotFound:
+            return False
+        return True
+
+    async def deliver(
+        self, recipients: list[str], message: bytes | AsyncIterable[bytes]
+    ) -> Delivery:
+        """Store ``message`` once for all ``recipients``; returns when it is durably on disk."""
+        response = await self._request(
+            "POST",
+            "/deliveries",
+            params=[("recipient", r) for r in recipients],
+            content=message,
+            headers={"Content-Type": "message/rfc822"},
+        )
+        body = response.json()
+        return Delivery(id=body["id"], recipients=list(body["recipients"]), size=int(body["size"]))
+
+    async def snapshot(self, username: str, lock_token: str, fence: int) -> list[SnapshotEntry]:
+        """The mailbox's messages in order, registering ``fence`` as the newest holder's."""
+        response = await self._request(
+            "POST",
+            f"/mailboxes/{username}/snapshot",
+            json={"lock_token": lock_token, "fence": fence},
+        )
+        return [SnapshotEntry(m["id"], int(m["size"])) for m in response.json()["messages"]]
+
+    @asynccontextmanager
+    async def open_message(self, username: str, message_id: str) -> AsyncIterator[httpx.Response]:
+        """Stream one message as stored (LF line ends): iterate ``response.aiter_bytes()``."""
+        url = f"/mailboxes/{username}/messages/{message_id}"
+        try:
+            async with self._http.stream("GET", url) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise _error_from(response)
+                yield response
+        except httpx.HTTPError as exc:
+            raise MailstoreUnavailable(
+                0, "unreachable", f"{type(exc).__name__}: {exc}", {}
+            ) from exc
+
+    async def expunge(
+        self, username: str, message_ids: list[str], lock_token: str, fence: int
+    ) -> list[str]:
+        """Delete ``message_ids`` under the lease; returns the ids now gone (already-gone count)."""
+        response = await self._request(
+            "POST",
+            f"/mailboxes/{username}/expunge",
+            json={"ids": message_ids, "lock_token": lock_token, "fence": fence},
+        )
+        body = response.json()
+        return list(body["deleted"]) + list(body["already_gone"])

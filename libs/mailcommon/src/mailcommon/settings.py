@@ -1,0 +1,44 @@
+"""Settings common to every service, read once from the environment with pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mailcommon.secrets import resolve_token
+
+
+class CommonSettings(BaseSettings):
+    """Environment shared by all services. Each service subclasses this with its own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    mail_hostname: str = "localhost"
+    # Where generated secrets (tokens, the self-signed TLS pair) are kept when .env does not set them.
+    secrets_dir: Path = Path("/secrets")
+    service_token: SecretStr = SecretStr("")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    def resolved_service_token(self) -> str:
+        """The service token: from the environment, else generated once into ``secrets_dir``."""
+        return resolve_token(
+            "SERVICE_TOKEN", self.service_token.get_secret_value(), self.secrets_dir
+        )
+
+
+class FrontEndSettings(CommonSettings):
+    """What smtp-in and pop3 need to reach the mailstore."""
+
+    mailstore_url: str = "http://127.0.0.1:8080"
+    mailstore_timeout: float = 30.0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Maximum simultaneous client connections this front end accepts.
+    max_connections: int = 1000
+    # Maximum simultaneous connections from one client address.
+    max_connections_per_ip: int = 50

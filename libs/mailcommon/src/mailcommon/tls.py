@@ -1,0 +1,85 @@
+"""Server TLS contexts: the operator's certificate, or a self-signed pair generated once.
+
+The generated pair lives in ``<secrets_dir>/tls/`` and is created race-free, so several front-end
+replicas starting at once share one certificate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mailcommon.secrets import load_or_create_file
+
+GENERATED_VALIDITY = datetime.timedelta(days=3650)
+
+
+def _self_signed(hostname: str) -> tuple[bytes, bytes]:
+    """A fresh P-256 key and a self-signed certificate for ``hostname`` (PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + GENERATED_VALIDITY)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def ensure_certificate(
+    cert_file: Path | None, key_file: Path | None, secrets_dir: Path, hostname: str
+) -> tuple[Path, Path]:
+    """Paths of the certificate and key to serve: the configured ones, else the generated pair."""
+    if cert_file and key_file:
+        return cert_file, key_file
+    if cert_file or key_file:
+        raise ValueError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
+    tls_dir = secrets_dir / "tls"
+    cert_path, key_path = tls_dir / "cert.pem", tls_dir / "key.pem"
+    if not (cert_path.exists() and key_path.exists()):
+        cert_pem, key_pem = _self_signed(hostname)
+        # The key first: a reader that sees the certificate can rely on the key being there.
+        load_or_create_file(key_path, key_pem)
+        if not cert_path.exists():
+            # Only the process whose key won may write the certificate that matches it.
+            if key_path.read_bytes() == key_pem:
+                load_or_create_file(cert_path, cert_pem)
+            else:
+                _wait_for(cert_path)
+    return cert_path, key_path
+
+
+def _wait_for(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A TLS server context with modern defaults (TLS 1.2 or newer)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
