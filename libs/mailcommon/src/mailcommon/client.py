@@ -135,6 +135,16 @@ class MailstoreClient:
         body = response.json()
         return str(body["username"]) if body.get("valid") else None
 
+    async def verify_apop(self, username: str, timestamp: str, digest: str) -> str | None:
+        """The canonical user name when ``digest`` is MD5(timestamp + APOP secret), else None."""
+        response = await self._request(
+            "POST",
+            "/auth/apop",
+            json={"username": username, "timestamp": timestamp, "digest": digest},
+        )
+        body = response.json()
+        return str(body["username"]) if body.get("valid") else None
+
     async def recipient_exists(self, username: str) -> bool:
         """Whether a mailbox ``username`` exists. Raises MailstoreUnavailable when unknowable."""
         try:
