@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailcommon.secrets import resolve_token
@@ -38,6 +38,13 @@ class FrontEndSettings(CommonSettings):
     mailstore_timeout: float = 30.0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+
+    @field_validator("tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """Compose passes ``TLS_CERT_FILE=`` as an empty string: that means "not configured"."""
+        return None if value == "" else value
+
     # Maximum simultaneous client connections this front end accepts.
     max_connections: int = 1000
     # Maximum simultaneous connections from one client address.
