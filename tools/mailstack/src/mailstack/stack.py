@@ -50,6 +50,8 @@ class Process:
 class Stack:
     """Redis, mailstore-api, smtp-in and pop3 as child processes of this one."""
 
+    kind = "local"
+
     def __init__(
         self,
         workdir: Path,
@@ -178,7 +180,7 @@ class Stack:
         if proc.name != "redis":
             proc.env = {**self.environment(), **proc.extra_env}
         proc.log_file = proc.log_path.open("ab")
-        proc.popen = subprocess.Popen(  # noqa: S603 (our own fixed argv)
+        proc.popen = subprocess.Popen(
             proc.argv,
             env=proc.env or None,
             stdout=proc.log_file,
@@ -254,6 +256,10 @@ class Stack:
         proc.extra_env = {var: str(proc.ports[kind]) for kind, var in variables.items()}
         self.processes[name] = proc
         return self.start_service(name)
+
+    def read_secret(self, relative: str) -> bytes:
+        """A file from the secrets directory, e.g. ``tls/cert.pem``."""
+        return (self.secrets_dir / relative).read_bytes()
 
     def logs(self, name: str) -> str:
         """What ``name`` has written so far."""

@@ -1,0 +1,112 @@
+"""The same interface as :class:`mailstack.stack.Stack`, over ``docker compose`` instead.
+
+Used by the integration tests with ``STACK=compose``: a throwaway compose project on free host ports,
+torn down with its volumes (``down -v``) at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+from mailstack.ports import free_port, tcp_ready, wait_until
+
+HOST = "127.0.0.1"
+
+
+class ComposeStack:
+    """A compose project built from this checkout, reachable on loopback ports."""
+
+    kind = "compose"
+
+    def __init__(self, repo: Path, env: dict[str, str] | None = None) -> None:
+        self.repo = repo
+        self.project = f"maildrop-test-{secrets.token_hex(4)}"
+        self.admin_token = secrets.token_urlsafe(32)
+        self.api_port = free_port()
+        self.smtp_port = free_port()
+        self.pop3_port = free_port()
+        self.pop3s_port = free_port()
+        self.variables = {
+            "ADMIN_TOKEN": self.admin_token,
+            "API_PORT": str(self.api_port),
+            "SMTP_PORT": str(self.smtp_port),
+            "POP3_PORT": str(self.pop3_port),
+            "POP3S_PORT": str(self.pop3s_port),
+            "MAIL_DOMAINS": "pokey.onl,example.test",
+            "MAIL_HOSTNAME": "mail.pokey.onl",
+            "POP3_ALLOW_PLAINTEXT_AUTH": "true",
+            **(env or {}),
+        }
+        self._replicas: list[str] = []
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
+        """Run ``docker compose -p <project> ARGS`` in the checkout; returns its output."""
+        result = subprocess.run(
+            ["docker", "compose", "-p", self.project, *args],
+            cwd=self.repo,
+            env={**os.environ, **self.variables},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"docker compose {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+        return result.stdout
+
+    def __enter__(self) -> ComposeStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.compose("up", "-d", "--build", "--wait", "--wait-timeout", "180")
+
+    def stop(self) -> None:
+        for name in self._replicas:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+
+    def stop_service(self, name: str) -> None:
+        self.compose("stop", name)
+
+    def kill_service(self, name: str) -> None:
+        self.compose("kill", name)
+
+    def start_service(self, name: str) -> None:
+        self.compose("up", "-d", "--wait", "--wait-timeout", "120", name)
+
+    def start_replica(self, base: str) -> dict[str, int]:
+        """A second container of ``base`` on the project's network, published on new host ports."""
+        inner = {"pop3": {"pop3": 1110, "pop3s": 1995}, "smtp-in": {"smtp": 2525}}[base]
+        ports = {kind: free_port() for kind in inner}
+        name = f"{self.project}-{base}-replica{len(self._replicas) + 1}"
+        publish = [arg for kind, p in inner.items() for arg in ("-p", f"{HOST}:{ports[kind]}:{p}")]
+        self.compose("run", "-d", "--no-deps", "--name", name, *publish, base)
+        self._replicas.append(name)
+        for port in ports.values():
+            wait_until(functools.partial(tcp_ready, HOST, port), 60, f"{base} replica")
+        return ports
+
+    def read_secret(self, relative: str) -> bytes:
+        """A file from the shared secrets volume, e.g. ``tls/cert.pem``."""
+        return self.compose("exec", "-T", "mailstore-api", "cat", f"/secrets/{relative}").encode()
+
+    def logs(self, name: str) -> str:
+        return self.compose("logs", "--no-color", name, check=False)
