@@ -243,8 +243,11 @@ class Stack:
             proc.log_file.close()
             proc.log_file = None
 
-    def start_replica(self, base: str) -> Process:
-        """Another instance of a front end (``"pop3"`` or ``"smtp-in"``) on its own free ports."""
+    def start_replica(self, base: str) -> dict[str, int]:
+        """Another instance of a front end (``"pop3"`` or ``"smtp-in"``) on its own free ports.
+
+        Returns its ports by kind (``{"pop3": ..., "pop3s": ...}`` or ``{"smtp": ...}``).
+        """
         self._replicas += 1
         name = f"{base}#{self._replicas}"
         proc = self._build(name)
@@ -255,7 +258,7 @@ class Stack:
         proc.ports = {kind: free_port() for kind in variables}
         proc.extra_env = {var: str(proc.ports[kind]) for kind, var in variables.items()}
         self.processes[name] = proc
-        return self.start_service(name)
+        return self.start_service(name).ports
 
     def read_secret(self, relative: str) -> bytes:
         """A file from the secrets directory, e.g. ``tls/cert.pem``."""
