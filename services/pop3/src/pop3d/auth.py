@@ -1,0 +1,184 @@
+"""Authentication: USER/PASS, APOP and AUTH PLAIN (RFC 5034) all end in :func:`login`.
+
+``login`` is the one path into TRANSACTION: throttle check, credential check at the mailstore,
+the failed-login delay, the maildrop lock, the snapshot (with the stale-fence retry), and only
+then ``+OK``. Refusals never say whether the user exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from mailcommon.client import LockConflict, MailstoreError, MailstoreUnavailable, NotFound
+from mailcommon.locks import Lease
+from mailcommon.logging import get_logger
+from redis.exceptions import RedisError
+
+from pop3d.session import LeaseState, Session, Snapshot, State
+
+log = get_logger(__name__)
+
+REDIS_ERRORS = (RedisError, OSError)
+MAX_USERNAME = 255
+
+
+class SaslError(ValueError):
+    """A malformed SASL PLAIN message."""
+
+
+def decode_plain(b64: bytes) -> tuple[str, str]:
+    """RFC 4616 PLAIN: ``[authzid] NUL authcid NUL passwd``, base64; returns (user, password).
+
+    An authorization identity other than the user's own is refused (no proxy logins).
+    """
+    if b64 == b"=":
+        raise SaslError("empty credentials")
+    try:
+        raw = binascii.a2b_base64(b64, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise SaslError("invalid base64") from None
+    parts = raw.split(b"\x00")
+    if len(parts) != 3:
+        raise SaslError("malformed PLAIN message")
+    authzid, authcid, passwd = parts
+    try:
+        user, zid, password = authcid.decode(), authzid.decode(), passwd.decode()
+    except UnicodeDecodeError:
+        raise SaslError("credentials are not UTF-8") from None
+    if not user or not password:
+        raise SaslError("empty credentials")
+    if zid and zid != user:
+        raise SaslError("authorization identity differs from authentication identity")
+    return user, password
+
+
+def usable_name(name: bytes) -> str | None:
+    """The user name as text, or None when it cannot be anybody's (checked without a lookup)."""
+    if not name or len(name) > MAX_USERNAME:
+        return None
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.isprintable() or " " in text:
+        return None
+    return text
+
+
+def refuse(s: Session, reason: str, user: str | None) -> None:
+    log.info(
+        "refusal",
+        sid=s.sid,
+        peer=f"{s.peer_ip}:{s.peer_port}",
+        reason=reason,
+        user=(user or "")[:64],
+    )
+
+
+async def fail_login(s: Session, user: str) -> None:
+    """Count the failure in Redis, wait the failed-login delay, answer ``-ERR [AUTH]``."""
+    # The login failed anyway; the next attempt will meet a Redis error itself.
+    with contextlib.suppress(*REDIS_ERRORS):
+        await s.ctx.throttle.record_failure(s.peer_ip, user)
+    refuse(s, "bad_credentials", user)
+    await asyncio.sleep(s.ctx.settings.pop3_auth_fail_delay)
+    await s.err("[AUTH] invalid user name or password")
+
+
+async def login(s: Session, name: str, verify: Callable[[], Awaitable[str | None]]) -> None:
+    """Check the credentials and enter TRANSACTION, answering the client either way."""
+    ctx = s.ctx
+    try:
+        if await ctx.throttle.blocked(s.peer_ip, name):
+            refuse(s, "throttled", name)
+            await asyncio.sleep(ctx.settings.pop3_auth_fail_delay)
+            await s.err("[LOGIN-DELAY] too many failed logins, try again later")
+            return
+    except REDIS_ERRORS:
+        refuse(s, "redis_unavailable", name)
+        await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
+        return
+    try:
+        user = await verify()
+    except MailstoreUnavailable:
+        refuse(s, "mailstore_unavailable", name)
+        await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
+        return
+    except MailstoreError:
+        user = None
+    if user is None:
+        await fail_login(s, name)
+        return
+    await enter_transaction(s, user)
+
+
+async def _acquire(s: Session, user: str) -> Lease | None:
+    return await s.ctx.locks.acquire(user, s.ctx.settings.lock_ttl_ms)
+
+
+async def enter_transaction(s: Session, user: str) -> None:
+    """Take the maildrop lock, then the snapshot; +OK only once both are held."""
+    ctx = s.ctx
+    lease: Lease | None = None
+    try:
+        lease = await _acquire(s, user)
+        if lease is None:
+            refuse(s, "in_use", user)
+            await s.err("[IN-USE] maildrop is locked by another session, try again later")
+            return
+        try:
+            entries = await ctx.client.snapshot(user, lease.token, lease.fence)
+        except LockConflict as exc:
+            if exc.code != "stale_fence":
+                raise
+            # Redis lost its counter: lift it above what the mailstore has seen and retry once.
+            await ctx.locks.raise_fence(user, exc.highest_fence)
+            await ctx.locks.release(lease)
+            lease = await _acquire(s, user)
+            if lease is None:
+                refuse(s, "in_use", user)
+                await s.err("[IN-USE] maildrop is locked by another session, try again later")
+                return
+            entries = await ctx.client.snapshot(user, lease.token, lease.fence)
+    except REDIS_ERRORS as exc:
+        await _release_quietly(s, lease)
+        refuse(s, "redis_unavailable", user)
+        log.warning("redis_error", sid=s.sid, error=str(exc))
+        await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
+        return
+    except NotFound:
+        await _release_quietly(s, lease)
+        refuse(s, "mailbox_not_found", user)
+        await s.err("[SYS/PERM] mailbox unavailable")
+        return
+    except MailstoreError as exc:  # unavailable, lock conflicts twice, anything unexpected
+        await _release_quietly(s, lease)
+        refuse(s, f"snapshot_failed:{exc.code}", user)
+        await s.err("[SYS/TEMP] mailbox temporarily unavailable, try again later")
+        return
+    s.lease = LeaseState(lease)
+    ctx.keeper.add(s.lease)
+    s.user = user
+    s.snapshot = Snapshot(entries)
+    s.state = State.TRANSACTION
+    count, size = s.snapshot.stat()
+    await s.ok(f"{user}'s maildrop has {count} messages ({size} octets)")
+
+
+async def _release_quietly(s: Session, lease: Lease | None) -> None:
+    if lease is None:
+        return
+    with contextlib.suppress(*REDIS_ERRORS):  # else it expires by itself
+        await s.ctx.locks.release(lease)
+
+
+async def end_session_lease(s: Session) -> None:
+    """Give the maildrop back (compare-and-delete); called whenever a session ends."""
+    if s.lease is None:
+        return
+    s.ctx.keeper.discard(s.lease)
+    lease, s.lease = s.lease, None
+    await _release_quietly(s, lease.lease)

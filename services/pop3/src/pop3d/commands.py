@@ -1,0 +1,370 @@
+"""The command table: (state, command) → one small handler, like Dovecot's pop3-commands.c.
+
+Every handler takes the session and the raw argument bytes (the line after the command and one
+space) and parses them with :func:`pop3d.parser.parse_args`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+
+from mailcommon.client import MailstoreError, NotFound
+from mailcommon.logging import get_logger
+
+from pop3d import __version__
+from pop3d.auth import (
+    SaslError,
+    decode_plain,
+    end_session_lease,
+    fail_login,
+    login,
+    refuse,
+    usable_name,
+)
+from pop3d.parser import Arg, ArgError, NoSuchMessage, parse_args
+from pop3d.protocol import MAX_SASL_LINE, LineTooLong, discard_buffered, multiline, read_line
+from pop3d.session import AbortSession, Session, Snapshot, State
+from pop3d.transfer import stream_message
+
+log = get_logger(__name__)
+
+Handler = Callable[[Session, bytes], Awaitable[None]]
+
+_APOP_DIGEST = re.compile(rb"[0-9a-fA-F]{32}")
+IMPLEMENTATION = f"pop3d-{__version__}"
+NO_PLAINTEXT = "[AUTH] plain-text login is not allowed without TLS; use STLS or the POP3S port"
+
+
+def _snapshot(s: Session) -> Snapshot:
+    assert s.snapshot is not None  # TRANSACTION always has one
+    return s.snapshot
+
+
+def _live_msg(s: Session, value: int | bytes | None) -> int:
+    """A parsed message number that must not be marked as deleted."""
+    assert isinstance(value, int)
+    if _snapshot(s).is_deleted(value):
+        raise NoSuchMessage(f"message {value} already deleted")
+    return value
+
+
+# --- any state ---------------------------------------------------------------------------------
+
+
+def capabilities(s: Session) -> list[bytes]:
+    """RFC 2449 CAPA: exactly what works in this session's state, on this connection now."""
+    caps = [b"TOP", b"UIDL", b"RESP-CODES", b"PIPELINING"]
+    if s.state is State.AUTHORIZATION:
+        caps.append(b"AUTH-RESP-CODE")
+        if s.plaintext_ok:
+            caps += [b"USER", b"SASL PLAIN"]
+        if not s.tls:
+            caps.append(b"STLS")
+    caps.append(b"IMPLEMENTATION " + IMPLEMENTATION.encode())
+    return caps
+
+
+async def cmd_capa(s: Session, arg: bytes) -> None:
+    parse_args(arg, ())
+    await s.send(multiline(b"+OK capability list follows\r\n", capabilities(s)))
+
+
+async def cmd_quit(s: Session, arg: bytes) -> None:
+    parse_args(arg, ())
+    s.closing = True
+    if s.state is State.TRANSACTION:
+        await update(s)
+    else:
+        s.result = "quit"
+        await s.ok(f"{s.ctx.settings.mail_hostname} POP3 server signing off")
+
+
+async def update(s: Session) -> None:
+    """RFC 1939 UPDATE: expunge the marked messages under the lease, then give the lease back."""
+    s.state = State.UPDATE
+    snap = _snapshot(s)
+    marked = snap.marked_ids()
+    assert s.lease is not None and s.user is not None
+    if not marked:
+        await end_session_lease(s)
+        s.result = "quit"
+        await s.ok(f"{s.ctx.settings.mail_hostname} POP3 server signing off")
+        return
+    if not s.ctx.keeper.valid(s.lease):
+        await end_session_lease(s)
+        s.result = "lease_lost"
+        await s.err("[SYS/TEMP] maildrop lock was lost; no messages deleted, try again")
+        return
+    lease = s.lease.lease
+    try:
+        gone = set(await s.ctx.client.expunge(s.user, marked, lease.token, lease.fence))
+    except MailstoreError as exc:
+        await end_session_lease(s)
+        s.result = f"expunge_failed:{exc.code}"
+        await s.err("[SYS/TEMP] could not delete the marked messages; try again later")
+        return
+    await end_session_lease(s)
+    s.stats.deleted = len(gone & set(marked))
+    if s.stats.deleted < len(marked):
+        s.result = "expunge_incomplete"
+        await s.err("[SYS/TEMP] some marked messages could not be deleted")
+        return
+    s.result = "quit"
+    await s.ok(
+        f"{s.ctx.settings.mail_hostname} POP3 server signing off "
+        f"({len(snap) - len(marked)} messages left)"
+    )
+
+
+# --- AUTHORIZATION -----------------------------------------------------------------------------
+
+
+async def cmd_user(s: Session, arg: bytes) -> None:
+    (name,) = parse_args(arg, (Arg.WORD,))
+    assert isinstance(name, bytes)
+    if not s.plaintext_ok:
+        refuse(s, "plaintext_refused", None)
+        await s.err(NO_PLAINTEXT)
+        return
+    s.user_hint = name
+    await s.ok("send PASS")
+
+
+async def cmd_pass(s: Session, arg: bytes) -> None:
+    (password,) = parse_args(arg, (Arg.REST,))
+    assert isinstance(password, bytes)
+    if not s.plaintext_ok:
+        refuse(s, "plaintext_refused", None)
+        await s.err(NO_PLAINTEXT)
+        return
+    if s.user_hint is None:
+        await s.err("send USER first")
+        return
+    raw_name, s.user_hint = s.user_hint, None
+    name = usable_name(raw_name)
+    if name is None:
+        await login_failed_early(s, raw_name)
+        return
+    try:
+        text = password.decode("utf-8")
+    except UnicodeDecodeError:
+        await login_failed_early(s, raw_name)
+        return
+    await login(s, name, lambda: s.ctx.client.verify_password(name, text))
+
+
+async def login_failed_early(s: Session, raw_name: bytes) -> None:
+    """Credentials that cannot be anybody's: the same answer and delay as a wrong password."""
+    await fail_login(s, raw_name.decode("utf-8", "replace")[:64])
+
+
+async def cmd_apop(s: Session, arg: bytes) -> None:
+    name_b, digest = parse_args(arg, (Arg.WORD, Arg.WORD))
+    assert isinstance(name_b, bytes) and isinstance(digest, bytes)
+    if not s.ctx.settings.apop_enabled:
+        await s.err("[AUTH] APOP is not enabled on this server")
+        return
+    name = usable_name(name_b)
+    if name is None or not _APOP_DIGEST.fullmatch(digest):
+        await login_failed_early(s, name_b)
+        return
+    hexdigest = digest.decode().lower()
+    await login(s, name, lambda: s.ctx.client.verify_apop(name, s.timestamp, hexdigest))
+
+
+async def cmd_auth(s: Session, arg: bytes) -> None:
+    mech, initial = parse_args(arg, (Arg.OPT_WORD, Arg.OPT_WORD))
+    if mech is None:  # RFC 1734-style mechanism list, which some clients ask for
+        await s.send(
+            multiline(b"+OK SASL mechanisms follow\r\n", [b"PLAIN"] if s.plaintext_ok else [])
+        )
+        return
+    assert isinstance(mech, bytes)
+    if mech.upper() != b"PLAIN":
+        await s.err("unsupported authentication mechanism")
+        return
+    if not s.plaintext_ok:
+        refuse(s, "plaintext_refused", None)
+        await s.err(NO_PLAINTEXT)
+        return
+    if initial is None:
+        await s.send(b"+ \r\n")
+        try:
+            async with asyncio.timeout(s.ctx.settings.pop3_auth_timeout):
+                response = await read_line(s.reader, MAX_SASL_LINE)
+        except LineTooLong:
+            await s.err("[AUTH] authentication line too long")
+            return
+        if response is None:
+            s.closing = True
+            return
+        if response == b"*":
+            await s.err("authentication cancelled")
+            return
+        initial = response
+    assert isinstance(initial, bytes)
+    try:
+        name, password = decode_plain(initial)
+    except SaslError:
+        await login_failed_early(s, b"")
+        return
+    await login(s, name, lambda: s.ctx.client.verify_password(name, password))
+
+
+async def cmd_stls(s: Session, arg: bytes) -> None:
+    parse_args(arg, ())
+    if s.tls:
+        await s.err("already using TLS")
+        return
+    await s.ok("begin TLS negotiation")
+    # Anything the client pipelined after STLS was sent in clear text: never execute it.
+    discard_buffered(s.reader)
+    try:
+        async with asyncio.timeout(s.ctx.settings.pop3_tls_handshake_timeout):
+            await s.writer.start_tls(s.ctx.tls)
+    except (ssl.SSLError, OSError, TimeoutError) as exc:
+        s.result = "tls_failed"
+        log.info("tls_failed", sid=s.sid, error=str(exc))
+        raise AbortSession from exc
+    s.tls = True
+    s.user_hint = None  # RFC 2595: forget what was said before TLS
+
+
+# --- TRANSACTION -------------------------------------------------------------------------------
+
+
+async def cmd_stat(s: Session, arg: bytes) -> None:
+    parse_args(arg, ())
+    count, size = _snapshot(s).stat()
+    await s.ok(f"{count} {size}")
+
+
+async def cmd_list(s: Session, arg: bytes) -> None:
+    snap = _snapshot(s)
+    (n,) = parse_args(arg, (Arg.OPT_MSG,), len(snap))
+    if n is not None:
+        msg = _live_msg(s, n)
+        await s.ok(f"{msg} {snap.sizes[msg - 1]}")
+        return
+    count, size = snap.stat()
+    lines = [b"%d %d" % (i, snap.sizes[i - 1]) for i in snap.live()]
+    await s.send(multiline(b"+OK %d messages (%d octets)\r\n" % (count, size), lines))
+
+
+async def cmd_uidl(s: Session, arg: bytes) -> None:
+    snap = _snapshot(s)
+    (n,) = parse_args(arg, (Arg.OPT_MSG,), len(snap))
+    if n is not None:
+        msg = _live_msg(s, n)
+        await s.ok(f"{msg} {snap.ids[msg - 1]}")
+        return
+    lines = [b"%d %s" % (i, snap.ids[i - 1].encode()) for i in snap.live()]
+    await s.send(multiline(b"+OK unique-id listing follows\r\n", lines))
+
+
+async def _send_message(s: Session, n: int, top: int | None) -> None:
+    snap = _snapshot(s)
+    assert s.user is not None
+    started = False
+    try:
+        async with s.ctx.client.open_message(s.user, snap.ids[n - 1]) as response:
+            head = f"{snap.sizes[n - 1]} octets" if top is None else "top of message follows"
+            await s.ok(head)
+            started = True
+            sent = await stream_message(response.aiter_raw(), s.writer, top, s.drain)
+            s.stats.octets_sent += sent
+    except NotFound:
+        if started:
+            raise AbortSession from None
+        await s.err(f"[SYS/PERM] message {n} is no longer available")
+        return
+    except MailstoreError as exc:
+        if started:
+            s.result = f"retr_failed:{exc.code}"
+            raise AbortSession from exc
+        await s.err("[SYS/TEMP] message temporarily unavailable, try again later")
+        return
+    if top is None:
+        s.stats.retrieved += 1
+
+
+async def cmd_retr(s: Session, arg: bytes) -> None:
+    (n,) = parse_args(arg, (Arg.MSG,), len(_snapshot(s)))
+    await _send_message(s, _live_msg(s, n), None)
+
+
+async def cmd_top(s: Session, arg: bytes) -> None:
+    n, lines = parse_args(arg, (Arg.MSG, Arg.COUNT), len(_snapshot(s)))
+    assert isinstance(lines, int)
+    await _send_message(s, _live_msg(s, n), lines)
+
+
+async def cmd_dele(s: Session, arg: bytes) -> None:
+    (n,) = parse_args(arg, (Arg.MSG,), len(_snapshot(s)))
+    msg = _live_msg(s, n)
+    _snapshot(s).mark(msg)
+    await s.ok(f"message {msg} deleted")
+
+
+async def cmd_noop(s: Session, arg: bytes) -> None:
+    parse_args(arg, ())
+    await s.ok()
+
+
+async def cmd_rset(s: Session, arg: bytes) -> None:
+    parse_args(arg, ())
+    snap = _snapshot(s)
+    snap.reset()
+    count, size = snap.stat()
+    await s.ok(f"maildrop has {count} messages ({size} octets)")
+
+
+async def cmd_last(s: Session, arg: bytes) -> None:
+    await s.err("LAST is not supported (removed in RFC 1939)")
+
+
+TABLE: dict[State, dict[bytes, Handler]] = {
+    State.AUTHORIZATION: {
+        b"CAPA": cmd_capa,
+        b"USER": cmd_user,
+        b"PASS": cmd_pass,
+        b"APOP": cmd_apop,
+        b"AUTH": cmd_auth,
+        b"STLS": cmd_stls,
+        b"QUIT": cmd_quit,
+    },
+    State.TRANSACTION: {
+        b"CAPA": cmd_capa,
+        b"STAT": cmd_stat,
+        b"LIST": cmd_list,
+        b"RETR": cmd_retr,
+        b"DELE": cmd_dele,
+        b"NOOP": cmd_noop,
+        b"RSET": cmd_rset,
+        b"TOP": cmd_top,
+        b"UIDL": cmd_uidl,
+        b"LAST": cmd_last,
+        b"QUIT": cmd_quit,
+    },
+    State.UPDATE: {},
+}
+KNOWN: frozenset[bytes] = frozenset(name for table in TABLE.values() for name in table)
+
+
+async def dispatch(s: Session, line: bytes) -> None:
+    """Run one command line."""
+    name, _, arg = line.partition(b" ")
+    key = name.upper()
+    handler = TABLE[s.state].get(key)
+    if handler is None:
+        await s.bad("command not valid in this state" if key in KNOWN else "unknown command")
+        return
+    try:
+        await handler(s, arg)
+    except NoSuchMessage as exc:
+        await s.err(str(exc))
+    except ArgError as exc:
+        await s.bad(str(exc))

@@ -1,0 +1,192 @@
+"""The listeners and the per-connection loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+import time
+
+import redis.asyncio as aioredis
+from mailcommon.client import MailstoreClient
+from mailcommon.locks import MaildropLocks
+from mailcommon.logging import get_logger
+
+from pop3d.auth import end_session_lease
+from pop3d.commands import dispatch
+from pop3d.context import Context
+from pop3d.leases import LeaseKeeper
+from pop3d.protocol import READER_LIMIT, LineTooLong, read_line, reply
+from pop3d.session import AbortSession, Session
+from pop3d.settings import Pop3Settings
+from pop3d.throttle import AuthThrottle, ConnectionLimiter
+
+log = get_logger(__name__)
+
+
+def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContext) -> Context:
+    redis = aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0
+    )
+    locks = MaildropLocks(redis)
+    return Context(
+        settings=settings,
+        client=MailstoreClient(
+            settings.mailstore_url,
+            service_token,
+            timeout=settings.mailstore_timeout,
+            max_connections=200,
+        ),
+        redis=redis,
+        locks=locks,
+        keeper=LeaseKeeper(locks, settings.lock_ttl_ms),
+        throttle=AuthThrottle(
+            redis,
+            settings.pop3_auth_fail_window,
+            settings.pop3_auth_fail_max_per_ip,
+            settings.pop3_auth_fail_max_per_user,
+        ),
+        limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
+        tls=tls,
+    )
+
+
+async def run_session(s: Session) -> None:
+    """Greeting, then one command at a time until QUIT, EOF, timeout or abuse."""
+    await s.ok(f"POP3 server ready {s.timestamp}")
+    while not s.closing:
+        try:
+            async with asyncio.timeout(s.timeout):
+                line = await read_line(s.reader)
+        except TimeoutError:
+            s.result = "timeout"
+            await s.err("autologout: idle for too long")
+            return
+        except LineTooLong:
+            await s.bad("command line too long (255 octets at most)")
+            continue
+        if line is None:
+            s.result = "disconnected"
+            return
+        await dispatch(s, line)
+
+
+class Pop3Server:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.servers: list[asyncio.Server] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+
+    async def _handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls_port: bool
+    ) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        ip, port = str(peer[0]), int(peer[1])
+        refusal = self.ctx.limiter.try_open(ip)
+        if refusal is not None:
+            log.info("refusal", peer=f"{ip}:{port}", reason="connection_limit", detail=refusal)
+            with contextlib.suppress(Exception):
+                writer.write(reply(False, f"[SYS/TEMP] {refusal}, try again later"))
+                writer.close()
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._sessions.add(task)
+        s = Session(self.ctx, reader, writer, ip, port, tls_port=tls_port)
+        try:
+            await run_session(s)
+        except AbortSession:
+            if s.result in ("disconnected", "quit"):
+                s.result = "aborted"
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            s.result = f"connection_error:{type(exc).__name__}"
+        except asyncio.CancelledError:
+            s.result = "shutdown"
+            raise
+        except Exception:
+            s.result = "internal_error"
+            log.exception("session_error", sid=s.sid)
+        finally:
+            self.ctx.limiter.close(ip)
+            if task is not None:
+                self._sessions.discard(task)
+            try:
+                await asyncio.shield(end_session_lease(s))
+            finally:
+                with contextlib.suppress(Exception):
+                    writer.close()
+                log.info(
+                    "session",
+                    sid=s.sid,
+                    user=s.user,
+                    peer=f"{ip}:{port}",
+                    tls=s.tls,
+                    retrieved=s.stats.retrieved,
+                    deleted=s.stats.deleted,
+                    octets=s.stats.octets_sent,
+                    result=s.result,
+                    duration_ms=int((time.monotonic() - s.stats.started) * 1000),
+                )
+
+    async def _plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._handle(reader, writer, tls_port=False)
+
+    async def _implicit_tls(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._handle(reader, writer, tls_port=True)
+
+    async def start(self) -> None:
+        st = self.ctx.settings
+        self.servers.append(
+            await asyncio.start_server(
+                self._plain,
+                st.pop3_bind_host,
+                st.pop3_bind_port,
+                limit=READER_LIMIT,
+                backlog=st.pop3_backlog,
+            )
+        )
+        if st.pop3s_bind_port:
+            self.servers.append(
+                await asyncio.start_server(
+                    self._implicit_tls,
+                    st.pop3_bind_host,
+                    st.pop3s_bind_port,
+                    limit=READER_LIMIT,
+                    backlog=st.pop3_backlog,
+                    ssl=self.ctx.tls,
+                    ssl_handshake_timeout=st.pop3_tls_handshake_timeout,
+                )
+            )
+        self.ctx.keeper.start()
+        log.info(
+            "listening",
+            host=st.pop3_bind_host,
+            pop3_port=st.pop3_bind_port,
+            pop3s_port=st.pop3s_bind_port or None,
+            plaintext_auth=st.pop3_allow_plaintext_auth,
+            apop=st.apop_enabled,
+        )
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for task in list(self._sessions):
+            task.cancel()  # sessions end without UPDATE: nothing is deleted
+        if self._sessions:
+            await asyncio.wait(list(self._sessions), timeout=10)
+        await self.ctx.keeper.stop()
+        await self.ctx.client.aclose()
+        await self.ctx.redis.aclose()
+
+    async def run(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+        await self.stop()

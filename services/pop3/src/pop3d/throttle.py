@@ -1,0 +1,72 @@
+"""Abuse limits: concurrent connections (per process, per client address) and failed logins
+(fixed-window counters in Redis, shared by every replica)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import redis.asyncio as aioredis
+
+
+class ConnectionLimiter:
+    """Counts open connections, in total and per client address."""
+
+    __slots__ = ("_per_ip", "max_per_ip", "max_total", "total")
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self._per_ip: Counter[str] = Counter()
+
+    def try_open(self, ip: str) -> str | None:
+        """Count a new connection; returns why it is refused, or None when it is admitted."""
+        if self.total >= self.max_total:
+            return "too many connections"
+        if self._per_ip[ip] >= self.max_per_ip:
+            return "too many connections from your address"
+        self.total += 1
+        self._per_ip[ip] += 1
+        return None
+
+    def close(self, ip: str) -> None:
+        self.total -= 1
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+
+
+class AuthThrottle:
+    """Failed logins per client address and per user name, in fixed windows (INCR + EXPIRE).
+
+    Counting by the name as given, whether the account exists or not, so the refusal says
+    nothing about which accounts exist. Redis errors propagate (the caller answers [SYS/TEMP]).
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, window: int, max_per_ip: int, max_per_user: int
+    ) -> None:
+        self._redis = redis
+        self.window = window
+        self.max_per_ip = max_per_ip
+        self.max_per_user = max_per_user
+
+    def _keys(self, ip: str, user: str) -> tuple[str, str]:
+        slot = int(time.time()) // self.window
+        return f"pop3:authfail:ip:{ip}:{slot}", f"pop3:authfail:user:{user.lower()}:{slot}"
+
+    async def blocked(self, ip: str, user: str) -> bool:
+        """Whether this address or this user name has used up its failures in this window."""
+        ip_key, user_key = self._keys(ip, user)
+        by_ip, by_user = await self._redis.mget(ip_key, user_key)
+        return int(by_ip or 0) >= self.max_per_ip or int(by_user or 0) >= self.max_per_user
+
+    async def record_failure(self, ip: str, user: str) -> None:
+        ip_key, user_key = self._keys(ip, user)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.incr(ip_key)
+            pipe.expire(ip_key, self.window * 2)
+            pipe.incr(user_key)
+            pipe.expire(user_key, self.window * 2)
+            await pipe.execute()
