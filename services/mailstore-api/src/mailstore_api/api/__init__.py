@@ -1,0 +1,1 @@
+"""The HTTP routers: internal (front ends), admin (operators) and health."""

@@ -1,0 +1,240 @@
+"""Admin REST API under ``/api/v1`` (admin token): users, passwords, APOP secrets, messages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
+
+from mailstore_api import accounts, messages
+from mailstore_api.errors import ApiError
+from mailstore_api.maildir import MessageEntry, UnknownMailbox
+from mailstore_api.state import State, get_state
+from mailstore_api.streaming import message_response
+
+# Authentication is enforced by the middleware (before anything else); this is for the docs.
+_bearer = HTTPBearer(auto_error=False, scheme_name="admin token")
+router = APIRouter(prefix="/api/v1", tags=["admin"], dependencies=[Depends(_bearer)])
+StateDep = Annotated[State, Depends(get_state)]
+
+
+class NewUser(BaseModel):
+    username: str = Field(max_length=256)
+    password: str = Field(max_length=4096)
+
+
+class NewPassword(BaseModel):
+    password: str = Field(max_length=4096)
+
+
+class ApopSecret(BaseModel):
+    secret: str = Field(min_length=1, max_length=1024)
+
+
+class User(BaseModel):
+    username: str
+    created_at: str
+    messages: int
+    bytes: int
+    apop: bool
+
+
+class UserList(BaseModel):
+    users: list[User]
+
+
+class MessageSummary(BaseModel):
+    id: str
+    uidl: str
+    size: int = Field(description="octets as stored (LF line ends)")
+    size_crlf: int = Field(description="octets with CRLF line ends (what POP3 reports)")
+    received: str
+    from_: str | None = Field(alias="from")
+    to: str | None
+    subject: str | None
+    date: str | None
+
+
+class MessagePage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    messages: list[MessageSummary]
+
+
+async def _user(state: State, username: str) -> User:
+    row = await accounts.get_user(state, username)
+    count, size = await state.run_io(state.store.usage, username)
+    return User(
+        username=row.username,
+        created_at=row.created_at,
+        messages=count,
+        bytes=size,
+        apop=row.apop_secret is not None,
+    )
+
+
+async def _entries(state: State, username: str) -> list[MessageEntry]:
+    accounts.known_user(state, username)
+    try:
+        entries: list[MessageEntry] = await state.run_io(state.store.messages, username)
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    return entries
+
+
+async def _entry(state: State, username: str, message_id: str) -> MessageEntry:
+    for entry in await _entries(state, username):
+        if entry.id == message_id:
+            return entry
+    raise ApiError(404, "unknown_message", "no such message")
+
+
+async def _refuse_while_locked(state: State, username: str) -> None:
+    if await state.locks.holder(username) is not None:
+        raise ApiError(
+            423, "mailbox_locked", "a POP3 session holds this mailbox's lock; try again later"
+        )
+
+
+@router.post("/users", status_code=201, responses={409: {}, 422: {}})
+async def create_user(body: NewUser, state: StateDep) -> User:
+    """Create a user and their Maildir."""
+    await accounts.create_user(state, body.username, body.password)
+    return await _user(state, body.username)
+
+
+@router.get("/users")
+async def list_users(state: StateDep) -> UserList:
+    """Every user, with message count and stored bytes."""
+    rows = await state.run_io(state.db.list_users)
+    users = []
+    for row in rows:
+        count, size = await state.run_io(state.store.usage, row.username)
+        users.append(
+            User(
+                username=row.username,
+                created_at=row.created_at,
+                messages=count,
+                bytes=size,
+                apop=row.apop_secret is not None,
+            )
+        )
+    return UserList(users=users)
+
+
+@router.get("/users/{username}", responses={404: {}})
+async def get_user(username: str, state: StateDep) -> User:
+    """One user."""
+    return await _user(state, username)
+
+
+@router.put("/users/{username}/password", status_code=204, responses={404: {}, 422: {}})
+async def set_password(username: str, body: NewPassword, state: StateDep) -> Response:
+    """Change a password (cached logins of the user are forgotten)."""
+    await accounts.set_password(state, username, body.password)
+    return Response(status_code=204)
+
+
+@router.delete("/users/{username}", status_code=204, responses={404: {}, 409: {}, 423: {}})
+async def delete_user(
+    username: str, state: StateDep, purge: Annotated[bool, Query()] = False
+) -> Response:
+    """Delete a user; 409 while mail remains unless ``purge=true`` (423 while POP3 holds it)."""
+    accounts.known_user(state, username)
+    if purge:
+        await _refuse_while_locked(state, username)
+    await accounts.delete_user(state, username, purge)
+    return Response(status_code=204)
+
+
+@router.put("/users/{username}/apop-secret", status_code=204, responses={404: {}})
+async def set_apop_secret(username: str, body: ApopSecret, state: StateDep) -> Response:
+    """Set the user's APOP secret (stored encrypted; used only when APOP_ENABLED)."""
+    await accounts.set_apop_secret(state, username, body.secret)
+    return Response(status_code=204)
+
+
+@router.delete("/users/{username}/apop-secret", status_code=204, responses={404: {}})
+async def delete_apop_secret(username: str, state: StateDep) -> Response:
+    """Remove the user's APOP secret."""
+    await accounts.set_apop_secret(state, username, None)
+    return Response(status_code=204)
+
+
+@router.get("/users/{username}/messages", responses={404: {}})
+async def list_messages(
+    username: str,
+    state: StateDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> MessagePage:
+    """A page of the user's messages, oldest first."""
+    entries = await _entries(state, username)
+    page = entries[offset : offset + limit]
+    rows: list[dict[str, Any]] = await state.run_io(lambda: [messages.summary(e) for e in page])
+    return MessagePage(
+        total=len(entries),
+        offset=offset,
+        limit=limit,
+        messages=[MessageSummary.model_validate(r) for r in rows],
+    )
+
+
+@router.get("/users/{username}/messages/{message_id}", responses={404: {}})
+async def get_message(username: str, message_id: str, state: StateDep) -> dict[str, Any]:
+    """One message parsed: headers, MIME parts with types and sizes, decoded text bodies."""
+    entry = await _entry(state, username, message_id)
+    try:
+        parsed: dict[str, Any] = await state.run_io(messages.parse, entry.path, entry.id)
+    except FileNotFoundError as exc:
+        raise ApiError(404, "unknown_message", "no such message") from exc
+    return {
+        **parsed,
+        "uidl": entry.id,
+        "size": entry.size,
+        "size_crlf": entry.size_crlf,
+        "received": messages.iso(entry.received),
+    }
+
+
+@router.get(
+    "/users/{username}/messages/{message_id}/raw",
+    response_class=Response,
+    responses={200: {"content": {"message/rfc822": {}}}, 404: {}},
+)
+async def get_raw(username: str, message_id: str, state: StateDep) -> Response:
+    """The message as stored, ``message/rfc822``, streamed."""
+    accounts.known_user(state, username)
+    try:
+        path = await state.run_io(state.store.find, username, message_id)
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    return await message_response(
+        state,
+        path,
+        "message/rfc822",
+        {"Content-Disposition": f'inline; filename="{message_id}.eml"'},
+    )
+
+
+@router.delete(
+    "/users/{username}/messages/{message_id}",
+    status_code=204,
+    responses={404: {}, 423: {}, 503: {}},
+)
+async def delete_message(username: str, message_id: str, state: StateDep) -> Response:
+    """Delete one message; 423 while a POP3 session holds the lock, 503 when Redis is down."""
+    accounts.known_user(state, username)
+    try:
+        if await state.run_io(state.store.find, username, message_id) is None:
+            raise ApiError(404, "unknown_message", "no such message")
+        await _refuse_while_locked(state, username)
+        deleted, _ = await state.run_io(state.store.delete, username, [message_id])
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    if not deleted:
+        raise ApiError(404, "unknown_message", "no such message")
+    return Response(status_code=204)

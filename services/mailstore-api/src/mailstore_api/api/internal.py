@@ -1,0 +1,217 @@
+"""Internal API for the front ends (smtp-in, pop3), under ``/internal/v1``, service token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from mailcommon.logging import get_logger
+from mailcommon.names import is_valid_username
+from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
+
+from mailstore_api import accounts
+from mailstore_api.delivery import DeliveryWriter
+from mailstore_api.errors import ApiError, error_response
+from mailstore_api.fencing import check_lease
+from mailstore_api.maildir import UnknownMailbox, is_disk_full
+from mailstore_api.state import State, get_state
+from mailstore_api.streaming import message_response
+
+log = get_logger(__name__)
+# Authentication is enforced by the middleware (before anything else); this is for the docs.
+_bearer = HTTPBearer(auto_error=False, scheme_name="service token")
+router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[Depends(_bearer)])
+StateDep = Annotated[State, Depends(get_state)]
+MAX_RECIPIENTS = 1000
+
+
+class AuthRequest(BaseModel):
+    username: str = Field(max_length=256)
+    password: str = Field(max_length=4096)
+
+
+class ApopRequest(BaseModel):
+    username: str = Field(max_length=256)
+    timestamp: str = Field(max_length=1024)
+    digest: str = Field(max_length=256)
+
+
+class AuthResult(BaseModel):
+    valid: bool
+    username: str | None
+
+
+class Recipient(BaseModel):
+    username: str
+
+
+class DeliveryResult(BaseModel):
+    id: str
+    recipients: list[str]
+    size: int
+
+
+class LeaseRequest(BaseModel):
+    lock_token: str = Field(min_length=1, max_length=256)
+    fence: int = Field(ge=0)
+
+
+class ExpungeRequest(LeaseRequest):
+    ids: list[str] = Field(max_length=100_000)
+
+
+class SnapshotMessage(BaseModel):
+    id: str
+    size: int
+
+
+class Snapshot(BaseModel):
+    messages: list[SnapshotMessage]
+    highest_fence: int
+
+
+class ExpungeResult(BaseModel):
+    deleted: list[str]
+    already_gone: list[str]
+
+
+def _result(name: str | None) -> AuthResult:
+    return AuthResult(valid=name is not None, username=name)
+
+
+@router.post("/auth")
+async def auth(body: AuthRequest, state: StateDep) -> AuthResult:
+    """Verify a user name and password."""
+    return _result(await accounts.verify_password(state, body.username, body.password))
+
+
+@router.post("/auth/apop")
+async def auth_apop(body: ApopRequest, state: StateDep) -> AuthResult:
+    """Verify an APOP digest (always invalid unless APOP_ENABLED)."""
+    return _result(await accounts.verify_apop(state, body.username, body.timestamp, body.digest))
+
+
+@router.get("/recipients/{username}", responses={404: {"description": "unknown_user"}})
+async def recipient(username: str, state: StateDep) -> Recipient:
+    """Whether a mailbox exists; the canonical (lower-case) name."""
+    name = username.lower()
+    if not is_valid_username(name) or name not in state.users:
+        raise ApiError(404, "unknown_user", "no such user")
+    return Recipient(username=name)
+
+
+def _recipients(state: State, given: list[str]) -> list[str]:
+    names = list(dict.fromkeys(r.strip().lower() for r in given))
+    if len(names) > MAX_RECIPIENTS:
+        raise ApiError(422, "too_many_recipients", f"at most {MAX_RECIPIENTS} recipients")
+    unknown = [n for n in names if not is_valid_username(n) or n not in state.users]
+    if unknown:
+        raise ApiError(404, "unknown_user", "no such user", unknown=unknown)
+    return names
+
+
+@router.post(
+    "/deliveries",
+    status_code=201,
+    responses={
+        404: {"description": "unknown_user (nothing stored)"},
+        413: {"description": "message_too_large"},
+        507: {"description": "insufficient_storage"},
+    },
+)
+async def deliver(
+    request: Request,
+    state: StateDep,
+    recipient: Annotated[list[str], Query(min_length=1)],
+) -> JSONResponse:
+    """Store the request body (message/rfc822, CRLF or LF) once for every recipient."""
+    names = _recipients(state, recipient)
+    limit = state.settings.max_message_size
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ApiError(413, "message_too_large", f"the message exceeds {limit} octets", limit=limit)
+    writer = DeliveryWriter(state.store, names, state.io)
+    committed = False
+    try:
+        async for chunk in request.stream():
+            if writer.received + len(chunk) > limit:
+                raise ApiError(
+                    413, "message_too_large", f"the message exceeds {limit} octets", limit=limit
+                )
+            await writer.feed(chunk)
+        message_id = await writer.commit()
+        committed = True
+    except ClientDisconnect:
+        log.info("delivery abandoned by the client", recipients=names)
+        return error_response(400, "client_disconnected", "the client went away")
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    except OSError as exc:
+        if is_disk_full(exc):
+            log.error("volume full", error=str(exc))
+            raise ApiError(507, "insufficient_storage", "the mail volume is full") from exc
+        raise
+    finally:
+        if not committed:
+            await writer.abort()
+    log.info("delivered", id=message_id, recipients=names, size=writer.stored)
+    result = DeliveryResult(id=message_id, recipients=names, size=writer.stored)
+    return JSONResponse(result.model_dump(), status_code=201)
+
+
+def _mailbox(state: State, username: str) -> str:
+    if not is_valid_username(username) or username not in state.users:
+        raise ApiError(404, "unknown_user", "no such user")
+    return username
+
+
+@router.post(
+    "/mailboxes/{username}/snapshot",
+    responses={409: {"description": "lock_not_held / stale_fence"}, 503: {"description": "redis"}},
+)
+async def snapshot(username: str, body: LeaseRequest, state: StateDep) -> Snapshot:
+    """The mailbox's messages, oldest first, for the holder of the maildrop lock."""
+    user = _mailbox(state, username)
+    highest = await check_lease(state, user, body.lock_token, body.fence)
+    try:
+        entries = await state.run_io(state.store.messages, user)
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    return Snapshot(
+        messages=[SnapshotMessage(id=e.id, size=e.size_crlf) for e in entries],
+        highest_fence=highest,
+    )
+
+
+@router.get(
+    "/mailboxes/{username}/messages/{message_id}",
+    response_class=Response,
+    responses={200: {"content": {"message/rfc822": {}}}, 404: {"description": "unknown_message"}},
+)
+async def message(username: str, message_id: str, state: StateDep) -> Response:
+    """One message as stored (LF line ends), streamed, with Content-Length S."""
+    user = _mailbox(state, username)
+    try:
+        path = await state.run_io(state.store.find, user, message_id)
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    return await message_response(state, path, "message/rfc822")
+
+
+@router.post(
+    "/mailboxes/{username}/expunge",
+    responses={409: {"description": "lock_not_held / stale_fence"}, 503: {"description": "redis"}},
+)
+async def expunge(username: str, body: ExpungeRequest, state: StateDep) -> ExpungeResult:
+    """Delete messages for the holder of the maildrop lock; already-gone ids are reported apart."""
+    user = _mailbox(state, username)
+    await check_lease(state, user, body.lock_token, body.fence)
+    try:
+        deleted, gone = await state.run_io(state.store.delete, user, body.ids)
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    log.info("expunged", user=user, deleted=len(deleted), already_gone=len(gone))
+    return ExpungeResult(deleted=deleted, already_gone=gone)

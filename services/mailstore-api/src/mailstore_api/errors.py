@@ -1,0 +1,118 @@
+"""One JSON error shape for every error: ``{"error": {"code", "message", ...extra}}``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from mailcommon.logging import get_logger
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = get_logger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    411: "length_required",
+    413: "message_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    423: "locked",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP ``status``, a snake_case ``code``, a message and extra fields."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body of an error."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    """A JSONResponse carrying an error."""
+    return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
+
+
+def unauthorized() -> JSONResponse:
+    """401 with no detail beyond the fact."""
+    return error_response(
+        401,
+        "unauthorized",
+        "missing or invalid bearer token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def _clean(error: Any) -> dict[str, Any]:
+    """A validation error without the offending input (may be bytes, or a password)."""
+    return {
+        "loc": [str(part) for part in error.get("loc", ())],
+        "msg": str(error.get("msg", "")),
+        "type": str(error.get("type", "")),
+    }
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [_clean(e) for e in exc.errors()]
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    what = str(first["msg"])
+    return error_response(
+        422,
+        "validation_error",
+        f"{where}: {what}" if where else what,
+        details=details,
+    )
+
+
+async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("redis unavailable", error=f"{type(exc).__name__}: {exc}")
+    return error_response(503, "redis_unavailable", "the lock service (Redis) is unreachable")
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error, including FastAPI's own, use the one JSON shape."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RedisError, _redis_error)
+    app.add_exception_handler(Exception, _unexpected)

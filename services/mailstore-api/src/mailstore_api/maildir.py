@@ -1,0 +1,321 @@
+"""The Maildir store: one Maildir per user under ``DATA_DIR/mail``; every call here is blocking.
+
+File names are ``<secs>.<usecs><10 hex>.<host>,S=<stored octets>,W=<octets with CRLF>`` (at most
+70 characters); the base name (before any ``:2,`` flags) is the message id. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailcommon.names import is_valid_message_id, is_valid_username
+
+MAX_NAME = 70
+TMP_MAX_AGE = 36 * 3600
+_SIZES_RE = re.compile(r",S=(\d+),W=(\d+)(?:,|$)")
+_TIME_RE = re.compile(r"(\d{1,12})\.(\d{6})")
+_SUBDIRS = ("tmp", "new", "cur")
+
+
+class UnknownMailbox(Exception):
+    """The user's Maildir does not exist."""
+
+
+@dataclass(frozen=True)
+class MessageEntry:
+    """One message in a listing, known from its name (and a stat only for foreign names)."""
+
+    id: str
+    path: Path
+    size: int  # octets as stored (S)
+    size_crlf: int  # octets with CRLF line ends (W): what POP3 reports
+    received: float  # seconds since the epoch
+
+
+def host_label(hostname: str) -> str:
+    """The host part of message names: letters, digits, '-' and '_', at most 16 characters."""
+    label = re.sub(r"[^A-Za-z0-9_-]", "-", hostname.split(".", maxsplit=1)[0] or "localhost")
+    return label[:16] or "localhost"
+
+
+def base_name(host: str) -> str:
+    """A new unique base name (without sizes)."""
+    now = time.time_ns()
+    secs, usecs = divmod(now // 1000, 1_000_000)
+    return f"{secs}.{usecs:06d}{secrets.token_hex(5)}.{host}"
+
+
+def final_name(base: str, stored: int, crlf: int) -> str:
+    """``base`` with the sizes; the host part is shortened if the whole would exceed 70 chars."""
+    suffix = f",S={stored},W={crlf}"
+    excess = len(base) + len(suffix) - MAX_NAME
+    if excess > 0:
+        base = base[:-excess]
+    return base + suffix
+
+
+def message_id_of(filename: str) -> str:
+    """The message id of a file in new/ or cur/: the name without Maildir info flags."""
+    return filename.split(":2,", 1)[0]
+
+
+def sizes_from_name(name: str) -> tuple[int, int] | None:
+    match = _SIZES_RE.search(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _received_from_name(name: str) -> float | None:
+    match = _TIME_RE.match(name)
+    if not match:
+        return None
+    return int(match.group(1)) + int(match.group(2)) / 1_000_000
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class LineEndings:
+    """CRLF -> LF on the fly, correct when a CR ends one chunk and its LF starts the next."""
+
+    def __init__(self) -> None:
+        self._pending_cr = False
+        self._last = b""
+        self.stored = 0
+        self.lfs = 0
+
+    def _emit(self, data: bytes) -> bytes:
+        if data:
+            self.stored += len(data)
+            self.lfs += data.count(b"\n")
+            self._last = data[-1:]
+        return data
+
+    def convert(self, chunk: bytes) -> bytes:
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+            self._pending_cr = True
+        return self._emit(chunk.replace(b"\r\n", b"\n"))
+
+    def finish(self) -> bytes:
+        """The tail: a held-back bare CR, and a final LF when the message lacks one."""
+        tail = b"\r" if self._pending_cr else b""
+        self._pending_cr = False
+        if (tail or self._last)[-1:] != b"\n":
+            tail += b"\n"
+        return self._emit(tail)
+
+
+class MailStore:
+    """Blocking Maildir operations under ``root`` (``DATA_DIR/mail``)."""
+
+    def __init__(self, root: Path, hostname: str) -> None:
+        self.root = root
+        self.host = host_label(hostname)
+        root.mkdir(parents=True, exist_ok=True)
+
+    def maildir(self, user: str) -> Path:
+        if not is_valid_username(user):  # defence in depth: callers validate first
+            raise UnknownMailbox(user)
+        return self.root / user
+
+    # -- mailboxes -------------------------------------------------------------------------------
+
+    def create(self, user: str) -> None:
+        box = self.maildir(user)
+        box.mkdir(exist_ok=True)
+        for sub in _SUBDIRS:
+            (box / sub).mkdir(exist_ok=True)
+            fsync_dir(box / sub)
+        fsync_dir(box)
+        fsync_dir(self.root)
+
+    def exists(self, user: str) -> bool:
+        return (self.maildir(user) / "new").is_dir()
+
+    def remove(self, user: str) -> None:
+        """Delete the Maildir and everything in it (moved aside first, so deliveries stop at once)."""
+        box = self.maildir(user)
+        trash = self.root / f".trash-{user}-{secrets.token_hex(4)}"
+        try:
+            box.rename(trash)
+        except FileNotFoundError:
+            return
+        fsync_dir(self.root)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def start_up(self, max_age: float = TMP_MAX_AGE) -> int:
+        """Remove leftovers: moved-aside Maildirs and tmp/ files older than ``max_age`` seconds."""
+        removed = 0
+        cutoff = time.time() - max_age
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(".trash-"):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                continue
+            tmp = Path(entry.path) / "tmp"
+            if not tmp.is_dir():
+                continue
+            for item in os.scandir(tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    if item.is_file(follow_symlinks=False) and item.stat().st_mtime < cutoff:
+                        os.unlink(item.path)
+                        removed += 1
+        return removed
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    def open_tmp(self, user: str) -> tuple[int, Path]:
+        """Create a new, exclusive file in ``user``'s tmp/."""
+        tmp = self.maildir(user) / "tmp"
+        while True:
+            path = tmp / base_name(self.host)
+            try:
+                return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
+            except FileExistsError:
+                continue
+            except FileNotFoundError as exc:
+                raise UnknownMailbox(user) from exc
+
+    def link_into_new(self, tmp_path: Path, users: list[str], stored: int, crlf: int) -> str:
+        """Hard-link the fsynced tmp file into every ``new/``, fsync them, unlink tmp; the id."""
+        while True:
+            name = final_name(base_name(self.host), stored, crlf)
+            done: list[Path] = []
+            try:
+                for user in users:
+                    target = self.maildir(user) / "new" / name
+                    os.link(tmp_path, target)
+                    done.append(target)
+            except FileExistsError:
+                _unlink_all(done)
+                continue
+            except FileNotFoundError as exc:
+                _unlink_all(done)
+                raise UnknownMailbox(str(exc.filename)) from exc
+            except BaseException:
+                _unlink_all(done)
+                raise
+            break
+        for target in done:
+            fsync_dir(target.parent)
+        os.unlink(tmp_path)
+        return name
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def messages(self, user: str) -> list[MessageEntry]:
+        """The messages in new/ and cur/, oldest first. Never opens our files (sizes from names)."""
+        box = self.maildir(user)
+        entries: list[MessageEntry] = []
+        for sub in ("new", "cur"):
+            try:
+                items = list(os.scandir(box / sub))
+            except FileNotFoundError as exc:
+                raise UnknownMailbox(user) from exc
+            for item in items:
+                entry = self._entry(item)
+                if entry is not None:
+                    entries.append(entry)
+        entries.sort(key=lambda e: (e.received, e.id))
+        return entries
+
+    def _entry(self, item: os.DirEntry[str]) -> MessageEntry | None:
+        mid = message_id_of(item.name)
+        if not is_valid_message_id(mid):
+            return None
+        sizes = sizes_from_name(mid)
+        received = _received_from_name(mid)
+        try:
+            if received is None:
+                received = item.stat().st_mtime
+            if sizes is None:  # a file some other tool put here: count once
+                sizes = _measure(Path(item.path))
+        except FileNotFoundError:
+            return None
+        return MessageEntry(mid, Path(item.path), sizes[0], sizes[1], received)
+
+    def usage(self, user: str) -> tuple[int, int]:
+        """(message count, stored octets)."""
+        try:
+            entries = self.messages(user)
+        except UnknownMailbox:
+            return 0, 0
+        return len(entries), sum(e.size for e in entries)
+
+    def find(self, user: str, message_id: str) -> Path | None:
+        """The file of ``message_id`` in new/ or cur/, or None."""
+        if not is_valid_message_id(message_id):
+            return None
+        box = self.maildir(user)
+        for candidate in (box / "new" / message_id, box / "cur" / message_id):
+            if candidate.is_file():
+                return candidate
+        prefix = message_id + ":2,"
+        try:
+            for item in os.scandir(box / "cur"):
+                if item.name.startswith(prefix):
+                    return Path(item.path)
+        except FileNotFoundError as exc:
+            raise UnknownMailbox(user) from exc
+        return None
+
+    def delete(self, user: str, message_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Unlink messages; returns (deleted, already gone). Directories are fsynced once."""
+        deleted: list[str] = []
+        gone: list[str] = []
+        for mid in dict.fromkeys(message_ids):
+            path = self.find(user, mid)
+            if path is None:
+                gone.append(mid)
+                continue
+            try:
+                os.unlink(path)
+                deleted.append(mid)
+            except FileNotFoundError:
+                gone.append(mid)
+        if deleted:
+            box = self.maildir(user)
+            fsync_dir(box / "new")
+            fsync_dir(box / "cur")
+        return deleted, gone
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _measure(path: Path) -> tuple[int, int]:
+    stored = lfs = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            stored += len(chunk)
+            lfs += chunk.count(b"\n")
+    return stored, stored + lfs

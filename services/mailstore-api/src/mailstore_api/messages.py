@@ -1,0 +1,98 @@
+"""Reading messages for the admin API: summary headers for listings, full parse for one message.
+
+Uses the standard library's ``email`` package with ``policy.default``; malformed headers never fail
+a request (their raw text is returned instead).
+"""
+
+from __future__ import annotations
+
+import datetime
+from email import policy
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser, BytesParser
+from pathlib import Path
+from typing import Any
+
+from mailstore_api.maildir import MessageEntry
+
+HEADER_LIMIT = 64 * 1024
+SUMMARY_HEADERS = ("from", "to", "subject", "date")
+
+
+def iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _header_text(message: Message, name: str) -> str | None:
+    try:
+        value = message.get(name)
+    except Exception:  # a malformed header the policy cannot parse
+        raw = [v for k, v in message.raw_items() if k.lower() == name]
+        return str(raw[0]) if raw else None
+    return None if value is None else str(value)
+
+
+def _read_head(path: Path) -> bytes:
+    """The header block (up to the blank line), at most HEADER_LIMIT octets."""
+    with path.open("rb") as f:
+        data = f.read(HEADER_LIMIT)
+    end = data.find(b"\n\n")
+    return data if end < 0 else data[: end + 1]
+
+
+def summary(entry: MessageEntry) -> dict[str, Any]:
+    """One listing row: id, uidl, sizes, received time and the From/To/Subject/Date headers."""
+    row: dict[str, Any] = {
+        "id": entry.id,
+        "uidl": entry.id,
+        "size": entry.size,
+        "size_crlf": entry.size_crlf,
+        "received": iso(entry.received),
+    }
+    try:
+        head = BytesHeaderParser(policy=policy.default).parsebytes(_read_head(entry.path))
+    except FileNotFoundError:
+        head = None
+    for name in SUMMARY_HEADERS:
+        row[name] = _header_text(head, name) if head is not None else None
+    return row
+
+
+def _text_of(part: EmailMessage) -> str | None:
+    try:
+        content = part.get_content()
+    except Exception:
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+    return content if isinstance(content, str) else None
+
+
+def parse(path: Path, entry_id: str) -> dict[str, Any]:
+    """Headers (in order), the MIME leaf parts with types and sizes, and decoded text bodies."""
+    with path.open("rb") as f:
+        message = BytesParser(policy=policy.default).parse(f)
+    assert isinstance(message, EmailMessage)
+    headers = [
+        {"name": name, "value": _header_text(message, name.lower()) or str(value)}
+        for name, value in message.raw_items()
+    ]
+    parts: list[dict[str, Any]] = []
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            continue
+        assert isinstance(part, EmailMessage)
+        payload = part.get_payload(decode=True)
+        disposition = part.get_content_disposition()
+        is_text = part.get_content_maintype() == "text" and disposition != "attachment"
+        parts.append(
+            {
+                "index": index,
+                "content_type": part.get_content_type(),
+                "charset": part.get_content_charset(),
+                "disposition": disposition,
+                "filename": part.get_filename(),
+                "size": len(payload) if isinstance(payload, bytes) else 0,
+                "text": _text_of(part) if is_text else None,
+            }
+        )
+    return {"id": entry_id, "headers": headers, "parts": parts}

@@ -1,0 +1,92 @@
+"""Pure ASGI middleware: request ids and one JSON log line per request; bearer-token checks.
+
+Authentication runs before routing and body parsing, so without the right token every path under
+``/api/`` and ``/internal/`` (even an unknown one) answers 401 and reveals nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import time
+
+import structlog
+from mailcommon.logging import get_logger
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mailstore_api.errors import unauthorized
+
+log = get_logger("mailstore_api.access")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class RequestLog:
+    """Bind a request id for the request's duration, echo it, log one line when it ends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID_RE.fullmatch(given) else secrets.token_hex(8)
+        status = 500
+        sent = 0
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                client = scope.get("client")
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    bytes=sent,
+                    ms=round((time.perf_counter() - start) * 1000, 2),
+                    client=client[0] if client else None,
+                )
+
+
+class BearerAuth:
+    """``/api/`` needs the admin token, ``/internal/`` the service token; compared in constant time."""
+
+    def __init__(self, app: ASGIApp, admin_token: str, service_token: str) -> None:
+        self.app = app
+        self._prefixes = (
+            ("/api/", b"Bearer " + admin_token.encode()),
+            ("/internal/", b"Bearer " + service_token.encode()),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            for prefix, expected in self._prefixes:
+                if path.startswith(prefix) or path == prefix.rstrip("/"):
+                    given = b""
+                    for name, value in scope["headers"]:
+                        if name == b"authorization":
+                            given = value
+                            break
+                    if not hmac.compare_digest(given, expected):
+                        await unauthorized()(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)

@@ -1,0 +1,52 @@
+"""The mailstore's settings, read once from the environment, and the tokens resolved from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailcommon.secrets import InsecureTokenError, resolve_token
+from mailcommon.settings import CommonSettings
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+
+class MailstoreSettings(CommonSettings):
+    """Environment of mailstore-api (see .env.example for each variable)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    data_dir: Path = Path("/data")
+    admin_token: SecretStr = SecretStr("")
+    api_bind_host: str = "0.0.0.0"
+    api_bind_port: int = 8080
+    # Largest message accepted for delivery, in octets as received.
+    max_message_size: int = 26214400
+    # APOP (RFC 1939) verification; off by default because it needs a clear-text secret per user.
+    apop_enabled: bool = False
+    # Seconds a successful password check is remembered in process memory (0 disables the cache).
+    auth_cache_ttl: float = 300.0
+    # Seconds uvicorn waits for in-flight requests on SIGTERM.
+    shutdown_grace: int = 30
+
+    def resolved_admin_token(self) -> str:
+        """The admin token: from the environment, else generated once into ``secrets_dir``."""
+        return resolve_token("ADMIN_TOKEN", self.admin_token.get_secret_value(), self.secrets_dir)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The two resolved bearer tokens."""
+
+    admin: str
+    service: str
+
+
+def resolve_tokens(settings: MailstoreSettings) -> Tokens:
+    """Both tokens; raises :class:`mailcommon.secrets.InsecureTokenError` when one is unusable."""
+    tokens = Tokens(
+        admin=settings.resolved_admin_token(), service=settings.resolved_service_token()
+    )
+    if tokens.admin == tokens.service:
+        raise InsecureTokenError("ADMIN_TOKEN and SERVICE_TOKEN must differ")
+    return tokens

@@ -1,0 +1,74 @@
+"""Everything a request handler needs, built once at start-up and kept on ``app.state.store``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import anyio
+import anyio.to_thread
+import redis.asyncio as aioredis
+from fastapi import Request
+from mailcommon.locks import MaildropLocks
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from mailstore_api.apop import ApopSecrets
+from mailstore_api.db import Database
+from mailstore_api.maildir import MailStore
+from mailstore_api.passwords import Passwords
+from mailstore_api.settings import MailstoreSettings, Tokens
+
+
+@dataclass
+class State:
+    settings: MailstoreSettings
+    tokens: Tokens
+    db: Database
+    store: MailStore
+    passwords: Passwords
+    apop: ApopSecrets
+    redis: aioredis.Redis
+    locks: MaildropLocks
+    # The user names, kept in memory: this process is the only writer of the database.
+    users: set[str] = field(default_factory=set)
+    # Worker threads for file-system work (fsync-bound, so more than the default 40 help).
+    io: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(64))
+
+    async def run_io(self, func: Any, *args: Any) -> Any:
+        """Run blocking ``func(*args)`` in a worker thread."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.io)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        self.db.close()
+
+
+def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
+    """Open the database and the Maildir root, clean up leftovers, connect (lazily) to Redis."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.data_dir / "users.sqlite3")
+    store = MailStore(settings.data_dir / "mail", settings.mail_hostname)
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2.0,
+        socket_timeout=2.0,
+        retry=Retry(NoBackoff(), 1),
+    )
+    state = State(
+        settings=settings,
+        tokens=tokens,
+        db=db,
+        store=store,
+        passwords=Passwords(settings.auth_cache_ttl),
+        apop=ApopSecrets(tokens.service),
+        redis=client,
+        locks=MaildropLocks(client),
+    )
+    state.users = db.usernames()
+    return state
+
+
+def get_state(request: Request) -> State:
+    """FastAPI dependency: the application state."""
+    return cast(State, request.app.state.store)
