@@ -1,0 +1,216 @@
+"""Policy and delivery: the aiosmtpd handler (``handle_EHLO``/``MAIL``/``RCPT``/``DATA``).
+
+The protocol side (limits, timeouts, reply codes, STARTTLS) lives in :mod:`smtp_in.protocol`; this
+module decides who may send to whom and hands each message to the mailstore once, for all its
+recipients, answering 250 only after the mailstore has it on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from aiosmtpd.smtp import Envelope, Session
+from mailcommon.client import (
+    Delivery,
+    InsufficientStorage,
+    MailstoreClient,
+    MailstoreError,
+    MailstoreUnavailable,
+    MessageTooLarge,
+    NotFound,
+)
+from mailcommon.logging import get_logger
+
+from smtp_in import headers
+from smtp_in.addresses import check_recipient, check_sender
+from smtp_in.settings import SmtpSettings
+
+log = get_logger(__name__)
+
+# EHLO keywords we add to aiosmtpd's (SIZE, 8BITMIME, SMTPUTF8, STARTTLS), before the final HELP.
+EXTRA_EHLO_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+
+
+class Transaction(Envelope):
+    """aiosmtpd's envelope plus what we track per mail transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transaction_id = ""
+        self.started = 0.0
+        # Mailstore user names, each once, in RCPT order.
+        self.users: list[str] = []
+
+
+def new_transaction_id() -> str:
+    """Our id for one mail transaction (``Received: ... id``, logs): 16 hex digits."""
+    return secrets.token_hex(8)
+
+
+def _peer_ip(session: Session) -> str:
+    peer: Any = session.peer  # aiosmtpd annotates it as str; it is the (host, port) tuple
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "unknown"
+
+
+class MailHandler:
+    """One per process; every connection's protocol instance calls into it."""
+
+    def __init__(self, settings: SmtpSettings, mailstore: MailstoreClient) -> None:
+        self.settings = settings
+        self.mailstore = mailstore
+        self.local_domains = frozenset(settings.mail_domains)
+        # Deliveries in progress; shielded from client disconnects, awaited on shutdown.
+        self.deliveries: set[asyncio.Task[Delivery]] = set()
+
+    # EHLO ---------------------------------------------------------------------------------------
+    async def handle_EHLO(
+        self,
+        server: Any,
+        session: Session,
+        envelope: Transaction,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # No AUTH on an MX: aiosmtpd would advertise its (always failing) mechanisms after TLS.
+        lines = [r for r in responses if not r[4:].upper().startswith(("AUTH", "HELP"))]
+        lines += [f"250-{keyword}" for keyword in EXTRA_EHLO_KEYWORDS]
+        lines.append("250 HELP")
+        return lines
+
+    # MAIL ---------------------------------------------------------------------------------------
+    async def handle_MAIL(
+        self,
+        server: Any,
+        session: Session,
+        envelope: Transaction,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        refusal = check_sender(address)
+        if refusal is None and not address.isascii() and not envelope.smtp_utf8:
+            refusal = "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"
+        if refusal is not None:
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.transaction_id = new_transaction_id()
+        envelope.started = time.monotonic()
+        return "250 2.1.0 Ok"
+
+    # RCPT ---------------------------------------------------------------------------------------
+    async def handle_RCPT(
+        self,
+        server: Any,
+        session: Session,
+        envelope: Transaction,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.smtp_max_recipients:
+            return "452 4.5.3 Error: too many recipients"
+        if not address.isascii() and not envelope.smtp_utf8:
+            return "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"
+        check = check_recipient(address, self.local_domains)
+        if check.username is None:
+            assert check.reply is not None
+            return check.reply
+        user = check.username
+        if user not in envelope.users:
+            try:
+                exists = await self.mailstore.recipient_exists(user)
+            except MailstoreError as exc:
+                log.warning("mailstore_error", during="RCPT", error=str(exc))
+                return "451 4.3.0 Mailstore unavailable, try again later"
+            if not exists:
+                return f"550 5.1.1 <{address}>: Recipient address rejected: user unknown"
+            envelope.users.append(user)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    # DATA ---------------------------------------------------------------------------------------
+    async def handle_DATA(self, server: Any, session: Session, envelope: Transaction) -> str:
+        content: bytes = envelope.original_content or b""
+        protocol = headers.protocol_name(
+            esmtp=bool(session.extended_smtp),
+            tls=session.ssl is not None,
+            smtputf8=bool(envelope.smtp_utf8),
+        )
+        trace = headers.trace_headers(
+            sender=envelope.mail_from or "",
+            helo=session.host_name,
+            peer_ip=_peer_ip(session),
+            hostname=self.settings.mail_hostname,
+            protocol=protocol,
+            transaction_id=envelope.transaction_id,
+            recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
+        )
+        message_id: str | None = None
+        try:
+            delivery = await self._deliver(envelope.users, trace + content)
+        except MessageTooLarge:
+            result, reply = "too_large", "552 5.3.4 Message too big for system"
+        except InsufficientStorage:
+            result, reply = "insufficient_storage", "452 4.3.1 Insufficient system storage"
+        except NotFound:
+            # A recipient was deleted between RCPT and DATA; nothing was stored. Let the sender
+            # retry: RCPT will then refuse that one recipient and the rest get the message.
+            result, reply = "recipient_gone", "451 4.3.0 Recipient no longer exists, try again"
+        except MailstoreUnavailable as exc:
+            log.warning("mailstore_error", during="DATA", error=str(exc))
+            result, reply = "tempfail", "451 4.3.0 Mailstore unavailable, try again later"
+        except MailstoreError as exc:
+            log.error("mailstore_error", during="DATA", error=str(exc))
+            result, reply = "tempfail", "451 4.3.0 Delivery failed, try again later"
+        except asyncio.CancelledError:
+            self._log_message(envelope, content, "client_gone", None, "")
+            raise
+        else:
+            message_id = delivery.id
+            result, reply = "delivered", f"250 2.0.0 Ok: queued as {delivery.id}"
+        self._log_message(envelope, content, result, message_id, reply)
+        server.reply_logged = True
+        return reply
+
+    async def _deliver(self, users: list[str], message: bytes) -> Delivery:
+        """Deliver in a task of its own: a client that disconnects does not cut the upload short."""
+        task = asyncio.ensure_future(self.mailstore.deliver(users, message))
+        self.deliveries.add(task)
+        task.add_done_callback(self._delivery_done)
+        return await asyncio.shield(task)
+
+    def _delivery_done(self, task: asyncio.Task[Delivery]) -> None:
+        self.deliveries.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here so an abandoned failure is not reported as lost
+
+    def _log_message(
+        self,
+        envelope: Transaction,
+        content: bytes,
+        result: str,
+        message_id: str | None,
+        reply: str,
+    ) -> None:
+        log.info(
+            "message",
+            id=message_id,
+            transaction=envelope.transaction_id,
+            sender=envelope.mail_from,
+            recipients=list(envelope.rcpt_tos),
+            users=list(envelope.users),
+            size=len(content),
+            result=result,
+            reply=reply,
+            duration_ms=round((time.monotonic() - envelope.started) * 1000, 1),
+        )
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("internal_error", error=f"{type(error).__name__}: {error}", exc_info=error)
+        return "451 4.3.0 Internal error, try again later"

@@ -1,0 +1,104 @@
+"""The trace headers smtp-in prepends to every message: ``Return-Path:`` and ``Received:``.
+
+``Received:`` follows RFC 5321 4.4 and the shape Postfix writes::
+
+    Received: from client.example ([192.0.2.7])
+    \tby mail.pokey.onl (maildrop smtp-in) with ESMTPS id 3f9a...
+    \tfor <bob@pokey.onl>; Fri, 27 Nov 2026 06:00:00 +0000
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+from email.utils import format_datetime
+
+# What may appear of a client's HELO argument: visible ASCII without comment parentheses or
+# backslashes (a HELO name is untrusted input that ends up inside a header).
+_HELO_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x5b\x5d-\x7e]")
+MAX_HELO_IN_HEADER = 255
+
+
+def protocol_name(*, esmtp: bool, tls: bool, smtputf8: bool) -> str:
+    """The ``with`` keyword (RFC 3848, RFC 6531): SMTP, ESMTP, ESMTPS, UTF8SMTP or UTF8SMTPS."""
+    if smtputf8:
+        return "UTF8SMTPS" if tls else "UTF8SMTP"
+    if tls:
+        return "ESMTPS"
+    return "ESMTP" if esmtp else "SMTP"
+
+
+def address_literal(ip: str) -> str:
+    """``[192.0.2.7]`` or ``[IPv6:2001:db8::7]`` (RFC 5321 4.1.3); unparsable input is replaced."""
+    try:
+        parsed = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return "[unknown]"
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return f"[{parsed.ipv4_mapped}]"
+        return f"[IPv6:{parsed.compressed}]"
+    return f"[{parsed}]"
+
+
+def safe_helo(helo: str | None) -> str:
+    """The client's HELO name, with anything that could break the header replaced by ``_``."""
+    if not helo:
+        return "unknown"
+    return _HELO_UNSAFE.sub("_", helo)[:MAX_HELO_IN_HEADER]
+
+
+def received(
+    *,
+    helo: str | None,
+    peer_ip: str,
+    hostname: str,
+    protocol: str,
+    transaction_id: str,
+    recipient: str | None,
+    when: datetime.datetime | None = None,
+) -> str:
+    """The ``Received:`` header (folded, CRLF line ends, final CRLF included)."""
+    stamp = format_datetime(when or datetime.datetime.now(datetime.UTC))
+    lines = [
+        f"Received: from {safe_helo(helo)} ({address_literal(peer_ip)})",
+        f"\tby {hostname} (maildrop smtp-in) with {protocol} id {transaction_id}",
+    ]
+    if recipient is not None:
+        lines.append(f"\tfor <{recipient}>; {stamp}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{stamp}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def return_path(sender: str) -> str:
+    """``Return-Path: <sender>`` (``<>`` for the null sender), final CRLF included."""
+    path = "<>" if sender in {"", "<>"} else f"<{sender}>"
+    return f"Return-Path: {path}\r\n"
+
+
+def trace_headers(
+    *,
+    sender: str,
+    helo: str | None,
+    peer_ip: str,
+    hostname: str,
+    protocol: str,
+    transaction_id: str,
+    recipient: str | None,
+    when: datetime.datetime | None = None,
+) -> bytes:
+    """``Return-Path:`` then ``Received:``, as octets (UTF-8 for SMTPUTF8 addresses, RFC 6532)."""
+    text = return_path(sender) + received(
+        helo=helo,
+        peer_ip=peer_ip,
+        hostname=hostname,
+        protocol=protocol,
+        transaction_id=transaction_id,
+        recipient=recipient,
+        when=when,
+    )
+    # aiosmtpd decodes arguments with surrogateescape: give back the octets the client sent.
+    return text.encode("utf-8", errors="surrogateescape")

@@ -1,0 +1,251 @@
+"""One SMTP connection: aiosmtpd's ``SMTP`` with our limits, timeouts, reply codes and shutdown.
+
+What this adds to aiosmtpd:
+
+- connection limits: beyond the global or per-address limit the client gets ``421 4.7.0`` and the
+  connection is closed before the handler ever sees it;
+- an idle timeout between commands and a separate inactivity timeout while message data flows;
+- an RFC 3463 enhanced status code on every reply (RFC 2034: all but the greeting and the
+  HELO/EHLO replies), rewriting the few aiosmtpd replies that lack one;
+- graceful shutdown: once the server drains, a new transaction gets ``421 4.3.2`` while the
+  transactions already started run to their end;
+- one log line per refusal, with the session id bound through structlog's context variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import re
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import AnyStr
+
+import structlog
+from aiosmtpd.smtp import SMTP, syntax
+from mailcommon.logging import get_logger
+
+from smtp_in.handler import MailHandler, Transaction
+from smtp_in.limits import ConnectionRegistry
+from smtp_in.settings import SmtpSettings
+
+log = get_logger(__name__)
+
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
+_REPLY = re.compile(r"^(\d{3})([ -])(.*)$", re.DOTALL)
+# aiosmtpd replies we word differently (and give the right enhanced code).
+_REWRITES = {
+    "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    ),
+    "500 Line too long (see RFC5321 4.5.3.1.6)": (
+        "500 5.5.2 Line too long: message lines are limited to 1000 octets (RFC 5321 4.5.3.1.6)"
+    ),
+    "500 Command line too long": "500 5.5.2 Command line too long",
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
+    "221 Bye": "221 2.0.0 Bye",
+}
+# The enhanced code added to any other reply lacking one, by reply code (then by class).
+_ENHANCED_BY_CODE = {
+    "220": "2.0.0",
+    "221": "2.0.0",
+    "250": "2.0.0",
+    "252": "2.0.0",
+    "421": "4.3.2",
+    "451": "4.3.0",
+    "452": "4.3.1",
+    "454": "4.7.0",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "550": "5.0.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "554": "5.0.0",
+    "555": "5.5.4",
+}
+
+
+def with_enhanced_code(reply: str) -> str:
+    """``reply`` with an RFC 3463 status code after the reply code (unchanged if it has one)."""
+    reply = _REWRITES.get(reply, reply)
+    if _HAS_ENHANCED.match(reply):
+        return reply
+    match = _REPLY.match(reply)
+    if match is None or match.group(1)[0] not in "245":
+        return reply  # 3xx intermediate replies carry no status code (RFC 2034)
+    code, sep, text = match.groups()
+    enhanced = _ENHANCED_BY_CODE.get(code, f"{code[0]}.0.0")
+    return f"{code}{sep}{enhanced} {text}".rstrip()
+
+
+class SMTPProtocol(SMTP):
+    """aiosmtpd's protocol for one connection, bound to a shared handler and registry."""
+
+    def __init__(
+        self,
+        handler: MailHandler,
+        *,
+        settings: SmtpSettings,
+        registry: ConnectionRegistry,
+        tls_context: ssl.SSLContext | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(
+            handler,
+            data_size_limit=settings.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=settings.mail_hostname,
+            ident="ESMTP",
+            tls_context=tls_context,
+            require_starttls=False,
+            timeout=settings.smtp_idle_timeout,
+            auth_require_tls=True,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            loop=loop,
+        )
+        # aiosmtpd keeps these limits on the class, shared by every connection: keep ours here.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self._registry = registry
+        self._data_timeout = settings.smtp_data_timeout
+        self.session_id = secrets.token_hex(6)
+        self._ip = "unknown"
+        self._registered = False
+        self._refused = False
+        self._greeted = False
+        self._busy = False
+        self._in_data = False
+        self._command: str | None = None
+        # Set by the handler when it has logged the outcome of the reply being sent (DATA).
+        self.reply_logged = False
+        self._smtp_methods = {
+            name: self._guarded(name, method) for name, method in self._smtp_methods.items()
+        }
+
+    # Connection life cycle ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._registered:  # the TLS transport after STARTTLS: same connection
+            super().connection_made(transport)
+            return
+        peer = transport.get_extra_info("peername")
+        self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        refusal = self._registry.admit(self, self._ip)
+        if refusal is not None:
+            self._refused = True
+            log.info(
+                "refused", session=self.session_id, client=self._ip, reply="421", reason=refusal
+            )
+            assert isinstance(transport, asyncio.Transport)
+            reply = (
+                "421 4.3.2 Service shutting down, try again later"
+                if refusal == "shutting_down"
+                else "421 4.7.0 Too many connections, try again later"
+            )
+            transport.write(f"{reply}\r\n".encode())
+            transport.close()
+            return
+        self._registered = True
+        # The task aiosmtpd starts below copies this context: every line it logs has the session.
+        structlog.contextvars.bind_contextvars(session=self.session_id, client=self._ip)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        self._registry.release(self, self._ip)
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_data and self.transport is not None:
+            self._reset_timeout(self._data_timeout)
+        super().data_received(data)
+
+    # Graceful shutdown ----------------------------------------------------------------------
+    def _in_transaction(self) -> bool:
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    def is_idle(self) -> bool:
+        """Between transactions and not running a command: safe to close for shutdown."""
+        return not self._busy and not self._in_transaction()
+
+    def close_for_shutdown(self) -> None:
+        """Tell an idle client we are going away (RFC 5321 3.8) and close."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+            transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _guarded(
+        self, name: str, method: Callable[[str | None], Awaitable[None]]
+    ) -> Callable[[str | None], Awaitable[None]]:
+        @functools.wraps(method)  # keeps aiosmtpd's @syntax attributes for HELP
+        async def run(arg: str | None) -> None:
+            if self._registry.draining and name != "QUIT" and not self._in_transaction():
+                await self.push("421 4.3.2 Service shutting down, try again later")
+                self.abort()
+                return
+            self._command, self._busy = name, True
+            try:
+                await method(arg)
+            finally:
+                self._command, self._busy = None, False
+
+        return run
+
+    # Commands -------------------------------------------------------------------------------
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        self._in_data = True
+        self._reset_timeout(self._data_timeout)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
+            if self.transport is not None:
+                self._reset_timeout()
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self.push("502 5.5.1 AUTH is not offered by this mail exchanger")
+
+    def _create_envelope(self) -> Transaction:
+        return Transaction()
+
+    # Replies --------------------------------------------------------------------------------
+    async def push(self, status: AnyStr) -> None:
+        text = status if isinstance(status, str) else status.decode("utf-8", "surrogateescape")
+        exempt = not self._greeted or (self._command in {"EHLO", "HELO"} and text.startswith("250"))
+        self._greeted = True
+        if not exempt:
+            text = with_enhanced_code(text)
+        if text[:1] in {"4", "5"} and not self.reply_logged:
+            log.info("refused", command=self._command, reply=text)
+        self.reply_logged = False
+        await super().push(text)
+
+
+def protocol_factory(
+    handler: MailHandler,
+    settings: SmtpSettings,
+    registry: ConnectionRegistry,
+    tls_context: ssl.SSLContext | None,
+    loop: asyncio.AbstractEventLoop,
+) -> Callable[[], SMTPProtocol]:
+    """What ``loop.create_server`` calls for each accepted connection."""
+
+    def make() -> SMTPProtocol:
+        return SMTPProtocol(
+            handler, settings=settings, registry=registry, tls_context=tls_context, loop=loop
+        )
+
+    return make

@@ -1,0 +1,67 @@
+"""smtp-in's environment, read once at start-up (see .env.example for every variable)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from mailcommon.settings import FrontEndSettings
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import NoDecode
+
+from smtp_in.addresses import normalize_domain
+
+DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
+
+
+class SmtpSettings(FrontEndSettings):
+    """Listen address, local domains, limits and timeouts of the MX intake."""
+
+    smtp_bind_host: str = "0.0.0.0"
+    smtp_bind_port: int = Field(2525, ge=1, le=65535)
+    # Domains we receive mail for; "a.test,b.test" in the environment. Stored as lower-case A-labels.
+    mail_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validate_default=True
+    )
+    # Largest message accepted (SMTP SIZE), in octets as received (CRLF line ends).
+    max_message_size: int = Field(DEFAULT_MAX_MESSAGE_SIZE, ge=1024)
+    smtp_max_recipients: int = Field(100, ge=1)
+    # Connection limits: SMTP_MAX_CONNECTIONS wins over the shared MAX_CONNECTIONS.
+    max_connections: int = Field(
+        1000, ge=1, validation_alias=AliasChoices("smtp_max_connections", "max_connections")
+    )
+    max_connections_per_ip: int = Field(
+        50,
+        ge=1,
+        validation_alias=AliasChoices("smtp_max_connections_per_ip", "max_connections_per_ip"),
+    )
+    # Seconds without a command before the connection is closed (RFC 5321 4.5.3.2.7: 5 minutes).
+    smtp_idle_timeout: float = Field(300.0, gt=0)
+    # Seconds without any octet of message data during DATA before the connection is closed.
+    smtp_data_timeout: float = Field(300.0, gt=0)
+    # On SIGTERM: seconds to let transactions in flight finish before closing what is left.
+    smtp_shutdown_grace: float = Field(30.0, ge=0)
+
+    @field_validator("mail_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", ",").split(",") if part]
+        if isinstance(value, list | tuple):
+            domains: list[str] = []
+            for item in value:
+                domain = normalize_domain(str(item))
+                if domain is None:
+                    raise ValueError(f"MAIL_DOMAINS: {item!r} is not a domain name")
+                if domain not in domains:
+                    domains.append(domain)
+            if not domains:
+                raise ValueError("MAIL_DOMAINS is empty: name the domains to receive mail for")
+            return domains
+        return value
+
+    @field_validator("mail_hostname")
+    @classmethod
+    def _check_hostname(cls, value: str) -> str:
+        if normalize_domain(value) is None:
+            raise ValueError(f"MAIL_HOSTNAME: {value!r} is not a host name")
+        return value
