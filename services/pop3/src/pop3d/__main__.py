@@ -6,6 +6,7 @@ A bad setting or an insecure token ends the process with a clear message and exi
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 from mailcommon.logging import configure_logging
@@ -55,6 +56,9 @@ def load() -> Context | int:
     except (OSError, ValueError, TimeoutError) as exc:
         return _fail(f"TLS certificate: {exc}")
     configure_logging("pop3", settings.log_level, settings.log_format)
+    # One line per HTTP request to the mailstore would drown the session lines.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return build_context(settings, token, tls)
 
 
