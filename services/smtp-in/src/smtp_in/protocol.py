@@ -28,6 +28,7 @@ from aiosmtpd.smtp import SMTP, syntax
 from mailcommon.logging import get_logger
 
 from smtp_in.handler import MailHandler, Transaction
+from smtp_in.headers import MAX_TRACE_HEADERS
 from smtp_in.limits import ConnectionRegistry
 from smtp_in.settings import SmtpSettings
 
@@ -99,7 +100,8 @@ class SMTPProtocol(SMTP):
     ) -> None:
         super().__init__(
             handler,
-            data_size_limit=settings.max_message_size,
+            # Room for our trace headers: everything we accept also fits the mailstore's limit.
+            data_size_limit=settings.max_message_size - MAX_TRACE_HEADERS,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=settings.mail_hostname,
@@ -161,6 +163,13 @@ class SMTPProtocol(SMTP):
             return
         self._registry.release(self, self._ip)
         super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        log.info("timeout", data=self._in_data)
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(b"421 4.4.2 Timeout exceeded, closing connection\r\n")
+        super()._timeout_cb()
 
     def data_received(self, data: bytes) -> None:
         if self._in_data and self.transport is not None:

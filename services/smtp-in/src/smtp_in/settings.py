@@ -22,8 +22,9 @@ class SmtpSettings(FrontEndSettings):
     mail_domains: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validate_default=True
     )
-    # Largest message accepted (SMTP SIZE), in octets as received (CRLF line ends).
-    max_message_size: int = Field(DEFAULT_MAX_MESSAGE_SIZE, ge=1024)
+    # Largest message stored, in octets as received (CRLF line ends), trace headers included;
+    # SIZE advertises this minus headers.MAX_TRACE_HEADERS.
+    max_message_size: int = Field(DEFAULT_MAX_MESSAGE_SIZE, ge=16384)
     smtp_max_recipients: int = Field(100, ge=1)
     # Connection limits: SMTP_MAX_CONNECTIONS wins over the shared MAX_CONNECTIONS.
     max_connections: int = Field(
