@@ -1,0 +1,103 @@
+"""TLS: STLS (RFC 2595) and implicit TLS, with plain-text login refused before TLS."""
+
+from __future__ import annotations
+
+import base64
+import poplib
+import socket
+import ssl
+from collections.abc import Callable
+
+import pytest
+from mailstack.stack import Stack
+from pop3kit import HOST, Mail, Pop3Proc, Raw
+
+STRICT = {"POP3_ALLOW_PLAINTEXT_AUTH": "false"}
+
+
+@pytest.fixture(scope="module")
+def strict(pop3_factory: Callable[[dict[str, str]], Pop3Proc]) -> Pop3Proc:
+    """A pop3d with the default policy: passwords only over TLS."""
+    return pop3_factory(STRICT)
+
+
+def test_capa_and_refusals_before_tls(strict: Pop3Proc, mail: Mail) -> None:
+    user, pw = mail.user()
+    pop = poplib.POP3(HOST, strict.port, timeout=30)
+    caps = pop.capa()
+    assert set(caps) == {
+        "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "STLS", "IMPLEMENTATION",
+    }  # fmt: skip
+    with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[AUTH\]"):
+        pop.user(user)
+    with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[AUTH\]"):
+        pop.pass_(pw)
+    token = base64.b64encode(f"\0{user}\0{pw}".encode()).decode()
+    with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[AUTH\]"):
+        pop._shortcmd(f"AUTH PLAIN {token}")
+    assert pop._longcmd("AUTH")[1] == []  # no mechanism offered in clear text
+    pop.quit()
+
+
+def test_stls_then_login(strict: Pop3Proc, mail: Mail, client_tls: ssl.SSLContext) -> None:
+    user, pw = mail.user()
+    mail.deliver(user, b"Subject: tls\n\nsecret\n")
+    pop = poplib.POP3(HOST, strict.port, timeout=30)
+    assert pop.stls(context=client_tls).startswith(b"+OK")
+    caps = pop.capa()
+    assert "STLS" not in caps
+    assert "USER" in caps
+    assert caps["SASL"] == ["PLAIN"]
+    with pytest.raises(poplib.error_proto):
+        pop._shortcmd("STLS")
+    pop.user(user)
+    pop.pass_(pw)
+    assert pop.retr(1)[1] == [b"Subject: tls", b"", b"secret"]
+    pop.quit()
+
+
+def test_implicit_tls(stack: Stack, mail: Mail, client_tls: ssl.SSLContext) -> None:
+    user, pw = mail.user()
+    pop = poplib.POP3_SSL(HOST, stack.pop3s_port, context=client_tls, timeout=30)
+    caps = pop.capa()
+    assert "STLS" not in caps and "USER" in caps
+    with pytest.raises(poplib.error_proto):
+        pop._shortcmd("STLS")
+    token = base64.b64encode(f"\0{user}\0{pw}".encode()).decode()
+    assert pop._shortcmd(f"AUTH PLAIN {token}").startswith(b"+OK")
+    assert pop.stat() == (0, 0)
+    pop.quit()
+
+
+def test_stls_discards_pipelined_commands(
+    strict: Pop3Proc, mail: Mail, client_tls: ssl.SSLContext
+) -> None:
+    """Commands sent in clear text after STLS must not run inside TLS (command injection)."""
+    user, pw = mail.user()
+    raw = socket.create_connection((HOST, strict.port), timeout=30)
+    f = raw.makefile("rb")
+    assert f.readline().startswith(b"+OK")
+    raw.sendall(f"STLS\r\nUSER {user}\r\nCAPA\r\nQUIT\r\n".encode())
+    assert f.readline().startswith(b"+OK")
+    f.close()
+    tls = client_tls.wrap_socket(raw, server_hostname="mail.pokey.onl")
+    r = Raw(0, sock=tls)
+    # Had "USER" been executed, PASS would be accepted; had CAPA run, its listing would come first.
+    assert r.cmd(f"PASS {pw}") == b"-ERR send USER first"
+    assert r.cmd(f"USER {user}") == b"+OK send PASS"
+    assert r.cmd(f"PASS {pw}").startswith(b"+OK")
+    assert r.cmd("QUIT").startswith(b"+OK")
+    r.close()
+
+
+def test_failed_handshake_closes(strict: Pop3Proc) -> None:
+    r = Raw(strict.port)
+    r.line()
+    assert r.cmd("STLS").startswith(b"+OK")
+    r.send(b"this is not a TLS client hello\r\n" * 4)
+    r.sock.settimeout(10)
+    data = b""
+    while chunk := r.sock.recv(4096):
+        data += chunk
+    assert b"+OK" not in data
+    r.close()
