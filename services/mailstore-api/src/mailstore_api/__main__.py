@@ -35,6 +35,8 @@ def main() -> None:
         print(exc, file=sys.stderr)
         sys.exit(2)
     configure_logging("mailstore-api", settings.log_level, settings.log_format)
+    # Worker threads doing file I/O get the GIL back sooner after each system call.
+    sys.setswitchinterval(0.001)
     app = create_app(settings, tokens)
     # The mailstore is the single writer of its volume: one process, never several workers.
     uvicorn.run(

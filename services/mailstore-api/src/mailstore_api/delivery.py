@@ -9,14 +9,79 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
+import structlog
+from mailcommon.logging import get_logger
+from mailcommon.names import is_valid_username
 
-from mailstore_api.maildir import LineEndings, MailStore, write_all
+from mailstore_api.errors import ApiError
+from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
+from mailstore_api.state import State
 
 SPILL = 256 * 1024
+MAX_RECIPIENTS = 1000
+log = get_logger(__name__)
+
+
+def check_recipients(state: State, given: list[str]) -> list[str]:
+    """Distinct canonical names; 404 ``unknown_user`` (listing them) if any does not exist."""
+    if not given:
+        raise ApiError(422, "validation_error", "query.recipient: at least one is required")
+    names = list(dict.fromkeys(r.strip().lower() for r in given))
+    if len(names) > MAX_RECIPIENTS:
+        raise ApiError(422, "too_many_recipients", f"at most {MAX_RECIPIENTS} recipients")
+    unknown = [n for n in names if not is_valid_username(n) or n not in state.users]
+    if unknown:
+        raise ApiError(404, "unknown_user", "no such user", unknown=unknown)
+    return names
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "message_too_large", f"the message exceeds {limit} octets", limit=limit)
+
+
+async def store_delivery(
+    state: State,
+    recipients: list[str],
+    content_length: str | None,
+    chunks: AsyncIterator[bytes],
+) -> dict[str, Any]:
+    """Stream ``chunks`` into every recipient's Maildir; the 201 body once durably on disk.
+
+    Raises :class:`ApiError` (404, 413, 422, 507); a client that goes away mid-body propagates
+    from ``chunks``. Nothing is left behind in tmp/ on any failure.
+    """
+    names = check_recipients(state, recipients)
+    limit = state.settings.max_message_size
+    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        raise _too_large(limit)
+    writer = DeliveryWriter(state.store, names, state.io)
+    committed = False
+    try:
+        async for chunk in chunks:
+            if writer.received + len(chunk) > limit:
+                raise _too_large(limit)
+            await writer.feed(chunk)
+        message_id = await writer.commit()
+        committed = True
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    except OSError as exc:
+        if is_disk_full(exc):
+            log.error("volume full", error=str(exc))
+            raise ApiError(507, "insufficient_storage", "the mail volume is full") from exc
+        raise
+    finally:
+        if not committed:
+            await writer.abort()
+    # One log line per request: the access line carries these.
+    structlog.contextvars.bind_contextvars(message_id=message_id, size=writer.stored)
+    return {"id": message_id, "recipients": names, "size": writer.stored}
 
 
 class DeliveryWriter:

@@ -69,6 +69,6 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
     return state
 
 
-def get_state(request: Request) -> State:
-    """FastAPI dependency: the application state."""
+async def get_state(request: Request) -> State:
+    """FastAPI dependency: the application state (async: a sync dependency costs a thread hop)."""
     return cast(State, request.app.state.store)

@@ -6,26 +6,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPBearer
 from mailcommon.logging import get_logger
 from mailcommon.names import is_valid_username
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from mailstore_api import accounts
-from mailstore_api.delivery import DeliveryWriter
+from mailstore_api.delivery import store_delivery
 from mailstore_api.errors import ApiError, error_response
 from mailstore_api.fencing import check_lease
-from mailstore_api.maildir import UnknownMailbox, is_disk_full
+from mailstore_api.maildir import UnknownMailbox
 from mailstore_api.state import State, get_state
 from mailstore_api.streaming import message_response
 
 log = get_logger(__name__)
-# Authentication is enforced by the middleware (before anything else); this is for the docs.
-_bearer = HTTPBearer(auto_error=False, scheme_name="service token")
-router = APIRouter(prefix="/internal/v1", tags=["internal"], dependencies=[Depends(_bearer)])
+# Authentication (Authorization: Bearer <SERVICE_TOKEN>) is enforced by the middleware, before
+# anything else; no per-route dependency, which would cost time on the delivery path.
+router = APIRouter(prefix="/internal/v1", tags=["internal"])
 StateDep = Annotated[State, Depends(get_state)]
-MAX_RECIPIENTS = 1000
 
 
 class AuthRequest(BaseModel):
@@ -103,16 +101,6 @@ async def recipient(username: str, state: StateDep) -> Recipient:
     return Recipient(username=name)
 
 
-def _recipients(state: State, given: list[str]) -> list[str]:
-    names = list(dict.fromkeys(r.strip().lower() for r in given))
-    if len(names) > MAX_RECIPIENTS:
-        raise ApiError(422, "too_many_recipients", f"at most {MAX_RECIPIENTS} recipients")
-    unknown = [n for n in names if not is_valid_username(n) or n not in state.users]
-    if unknown:
-        raise ApiError(404, "unknown_user", "no such user", unknown=unknown)
-    return names
-
-
 @router.post(
     "/deliveries",
     status_code=201,
@@ -127,39 +115,18 @@ async def deliver(
     state: StateDep,
     recipient: Annotated[list[str], Query(min_length=1)],
 ) -> JSONResponse:
-    """Store the request body (message/rfc822, CRLF or LF) once for every recipient."""
-    names = _recipients(state, recipient)
-    limit = state.settings.max_message_size
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, "message_too_large", f"the message exceeds {limit} octets", limit=limit)
-    writer = DeliveryWriter(state.store, names, state.io)
-    committed = False
+    """Store the request body (message/rfc822, CRLF or LF) once for every recipient.
+
+    Served by :class:`mailstore_api.fastpath.DeliveryFastPath` (the same code without FastAPI's
+    routing and dependency machinery); this route documents it and serves as the fallback.
+    """
     try:
-        async for chunk in request.stream():
-            if writer.received + len(chunk) > limit:
-                raise ApiError(
-                    413, "message_too_large", f"the message exceeds {limit} octets", limit=limit
-                )
-            await writer.feed(chunk)
-        message_id = await writer.commit()
-        committed = True
+        result = await store_delivery(
+            state, recipient, request.headers.get("content-length"), request.stream()
+        )
     except ClientDisconnect:
-        log.info("delivery abandoned by the client", recipients=names)
         return error_response(400, "client_disconnected", "the client went away")
-    except UnknownMailbox as exc:
-        raise ApiError(404, "unknown_user", "no such user") from exc
-    except OSError as exc:
-        if is_disk_full(exc):
-            log.error("volume full", error=str(exc))
-            raise ApiError(507, "insufficient_storage", "the mail volume is full") from exc
-        raise
-    finally:
-        if not committed:
-            await writer.abort()
-    log.info("delivered", id=message_id, recipients=names, size=writer.stored)
-    result = DeliveryResult(id=message_id, recipients=names, size=writer.stored)
-    return JSONResponse(result.model_dump(), status_code=201)
+    return JSONResponse(result, status_code=201)
 
 
 def _mailbox(state: State, username: str) -> str:
