@@ -97,8 +97,9 @@ async def login(s: Session, name: str, verify: Callable[[], Awaitable[str | None
             await asyncio.sleep(ctx.settings.pop3_auth_fail_delay)
             await s.err("[LOGIN-DELAY] too many failed logins, try again later")
             return
-    except REDIS_ERRORS:
+    except REDIS_ERRORS as exc:
         refuse(s, "redis_unavailable", name)
+        log.warning("redis_error", sid=s.sid, error=f"{type(exc).__name__}: {exc}")
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
         return
     try:
@@ -146,7 +147,7 @@ async def enter_transaction(s: Session, user: str) -> None:
     except REDIS_ERRORS as exc:
         await _release_quietly(s, lease)
         refuse(s, "redis_unavailable", user)
-        log.warning("redis_error", sid=s.sid, error=str(exc))
+        log.warning("redis_error", sid=s.sid, error=f"{type(exc).__name__}: {exc}")
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
         return
     except NotFound:

@@ -12,6 +12,10 @@ import redis.asyncio as aioredis
 from mailcommon.client import MailstoreClient
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pop3d.auth import end_session_lease
 from pop3d.commands import dispatch
@@ -26,8 +30,14 @@ log = get_logger(__name__)
 
 
 def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContext) -> Context:
+    # A pooled connection may be stale (Redis restarted): retry once or twice on a fresh one.
+    # (Redis.from_url does not apply the client's default retry policy to its pool.)
     redis = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0
+        settings.redis_url,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     locks = MaildropLocks(redis)
     return Context(
@@ -102,8 +112,9 @@ class Pop3Server:
         except (ConnectionError, TimeoutError, OSError) as exc:
             s.result = f"connection_error:{type(exc).__name__}"
         except asyncio.CancelledError:
+            # Shutdown: end quietly (asyncio's stream callback would log a cancelled task as an
+            # error). The session ends without UPDATE, so nothing is deleted.
             s.result = "shutdown"
-            raise
         except Exception:
             s.result = "internal_error"
             log.exception("session_error", sid=s.sid)
