@@ -32,8 +32,8 @@ class State:
     locks: MaildropLocks
     # The user names, kept in memory: this process is the only writer of the database.
     users: set[str] = field(default_factory=set)
-    # Worker threads for file-system work (fsync-bound, so more than the default 40 help).
-    io: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(64))
+    # Worker threads for file-system work (IO_THREADS).
+    io: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(16))
 
     async def run_io(self, func: Any, *args: Any) -> Any:
         """Run blocking ``func(*args)`` in a worker thread."""
@@ -66,6 +66,7 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
         locks=MaildropLocks(client),
     )
     state.users = db.usernames()
+    state.io = anyio.CapacityLimiter(settings.io_threads)
     return state
 
 
