@@ -139,7 +139,7 @@ class Connection:
 
 
 async def api_run(
-    port: int, token: str, users: list[str], message: bytes, concurrency: int, seconds: float
+    port: int, token: str, users: list[str], message: bytes, *, concurrency: int, seconds: float
 ):
     latencies: list[float] = []
     query = "&".join(f"recipient={u}" for u in users)
@@ -236,11 +236,22 @@ def main() -> None:
             apis: list[Result] = []
             # warm-up (threads, connections, caches), not counted
             direct_run(direct_root, users, message, concurrency, 1.0)
-            asyncio.run(api_run(port, service, users, message, concurrency, 1.0))
+            asyncio.run(
+                api_run(port, service, users, message, concurrency=concurrency, seconds=1.0)
+            )
             for _ in range(args.rounds):  # alternate, so both see the same machine load
                 directs.append(direct_run(direct_root, users, message, concurrency, args.seconds))
                 apis.append(
-                    asyncio.run(api_run(port, service, users, message, concurrency, args.seconds))
+                    asyncio.run(
+                        api_run(
+                            port,
+                            service,
+                            users,
+                            message,
+                            concurrency=concurrency,
+                            seconds=args.seconds,
+                        )
+                    )
                 )
             direct = sorted(directs, key=lambda r: r.rate)[len(directs) // 2]
             api = sorted(apis, key=lambda r: r.rate)[len(apis) // 2]
