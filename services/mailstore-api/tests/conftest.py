@@ -1,0 +1,225 @@
+"""Fixtures: a throwaway redis-server and the real mailstore (``python -m mailstore_api``) on loopback.
+
+No mocks: real SQLite, real files in a temporary DATA_DIR, real HTTP. Each test module gets its own
+Redis and mailstore (module scope); tests that kill or restart the server start their own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """``redis-server`` on a free port, no persistence; can be stopped and started again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@dataclass
+class Mailstore:
+    """One ``python -m mailstore_api`` child process with its own DATA_DIR and SECRETS_DIR."""
+
+    root: Path
+    redis_url: str
+    env_extra: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    service_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATA_DIR": str(self.data_dir),
+            "SECRETS_DIR": str(self.secrets_dir),
+            "API_BIND_HOST": "127.0.0.1",
+            "API_BIND_PORT": str(self.port),
+            "REDIS_URL": self.redis_url,
+            "ADMIN_TOKEN": self.admin_token,
+            "SERVICE_TOKEN": self.service_token,
+            "MAIL_HOSTNAME": "mx.test.example",
+            "LOG_LEVEL": "WARNING",
+            **self.env_extra,
+        }
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailstore_api"],
+            env=self.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mailstore exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("mailstore did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(30)
+        finally:
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            self.proc = None
+        return code
+
+    def admin(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url + "/api/v1",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=30,
+            **kwargs,
+        )
+
+    def internal(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url + "/internal/v1",
+            headers={"Authorization": f"Bearer {self.service_token}"},
+            timeout=30,
+            **kwargs,
+        )
+
+    def maildir(self, user: str) -> Path:
+        return self.data_dir / "mail" / user
+
+    def files(self, user: str, sub: str) -> list[Path]:
+        return sorted((self.maildir(user) / sub).iterdir())
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mailstore(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mailstore]:
+    store = Mailstore(tmp_path_factory.mktemp("mailstore"), redis_server.url)
+    store.start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(mailstore: Mailstore) -> Iterator[httpx.Client]:
+    with mailstore.admin() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def internal(mailstore: Mailstore) -> Iterator[httpx.Client]:
+    with mailstore.internal() as client:
+        yield client
+
+
+@pytest.fixture
+def new_user(admin: httpx.Client):
+    """Create a fresh user (unique name) with a known password; returns (name, password)."""
+
+    def make(password: str | None = None) -> tuple[str, str]:
+        name = f"u{secrets.token_hex(5)}"
+        password = password or secrets.token_urlsafe(12)
+        r = admin.post("/users", json={"username": name, "password": password})
+        assert r.status_code == 201, r.text
+        return name, password
+
+    return make
+
+
+@pytest.fixture
+def make_mailstore(redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:
+    """Start extra mailstores (own DATA_DIR) for tests that restart, kill or reconfigure them."""
+    started: list[Mailstore] = []
+
+    def make(root: Path | None = None, **env: str) -> Mailstore:
+        store = Mailstore(root or tmp_path / f"ms{len(started)}", redis_server.url, env_extra=env)
+        started.append(store)
+        return store
+
+    yield make
+    for store in started:
+        if store.proc is not None:
+            store.stop(signal.SIGKILL)
