@@ -64,7 +64,7 @@ async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> No
         settings.mailstore_url,
         token,
         timeout=settings.mailstore_timeout,
-        max_connections=200,
+        max_connections=settings.smtp_mailstore_connections,
     )
     server = SmtpServer(settings, mailstore, context)
     try:

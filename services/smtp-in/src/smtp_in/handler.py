@@ -26,6 +26,7 @@ from mailcommon.logging import get_logger
 
 from smtp_in import headers
 from smtp_in.addresses import check_recipient, check_sender
+from smtp_in.recipients import RecipientCache
 from smtp_in.settings import SmtpSettings
 
 log = get_logger(__name__)
@@ -64,6 +65,7 @@ class MailHandler:
         self.settings = settings
         self.mailstore = mailstore
         self.local_domains = frozenset(settings.mail_domains)
+        self.recipients = RecipientCache(mailstore, settings.smtp_recipient_cache_ttl)
         # Deliveries in progress; shielded from client disconnects, awaited on shutdown.
         self.deliveries: set[asyncio.Task[Delivery]] = set()
 
@@ -123,7 +125,7 @@ class MailHandler:
         user = check.username
         if user not in envelope.users:
             try:
-                exists = await self.mailstore.recipient_exists(user)
+                exists = await self.recipients.exists(user)
             except MailstoreError as exc:
                 log.warning("mailstore_error", during="RCPT", error=str(exc))
                 return "451 4.3.0 Mailstore unavailable, try again later"
@@ -161,6 +163,8 @@ class MailHandler:
         except NotFound:
             # A recipient was deleted between RCPT and DATA; nothing was stored. Let the sender
             # retry: RCPT will then refuse that one recipient and the rest get the message.
+            for user in envelope.users:
+                self.recipients.forget(user)
             result, reply = "recipient_gone", "451 4.3.0 Recipient no longer exists, try again"
         except MailstoreUnavailable as exc:
             log.warning("mailstore_error", during="DATA", error=str(exc))

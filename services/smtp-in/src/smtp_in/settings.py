@@ -39,6 +39,10 @@ class SmtpSettings(FrontEndSettings):
     smtp_idle_timeout: float = Field(300.0, gt=0)
     # Seconds without any octet of message data during DATA before the connection is closed.
     smtp_data_timeout: float = Field(300.0, gt=0)
+    # Seconds a "this mailbox exists" answer from the mailstore is reused at RCPT (0: always ask).
+    smtp_recipient_cache_ttl: float = Field(30.0, ge=0)
+    # Concurrent HTTP connections to the mailstore (deliveries beyond it wait their turn).
+    smtp_mailstore_connections: int = Field(16, ge=1)
     # On SIGTERM: seconds to let transactions in flight finish before closing what is left.
     smtp_shutdown_grace: float = Field(30.0, ge=0)
 
