@@ -75,10 +75,10 @@ def mailbox(admin: httpx.Client) -> Callable[[str], list[dict[str, Any]]]:
     """The messages the admin API lists for a user, oldest first."""
 
     def listing(username: str) -> list[dict[str, Any]]:
-        response = admin.get(f"/users/{username}/messages", params={"limit": 1000})
+        response = admin.get(f"/users/{username}/messages", params={"limit": 500})
         assert response.status_code == 200, response.text
         body = response.json()
-        items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
+        items: list[dict[str, Any]] = body["messages"]
         return items
 
     return listing
