@@ -97,7 +97,7 @@ async def delete_user(state: State, username: str, purge: bool) -> None:
 
 async def verify_password(state: State, username: str, password: str) -> str | None:
     """The canonical user name when the credentials are right."""
-    name = username.strip().lower()
+    name = username.lower()
     if not is_valid_username(name) or len(password) > MAX_PASSWORD_LENGTH:
         return None
     row: UserRow | None = None
@@ -115,7 +115,7 @@ async def verify_password(state: State, username: str, password: str) -> str | N
 async def verify_apop(state: State, username: str, timestamp: str, digest: str) -> str | None:
     if not state.settings.apop_enabled:
         return None
-    name = username.strip().lower()
+    name = username.lower()
     if name not in state.users:
         return None
     row: UserRow | None = await state.run_io(state.db.get_user, name)

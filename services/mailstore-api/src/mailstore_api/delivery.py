@@ -32,7 +32,7 @@ def check_recipients(state: State, given: list[str]) -> list[str]:
     """Distinct canonical names; 404 ``unknown_user`` (listing them) if any does not exist."""
     if not given:
         raise ApiError(422, "validation_error", "query.recipient: at least one is required")
-    names = list(dict.fromkeys(r.strip().lower() for r in given))
+    names = list(dict.fromkeys(r.lower() for r in given))
     if len(names) > MAX_RECIPIENTS:
         raise ApiError(422, "too_many_recipients", f"at most {MAX_RECIPIENTS} recipients")
     unknown = [n for n in names if not is_valid_username(n) or n not in state.users]
