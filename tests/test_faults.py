@@ -77,6 +77,28 @@ def pop_login(port: int, user: str, password: str = "secret-password") -> poplib
     return pop
 
 
+def pop_login_when_free(port: int, user: str, within: float = 15.0) -> poplib.POP3:
+    """Log in, waiting out a lock left by a session that died (it expires after its TTL)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return pop_login(port, user)
+        except poplib.error_proto as exc:
+            assert b"[IN-USE]" in exc.args[0], exc
+            assert time.monotonic() < deadline, f"{user}'s lock never expired"
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def pop_session(port: int, user: str) -> Iterator[poplib.POP3]:
+    """A logged-in session that QUITs at the end."""
+    pop = pop_login(port, user)
+    try:
+        yield pop
+    finally:
+        pop.quit()
+
+
 # --- the mailstore killed during SMTP deliveries -------------------------------------------------
 
 
@@ -140,7 +162,7 @@ def test_mailstore_killed_during_500_smtp_deliveries(fault_stack: Stack) -> None
         else:
             assert stored[seq] <= 1
     assert tmp_files(stack, "carol") == [], "tmp/ was not cleaned at start-up"
-    with pop_login(stack.pop3_port, "carol") as pop:
+    with pop_session(stack.pop3_port, "carol") as pop:
         assert pop.stat()[0] == sum(stored.values())
 
 
@@ -172,20 +194,12 @@ def test_redis_stopped_during_pop3_sessions(fault_stack: Stack) -> None:
 
     stack.start_service("redis")
     # Redis kept dave's lock (append-only file) until its 3 s TTL runs out; then logins work again.
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            again = pop_login(stack.pop3_port, "dave")
-            break
-        except poplib.error_proto as exc:
-            assert b"[IN-USE]" in exc.args[0], exc
-            assert time.monotonic() < deadline, "dave's lock never expired"
-            time.sleep(0.5)
+    again = pop_login_when_free(stack.pop3_port, "dave")
     assert again.stat()[0] == 2
     again.dele(1)
     again.quit()
     assert len(stored_files(stack, "dave")) == 1
-    with pop_login(stack.pop3_port, "erin") as pop:
+    with pop_session(stack.pop3_port, "erin") as pop:
         assert pop.stat() == (0, 0)
 
 
@@ -206,7 +220,6 @@ def test_pop3_killed_during_update(fault_stack: Stack) -> None:
     for n in range(1, 301, 2):
         pop.dele(n)
     pop.sock.sendall(b"QUIT\r\n")
-    time.sleep(0.005)
     stack.kill_service("pop3")
     pop.close()
     stack.start_service("pop3")
@@ -220,10 +233,12 @@ def test_pop3_killed_during_update(fault_stack: Stack) -> None:
         assert data == originals[message_id], f"{message_id} is corrupt"
     deleted = len(marked - set(remaining))
     print(f"\npop3 SIGKILLed during UPDATE: {deleted} of {len(marked)} marked messages deleted")
-    # Whatever happened, the mailbox is consistent for the next session.
-    with pop_login(stack.pop3_port, "frank") as again:
-        assert again.stat()[0] == len(remaining)
-        assert tmp_files(stack, "frank") == []
+    # Whatever happened, the mailbox is consistent for the next session (once the dead session's
+    # lock has expired: POP3_LOCK_TTL is 3 s here).
+    again = pop_login_when_free(stack.pop3_port, "frank")
+    assert again.stat()[0] == len(remaining)
+    again.quit()
+    assert tmp_files(stack, "frank") == []
 
 
 # --- a full volume -------------------------------------------------------------------------------
