@@ -1,0 +1,127 @@
+"""mailctl against the running mailstore, as a user would run it (a child process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def mailctl(
+    mailstore, *args: str, stdin: str = "", token_from_file: bool = False
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MAILSTORE_API_URL": mailstore.url,
+        "SECRETS_DIR": str(mailstore.secrets_dir),
+    }
+    env.pop("ADMIN_TOKEN", None)
+    if token_from_file:
+        mailstore.secrets_dir.mkdir(parents=True, exist_ok=True)
+        (mailstore.secrets_dir / "admin_token").write_text(mailstore.admin_token + "\n")
+    else:
+        env["ADMIN_TOKEN"] = mailstore.admin_token
+    return subprocess.run(
+        [sys.executable, "-m", "mailstore_api.cli", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        start_new_session=True,  # no controlling terminal: the prompts read stdin
+    )
+
+
+def test_user_add_list_passwd_del_and_mail_list(mailstore, internal):
+    r = mailctl(mailstore, "user", "add", "cli-bob", "--password-stdin", stdin="s3cret pass\n")
+    assert r.returncode == 0, r.stderr
+    assert internal.post("/auth", json={"username": "cli-bob", "password": "s3cret pass"}).json()[
+        "valid"
+    ]
+
+    # prompted twice when --password-stdin is not given
+    r = mailctl(mailstore, "user", "add", "cli-ann", stdin="pw-one\npw-one\n")
+    assert r.returncode == 0, r.stderr
+    assert internal.post("/auth", json={"username": "cli-ann", "password": "pw-one"}).json()[
+        "valid"
+    ]
+
+    internal.post(
+        "/deliveries",
+        params={"recipient": "cli-bob"},
+        content=b"From: x@y\r\nSubject: for the cli\r\n\r\nhi\r\n",
+    )
+    r = mailctl(mailstore, "user", "list", token_from_file=True)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("cli-bob "))
+    assert line.split()[1:3] == ["1", str(len(b"From: x@y\nSubject: for the cli\n\nhi\n"))]
+
+    r = mailctl(mailstore, "mail", "list", "cli-bob")
+    assert r.returncode == 0, r.stderr
+    assert "for the cli" in r.stdout
+    assert "1 of 1 messages" in r.stdout
+
+    r = mailctl(mailstore, "user", "passwd", "cli-bob", "--password-stdin", stdin="changed\n")
+    assert r.returncode == 0, r.stderr
+    assert internal.post("/auth", json={"username": "cli-bob", "password": "changed"}).json()[
+        "valid"
+    ]
+
+    r = mailctl(mailstore, "user", "del", "cli-bob")
+    assert r.returncode == 1
+    assert "mailbox_not_empty" in r.stderr and "Traceback" not in r.stderr
+    r = mailctl(mailstore, "user", "del", "cli-bob", "--purge")
+    assert r.returncode == 0, r.stderr
+    assert internal.get("/recipients/cli-bob").status_code == 404
+
+
+def test_errors_are_one_line_and_non_zero(mailstore):
+    cases = [
+        (("user", "add", "Bad Name", "--password-stdin"), "pw\n", "invalid_username"),
+        (("user", "add", "x-empty", "--password-stdin"), "\n", "must not be empty"),
+        (("user", "add", "x-mismatch"), "one\ntwo\none\ntwo\none\ntwo\n", ""),
+        (("user", "passwd", "nobody-c", "--password-stdin"), "pw\n", "unknown_user"),
+        (("mail", "list", "nobody-c"), "", "unknown_user"),
+    ]
+    for args, stdin, says in cases:
+        r = mailctl(mailstore, *args, stdin=stdin)
+        assert r.returncode != 0, args
+        assert says in r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_unreachable_mailstore_and_missing_token(mailstore, tmp_path):
+    env = {**os.environ, "MAILSTORE_API_URL": "http://127.0.0.1:9", "ADMIN_TOKEN": "x" * 40}
+    r = subprocess.run(
+        [sys.executable, "-m", "mailstore_api.cli", "user", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 1
+    assert "cannot reach the mailstore" in r.stderr and "Traceback" not in r.stderr
+    env = {**os.environ, "MAILSTORE_API_URL": mailstore.url, "SECRETS_DIR": str(tmp_path / "none")}
+    env.pop("ADMIN_TOKEN", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "mailstore_api.cli", "token", "show"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 1
+    assert "no admin token" in r.stderr
+
+
+def test_token_show(mailstore):
+    r = mailctl(mailstore, "token", "show", token_from_file=True)
+    assert r.returncode == 0
+    assert r.stdout.strip() == mailstore.admin_token
