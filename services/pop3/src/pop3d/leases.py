@@ -19,7 +19,7 @@ from pop3d.session import LeaseState
 
 log = get_logger(__name__)
 
-_BATCH = 200
+_BATCH = 50  # renewals in flight at once (the Redis pool holds 64 connections)
 
 
 class LeaseKeeper:

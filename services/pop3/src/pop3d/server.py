@@ -28,17 +28,23 @@ from pop3d.throttle import AuthThrottle, ConnectionLimiter
 
 log = get_logger(__name__)
 
+REDIS_POOL_SIZE = 64
+
 
 def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContext) -> Context:
-    # A pooled connection may be stale (Redis restarted): retry once or twice on a fresh one.
-    # (Redis.from_url does not apply the client's default retry policy to its pool.)
-    redis = aioredis.Redis.from_url(
+    # One bounded pool per process: commands wait for a free connection (up to 5 s) instead of
+    # failing when thousands of sessions log in or renew at once. A pooled connection may be
+    # stale (Redis restarted): the command is retried on a fresh one.
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=5.0,
         socket_connect_timeout=2.0,
         socket_timeout=5.0,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    redis = aioredis.Redis(connection_pool=pool)
     locks = MaildropLocks(redis)
     return Context(
         settings=settings,
