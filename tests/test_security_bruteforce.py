@@ -1,0 +1,151 @@
+"""Password guessing over POP3 is throttled with the default settings, and says nothing about users.
+
+A stack of our own with the defaults (no plain-text passwords: the guesses go over POP3S, as an
+attacker's would). Each test speaks from its own loopback address (127.0.0.x), since the throttle
+counts per client address too. The limits are read from the pop3 service's settings.
+
+- after ``POP3_AUTH_FAIL_MAX_PER_USER`` failures for one user name, even the right password is
+  refused, over USER/PASS and AUTH PLAIN, with the same reply (and about the same delay) as for a
+  user name that does not exist;
+- after ``POP3_AUTH_FAIL_MAX_PER_IP`` failures from one address (spread over many names), even a
+  user that never failed is refused from that address, while other addresses still log in.
+
+How many guesses an attacker gets per minute is measured by ``bench/bruteforce.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from mailstack.stack import Stack
+from pop3d.settings import Pop3Settings
+
+HOST = "127.0.0.1"
+FIELDS = Pop3Settings.model_fields
+MAX_PER_USER = int(FIELDS["pop3_auth_fail_max_per_user"].default)
+MAX_PER_IP = int(FIELDS["pop3_auth_fail_max_per_ip"].default)
+FAIL_DELAY = float(FIELDS["pop3_auth_fail_delay"].default)
+
+pytestmark = pytest.mark.local_only
+
+
+@pytest.fixture(scope="module")
+def bf_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("bruteforce")) as stack:  # the defaults
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def tls(bf_stack: Stack) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=bf_stack.read_secret("tls/cert.pem").decode())
+    ctx.check_hostname = False
+    return ctx
+
+
+def new_user(stack: Stack) -> tuple[str, str]:
+    name, password = f"b{secrets.token_hex(5)}", f"right-{secrets.token_hex(8)}"
+    response = httpx.post(
+        f"{stack.api_url}/api/v1/users",
+        json={"username": name, "password": password},
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return name, password
+
+
+def attempt(
+    stack: Stack, ctx: ssl.SSLContext, source: str, user: str, password: str, *, plain: bool = False
+) -> tuple[bytes, float]:
+    """One login over POP3S from ``source``; returns (the reply to PASS / AUTH, seconds it took)."""
+    raw = socket.create_connection((HOST, stack.pop3s_port), timeout=30, source_address=(source, 0))
+    with ctx.wrap_socket(raw) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        started = time.monotonic()
+        if plain:
+            blob = base64.b64encode(f"\0{user}\0{password}".encode())
+            sock.sendall(b"AUTH PLAIN " + blob + b"\r\n")
+        else:
+            sock.sendall(f"USER {user}\r\n".encode())
+            assert f.readline().startswith(b"+OK")
+            sock.sendall(f"PASS {password}\r\n".encode())
+        reply = f.readline().rstrip(b"\r\n")
+        elapsed = time.monotonic() - started
+        sock.sendall(b"QUIT\r\n")
+        return reply, elapsed
+
+
+def parallel(
+    stack: Stack, ctx: ssl.SSLContext, source: str, guesses: list[tuple[str, str]]
+) -> list[bytes]:
+    with ThreadPoolExecutor(max_workers=len(guesses)) as pool:
+        futures = [pool.submit(attempt, stack, ctx, source, u, p) for u, p in guesses]
+        return [f.result()[0] for f in futures]
+
+
+def test_throttle_per_user_refuses_even_the_right_password(
+    bf_stack: Stack, tls: ssl.SSLContext
+) -> None:
+    source = "127.0.0.2"
+    alice, password = new_user(bf_stack)
+    ghost = f"ghost{secrets.token_hex(4)}"  # no such user
+    # The control: the right password works before any failure.
+    reply, _ = attempt(bf_stack, tls, source, alice, password)
+    assert reply.startswith(b"+OK"), reply
+
+    wrong = [(alice, f"wrong-{i}") for i in range(MAX_PER_USER)]
+    wrong_ghost = [(ghost, f"wrong-{i}") for i in range(MAX_PER_USER)]
+    replies = parallel(bf_stack, tls, source, wrong + wrong_ghost)
+    assert all(r.startswith(b"-ERR") for r in replies), replies
+    # Before the throttle: a wrong password and an unknown user get the same answer.
+    assert set(replies[:MAX_PER_USER]) == set(replies[MAX_PER_USER:]), replies
+
+    # Now the right password is refused too, and so is AUTH PLAIN with it.
+    right, right_time = attempt(bf_stack, tls, source, alice, password)
+    assert right.startswith(b"-ERR"), right
+    assert b"[AUTH]" in right or b"[LOGIN-DELAY]" in right, right
+    plain, _ = attempt(bf_stack, tls, source, alice, password, plain=True)
+    assert plain.startswith(b"-ERR"), plain
+    # An unknown user gets exactly the same reply, after about the same delay.
+    unknown, unknown_time = attempt(bf_stack, tls, source, ghost, "anything")
+    assert unknown == right, (unknown, right)
+    assert abs(unknown_time - right_time) < 0.5, (unknown_time, right_time)
+    assert right_time >= FAIL_DELAY * 0.8, right_time
+
+    # The throttle is per user name: another user from the same address still logs in.
+    carol, carol_password = new_user(bf_stack)
+    reply, _ = attempt(bf_stack, tls, source, carol, carol_password)
+    assert reply.startswith(b"+OK"), reply
+
+
+def test_throttle_per_address_refuses_everyone_from_it(
+    bf_stack: Stack, tls: ssl.SSLContext
+) -> None:
+    source = "127.0.0.3"
+    dave, password = new_user(bf_stack)
+    # Password spraying: one guess for each of many names, never MAX_PER_USER for any.
+    names = [f"spray{secrets.token_hex(4)}" for _ in range(MAX_PER_IP)]
+    replies = parallel(bf_stack, tls, source, [(n, "Winter2026!") for n in names])
+    assert all(r.startswith(b"-ERR") for r in replies), replies
+    refused, _ = attempt(bf_stack, tls, source, dave, password)
+    assert refused.startswith(b"-ERR"), refused
+    assert b"[AUTH]" in refused or b"[LOGIN-DELAY]" in refused, refused
+    # The same user from another address is not locked out by somebody else's spraying.
+    reply, _ = attempt(bf_stack, tls, "127.0.0.4", dave, password)
+    assert reply.startswith(b"+OK"), reply
+
+
+def test_failed_logins_are_logged_without_passwords(bf_stack: Stack) -> None:
+    logs = bf_stack.logs("pop3")
+    assert "bad_credentials" in logs or "throttled" in logs
+    for secret in ("wrong-0", "Winter2026!", "anything"):
+        assert secret not in logs
