@@ -1,7 +1,8 @@
 """Fixtures: a throwaway redis-server and the real mailstore (``python -m mailstore_api``) on loopback.
 
-No mocks: real SQLite, real files in a temporary DATA_DIR, real HTTP. Each test module gets its own
-Redis and mailstore (module scope); tests that kill or restart the server start their own.
+No mocks: real SQLite, real files in a temporary DATA_DIR, real HTTP. One Redis and one mailstore serve the
+whole session (each test uses its own fresh user names); tests that kill, restart or reconfigure the
+server start their own with ``make_mailstore``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+LIMIT = 300_000  # MAX_MESSAGE_SIZE of the shared mailstore
 
 
 def free_port() -> int:
@@ -165,7 +168,7 @@ class Mailstore:
         return sorted((self.maildir(user) / sub).iterdir())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     server.start()
@@ -173,23 +176,28 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mailstore(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Mailstore]:
-    store = Mailstore(tmp_path_factory.mktemp("mailstore"), redis_server.url)
+    # A small size limit, so the 413 tests need not send 25 MiB.
+    store = Mailstore(
+        tmp_path_factory.mktemp("mailstore"),
+        redis_server.url,
+        env_extra={"MAX_MESSAGE_SIZE": str(LIMIT)},
+    )
     store.start()
     yield store
     store.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def admin(mailstore: Mailstore) -> Iterator[httpx.Client]:
     with mailstore.admin() as client:
         yield client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def internal(mailstore: Mailstore) -> Iterator[httpx.Client]:
     with mailstore.internal() as client:
         yield client

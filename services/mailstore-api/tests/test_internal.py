@@ -193,27 +193,25 @@ def test_delivery_needs_a_recipient(internal):
     assert r.json()["error"]["code"] == "validation_error"
 
 
-def test_too_large_is_413_and_leaves_nothing(make_mailstore):
-    store = make_mailstore(MAX_MESSAGE_SIZE="300000")
-    store.start()
-    with store.admin() as admin, store.internal() as internal:
-        assert admin.post("/users", json={"username": "big", "password": "pw"}).status_code == 201
-        # declared too large: refused before reading
-        r = deliver(internal, ["big"], b"x" * 300_001)
-        assert r.status_code == 413
-        assert r.json()["error"]["code"] == "message_too_large"
+def test_too_large_is_413_and_leaves_nothing(mailstore, internal, new_user):
+    user, _ = new_user()  # the shared mailstore runs with MAX_MESSAGE_SIZE=300000
+    # declared too large: refused before reading
+    r = deliver(internal, [user], b"x" * 300_001)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "message_too_large"
 
-        # streamed without a length: refused while streaming, after spilling to tmp/
-        def gen():
-            for _ in range(40):
-                yield b"y" * 9_999 + b"\n"
+    # streamed without a length: refused while streaming, after spilling to tmp/
+    def gen():
+        for _ in range(40):
+            yield b"y" * 9_999 + b"\n"
 
-        r = internal.post("/deliveries", params={"recipient": "big"}, content=gen())
-        assert r.status_code == 413
-        # exactly at the limit is fine
-        assert deliver(internal, ["big"], b"z" * 299_999 + b"\n").status_code == 201
-    assert store.files("big", "tmp") == []
-    assert len(store.files("big", "new")) == 1
+    r = internal.post("/deliveries", params={"recipient": user}, content=gen())
+    assert r.status_code == 413
+    assert mailstore.files(user, "new") == []
+    # exactly at the limit is fine
+    assert deliver(internal, [user], b"z" * 299_999 + b"\n").status_code == 201
+    assert mailstore.files(user, "tmp") == []
+    assert len(mailstore.files(user, "new")) == 1
 
 
 # -- snapshot, message stream, expunge -----------------------------------------------------------
