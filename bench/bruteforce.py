@@ -1,0 +1,210 @@
+"""How many POP3 password guesses an attacker gets, with the default settings.
+
+Starts a stack of its own (``mailstack.stack.Stack``, defaults: plain-text passwords refused, so the
+guesses go over POP3S as a real attacker's would) and runs four attackers at the same time, each
+from its own loopback address so that they do not share the per-address counter:
+
+  serial       one connection, one account, one address: USER/PASS as fast as the server answers
+  parallel     --parallel connections (default 50, the default per-address connection limit)
+               against one account from one address
+  spray        10 connections from one address, a different user name for every guess
+  distributed  one connection from each of 20 addresses against one account
+
+A guess "checked" is one whose password was really compared: the reply is ``+OK`` or
+``-ERR [AUTH]``; ``-ERR [LOGIN-DELAY]`` means the throttle refused it unchecked.
+
+    uv run python bench/bruteforce.py [--duration 75] [--parallel 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from mailstack.stack import Stack
+from pop3d.settings import Pop3Settings
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Tally:
+    name: str
+    sources: int
+    connections: int
+    replies: Counter[str] = field(default_factory=Counter)
+    first_checked: float | None = None
+    last_checked: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, reply: bytes, now: float) -> None:
+        if reply.startswith(b"+OK"):
+            kind = "+OK"
+        elif b"[AUTH]" in reply:
+            kind = "[AUTH]"
+        elif b"[LOGIN-DELAY]" in reply:
+            kind = "[LOGIN-DELAY]"
+        else:
+            kind = reply[:40].decode(errors="replace")
+        with self.lock:
+            self.replies[kind] += 1
+            if kind in ("+OK", "[AUTH]"):
+                self.first_checked = self.first_checked or now
+                self.last_checked = now
+
+    @property
+    def checked(self) -> int:
+        return self.replies["+OK"] + self.replies["[AUTH]"]
+
+
+def create_user(stack: Stack) -> str:
+    name = f"victim{secrets.token_hex(4)}"
+    response = httpx.post(
+        f"{stack.api_url}/api/v1/users",
+        json={"username": name, "password": secrets.token_urlsafe(24)},
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return name
+
+
+def attacker(
+    *,
+    stack: Stack,
+    ctx: ssl.SSLContext,
+    source: str,
+    names: list[str] | None,
+    tally: Tally,
+    started: float,
+    deadline: float,
+) -> None:
+    """Guess until the deadline on one connection (reconnecting when the server closes it)."""
+    while time.monotonic() < deadline:
+        try:
+            raw = socket.create_connection(
+                (HOST, stack.pop3s_port), timeout=30, source_address=(source, 0)
+            )
+            with ctx.wrap_socket(raw) as sock:
+                f = sock.makefile("rb")
+                if not f.readline().startswith(b"+OK"):
+                    time.sleep(0.5)
+                    continue
+                while time.monotonic() < deadline:
+                    user = names[0] if len(names or []) == 1 else f"spray{secrets.token_hex(4)}"
+                    guess = f"guess-{secrets.token_hex(6)}"
+                    sock.sendall(f"USER {user}\r\nPASS {guess}\r\n".encode())
+                    if not f.readline():
+                        break
+                    reply = f.readline()
+                    if not reply:
+                        break
+                    tally.add(reply, time.monotonic() - started)
+        except (OSError, ssl.SSLError):
+            time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=75.0, help="seconds (default 75)")
+    parser.add_argument("--parallel", type=int, default=50, help="connections (default 50)")
+    args = parser.parse_args()
+
+    defaults = Pop3Settings.model_fields
+    window = int(defaults["pop3_auth_fail_window"].default)
+    per_user = int(defaults["pop3_auth_fail_max_per_user"].default)
+    per_ip = int(defaults["pop3_auth_fail_max_per_ip"].default)
+    delay = float(defaults["pop3_auth_fail_delay"].default)
+
+    with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp)) as stack:
+        ctx = ssl.create_default_context(cadata=stack.read_secret("tls/cert.pem").decode())
+        ctx.check_hostname = False
+        plans: list[tuple[Tally, list[tuple[str, list[str] | None]]]] = []
+        serial = create_user(stack)
+        plans.append((Tally("serial", 1, 1), [("127.0.0.10", [serial])]))
+        target = create_user(stack)
+        plans.append(
+            (
+                Tally("parallel", 1, args.parallel),
+                [("127.0.0.11", [target])] * args.parallel,
+            )
+        )
+        plans.append((Tally("spray", 1, 10), [("127.0.0.12", None)] * 10))
+        spread = create_user(stack)
+        plans.append(
+            (Tally("distributed", 20, 20), [(f"127.0.0.{20 + i}", [spread]) for i in range(20)])
+        )
+
+        started = time.monotonic()
+        deadline = started + args.duration
+        threads = [
+            threading.Thread(
+                target=attacker,
+                kwargs={
+                    "stack": stack,
+                    "ctx": ctx,
+                    "source": source,
+                    "names": names,
+                    "tally": tally,
+                    "started": started,
+                    "deadline": deadline,
+                },
+            )
+            for tally, connections in plans
+            for source, names in connections
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+
+    print(
+        f"defaults: {per_user} failures per user name and {per_ip} per address in a "
+        f"{window} s fixed window, {delay:g} s delay per failure"
+    )
+    print(f"run: {elapsed:.0f} s, all four attackers at once, POP3S, each from its own addresses")
+    print()
+    header = f"{'attacker':<12} {'addresses':>9} {'conns':>5} {'attempts':>8} {'checked':>7} "
+    header += f"{'refused':>7} {'checked/min':>11}  first..last checked"
+    print(header)
+    for tally, _ in plans:
+        attempts = sum(tally.replies.values())
+        refused = tally.replies["[LOGIN-DELAY]"]
+        per_min = tally.checked / elapsed * 60
+        span = (
+            f"{tally.first_checked:.1f}..{tally.last_checked:.1f} s"
+            if tally.first_checked is not None and tally.last_checked is not None
+            else "-"
+        )
+        print(
+            f"{tally.name:<12} {tally.sources:>9} {tally.connections:>5} {attempts:>8} "
+            f"{tally.checked:>7} {refused:>7} {per_min:>11.1f}  {span}"
+        )
+        other = {
+            k: v for k, v in tally.replies.items() if k not in ("+OK", "[AUTH]", "[LOGIN-DELAY]")
+        }
+        if other:
+            print(f"{'':<12} other replies: {other}")
+    print()
+    print(
+        f"steady state with the defaults (one window after another): at most {per_user} checked "
+        f"guesses per {window} s = {per_user * 60 / window:.1f}/min per account, and "
+        f"{per_ip * 60 / window:.1f}/min per address; a fixed window lets a burst of "
+        f"2 x the limit straddle a window boundary."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
