@@ -64,7 +64,7 @@ def operations(spec: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
 
 
 def call(
-    stack: Any, method: str, path: str, victim: tuple[str, str], headers: dict[str, str]
+    client: httpx.Client, method: str, path: str, victim: tuple[str, str], headers: dict[str, str]
 ) -> httpx.Response:
     user, message_id = victim
     url = path.replace("{username}", user).replace("{message_id}", message_id)
@@ -80,10 +80,9 @@ def call(
         "digest": "0" * 32,
     }
     params = {"recipient": user, "purge": "true"}
-    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-        if method in ("POST", "PUT", "PATCH"):
-            return client.request(method, url, json=body, params=params, headers=headers)
-        return client.request(method, url, params=params, headers=headers)
+    if method in ("POST", "PUT", "PATCH"):
+        return client.request(method, url, json=body, params=params, headers=headers)
+    return client.request(method, url, params=params, headers=headers)
 
 
 def bad_headers(stack: Any, service_token: str, audience: str) -> dict[str, dict[str, str]]:
@@ -117,6 +116,7 @@ def test_every_endpoint_refuses_missing_or_wrong_tokens(
     # What DESIGN.md and docs/architecture.md name, at least.
     assert len(ops) >= (10 if audience == "admin" else 7), ops
     problems: list[str] = []
+    client = httpx.Client(base_url=stack.api_url, timeout=30)
     for method, path in ops:
         for label, headers in bad_headers(stack, service_token, audience).items():
             if label == "query-token":
@@ -124,15 +124,16 @@ def test_every_endpoint_refuses_missing_or_wrong_tokens(
                 url_path = (
                     path + ("&" if "?" in path else "?") + f"token={right}&access_token={right}"
                 )
-                response = call(stack, method, url_path, victim, headers)
+                response = call(client, method, url_path, victim, headers)
             else:
-                response = call(stack, method, path, victim, headers)
+                response = call(client, method, path, victim, headers)
             if response.status_code != 401:
                 problems.append(
                     f"{method} {path} [{label}] -> {response.status_code} {response.text[:200]}"
                 )
             elif b"secret body" in response.content:
                 problems.append(f"{method} {path} [{label}] leaked the message")
+    client.close()
     assert not problems, "\n".join(problems)
     # The victim and the message are intact: no refused call did anything.
     user, message_id = victim
