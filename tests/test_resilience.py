@@ -33,6 +33,14 @@ def pop_subjects(stack: Any, user: str, password: str) -> list[str]:
         pop.quit()
 
 
+def test_down_and_up_keeps_users_and_mail(stack: Any, make_user: Any, mailbox: Any) -> None:
+    user, password = make_user()
+    send(stack, user, "kept")
+    stack.restart_all()
+    assert pop_subjects(stack, user, password) == ["kept"]
+    assert [m["subject"] for m in mailbox(user)] == ["kept"]
+
+
 def temporary_refusal(smtp: smtplib.SMTP, user: str) -> int:
     """Send while the mailstore is down; the reply code that refused the message."""
     try:

@@ -83,6 +83,11 @@ class ComposeStack:
             subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         self.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
 
+    def restart_all(self) -> None:
+        """``docker compose down`` (containers and network gone, volumes kept), then ``up`` again."""
+        self.compose("down", "--timeout", "20")
+        self.start()
+
     def stop_service(self, name: str) -> None:
         self.compose("stop", name)
 

@@ -149,6 +149,11 @@ class Stack:
         for name in reversed(list(self.processes)):
             self.stop_service(name)
 
+    def restart_all(self) -> None:
+        """Stop every process, then start the stack again on the same data and ports."""
+        self.stop()
+        self.start()
+
     def _build(self, name: str) -> Process:
         log_path = self.log_dir / f"{name}.log"
         if name == "redis":
