@@ -25,9 +25,16 @@ from pop3d.auth import (
     usable_name,
 )
 from pop3d.parser import Arg, ArgError, NoSuchMessage, parse_args
-from pop3d.protocol import MAX_SASL_LINE, LineTooLong, discard_buffered, multiline, read_line
+from pop3d.protocol import (
+    MAX_SASL_LINE,
+    LineTooLong,
+    discard_buffered,
+    multiline,
+    read_line,
+    reply,
+)
 from pop3d.session import AbortSession, Session, Snapshot, State
-from pop3d.transfer import stream_message
+from pop3d.transfer import encode_message, stream_message
 
 log = get_logger(__name__)
 
@@ -35,6 +42,8 @@ Handler = Callable[[Session, bytes], Awaitable[None]]
 
 _APOP_DIGEST = re.compile(rb"[0-9a-fA-F]{32}")
 IMPLEMENTATION = f"pop3d-{__version__}"
+#: Messages up to this size (W) are read whole from the mailstore and sent in one write.
+SMALL_MESSAGE = 64 * 1024
 NO_PLAINTEXT = "[AUTH] plain-text login is not allowed without TLS; use STLS or the POP3S port"
 
 
@@ -266,16 +275,25 @@ async def cmd_uidl(s: Session, arg: bytes) -> None:
 
 
 async def _send_message(s: Session, n: int, top: int | None) -> None:
+    """RETR/TOP. Small messages are read whole (the mailstore connection is free again before
+    the client has read a byte) and sent in one write; larger ones are streamed chunk by chunk
+    with back-pressure, so memory stays bounded whatever the size and the reader's speed."""
     snap = _snapshot(s)
     assert s.user is not None
+    size = snap.sizes[n - 1]
+    head = reply(True, f"{size} octets" if top is None else "top of message follows")
     started = False
     try:
         async with s.ctx.client.open_message(s.user, snap.ids[n - 1]) as response:
-            head = f"{snap.sizes[n - 1]} octets" if top is None else "top of message follows"
-            await s.ok(head)
-            started = True
-            sent = await stream_message(response.aiter_raw(), s.writer, top, s.drain)
-            s.stats.octets_sent += sent
+            if size <= SMALL_MESSAGE:
+                body = await response.aread()
+            else:
+                await s.send(head)
+                started = True
+                sent = await stream_message(response.aiter_raw(), s.writer, top, s.drain)
+                s.stats.octets_sent += sent
+        if not started:
+            await s.send(head + encode_message(body, top))
     except NotFound:
         if started:
             raise AbortSession from None

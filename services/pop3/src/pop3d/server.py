@@ -52,7 +52,7 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
             settings.mailstore_url,
             service_token,
             timeout=settings.mailstore_timeout,
-            max_connections=200,
+            max_connections=settings.pop3_mailstore_connections,
         ),
         redis=redis,
         locks=locks,
