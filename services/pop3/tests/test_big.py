@@ -78,3 +78,52 @@ def test_25_mib_byte_exact_with_bounded_memory(stack: Stack, mail: Mail, pop3_pi
     )
     assert paused_rss - baseline < 8 * MiB, (baseline, paused_rss)
     assert growth < 12 * MiB, f"pop3 RSS grew by {growth / MiB:.1f} MiB for a 25 MiB message"
+
+
+def test_top_of_a_large_message_is_cut_early(stack: Stack, mail: Mail) -> None:
+    stored = b"Subject: large\nX-A: 1\n\n" + b"".join(b".line %d\n" % i for i in range(40000))
+    user, pw = mail.user()
+    mail.deliver(user, stored)
+    r = Raw(stack.pop3_port)
+    r.line()
+    r.cmd(f"USER {user}")
+    assert r.cmd(f"PASS {pw}").startswith(b"+OK")
+    assert r.cmd("TOP 1 3").startswith(b"+OK")
+    assert r.multi() == [b"Subject: large", b"X-A: 1", b"", b"..line 0", b"..line 1", b"..line 2"]
+    assert r.cmd("NOOP") == b"+OK"  # the session goes on after the stream was cut
+    r.send(b"RETR 1\r\n")
+    w = len(stored) + stored.count(b"\n")
+    assert r.line() == f"+OK {w} octets".encode()
+    assert len(r.multi()) == 40003
+    assert r.cmd("QUIT").startswith(b"+OK")
+    r.close()
+
+
+def test_mailstore_failure_mid_retr_and_at_login(stack: Stack, mail: Mail) -> None:
+    """The mailstore dies while a message streams: the client sees the connection close without
+    the terminating '.', never a truncated message that looks complete; logins get [SYS/TEMP]."""
+    stored = big_message(20 * MiB)
+    user, pw = mail.user()
+    mail.deliver(user, stored)
+    r = Raw(stack.pop3_port, timeout=60)
+    r.line()
+    r.cmd(f"USER {user}")
+    assert r.cmd(f"PASS {pw}").startswith(b"+OK")
+    r.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    assert r.cmd("RETR 1").startswith(b"+OK")
+    got = bytearray(r.file.read(MiB))
+    stack.kill_service("mailstore-api")
+    try:
+        while chunk := r.file.read1(1 << 20):
+            got += chunk
+        assert not got.endswith(b"\r\n.\r\n")
+        assert len(got) < len(stored)
+        r.close()
+        other = Raw(stack.pop3_port)
+        other.line()
+        other.cmd(f"USER {user}")
+        assert other.cmd(f"PASS {pw}").startswith(b"-ERR [SYS/TEMP]")
+        other.close()
+    finally:
+        stack.start_service("mailstore-api")
+    assert mail.messages(user) != []
