@@ -172,7 +172,9 @@ async def api_run(
 # -- set-up ------------------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path, secrets_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    data_dir: Path, secrets_dir: Path, port: int, log_level: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATA_DIR": str(data_dir),
@@ -180,10 +182,11 @@ def start_server(data_dir: Path, secrets_dir: Path, port: int) -> subprocess.Pop
         "API_BIND_HOST": "127.0.0.1",
         "API_BIND_PORT": str(port),
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # deliveries do not use Redis
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": log_level,  # INFO: one JSON access line per delivery, as deployed
         "MAIL_HOSTNAME": socket.gethostname(),
     }
-    proc = subprocess.Popen([sys.executable, "-m", "mailstore_api"], env=env)
+    log = (data_dir.parent / "mailstore.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mailstore_api"], env=env, stdout=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -204,6 +207,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--size", type=int, default=4096, help="message size in octets")
     parser.add_argument("--recipients", type=int, default=1, help="recipients per message")
+    parser.add_argument("--log-level", default="INFO", help="the mailstore's LOG_LEVEL")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the data (a disk)")
     args = parser.parse_args()
 
@@ -211,7 +215,8 @@ def main() -> None:
     users = [f"bench{i}" for i in range(args.recipients)]
     message = make_message(args.size)
     port = free_port()
-    server = start_server(work / "data", work / "secrets", port)
+    work.joinpath("data").mkdir()
+    server = start_server(work / "data", work / "secrets", port, args.log_level)
     try:
         url = f"http://127.0.0.1:{port}"
         admin = (work / "secrets" / "admin_token").read_text().strip()

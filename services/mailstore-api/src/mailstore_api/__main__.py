@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 import uvicorn
-from mailcommon.logging import configure_logging
 from mailcommon.secrets import InsecureTokenError
 from pydantic import ValidationError
 
 from mailstore_api.app import create_app
+from mailstore_api.logsetup import setup_logging
 from mailstore_api.settings import MailstoreSettings, Tokens, resolve_tokens
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
-    configure_logging("mailstore-api", settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format)
     # Worker threads doing file I/O get the GIL back sooner after each system call.
     sys.setswitchinterval(0.001)
     app = create_app(settings, tokens)

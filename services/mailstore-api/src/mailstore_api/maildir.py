@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import re
 import secrets
 import shutil
@@ -46,11 +47,16 @@ def host_label(hostname: str) -> str:
     return label[:16] or "localhost"
 
 
+# Uniqueness, not secrecy: a generator seeded once from os.urandom (a system call per name would
+# cost a GIL hand-off in the delivery thread). Collisions are caught by O_EXCL and link() anyway.
+_random = random.Random(secrets.token_bytes(32))
+
+
 def base_name(host: str) -> str:
     """A new unique base name (without sizes)."""
     now = time.time_ns()
     secs, usecs = divmod(now // 1000, 1_000_000)
-    return f"{secs}.{usecs:06d}{secrets.token_hex(5)}.{host}"
+    return f"{secs}.{usecs:06d}{_random.getrandbits(40):010x}.{host}"
 
 
 def final_name(base: str, stored: int, crlf: int) -> str:
