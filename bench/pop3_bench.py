@@ -386,7 +386,10 @@ async def main_async(args: argparse.Namespace) -> None:
             "POP3_ALLOW_PLAINTEXT_AUTH": "true",
             "MAX_CONNECTIONS": str(args.idle + 500),
             "MAX_CONNECTIONS_PER_IP": str(args.idle + 500),
+            **dict(kv.split("=", 1) for kv in args.env),
         }
+        if args.env:
+            print(f"extra environment for the stack: {' '.join(args.env)}")
         with Stack(Path(tmp), services=("redis", "mailstore-api", "pop3"), env=env) as stack:
             await create_fixtures(stack, args.idle)
             print("pop3d (redis + mailstore-api + pop3d, local processes):")
@@ -427,6 +430,13 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=2000, help="idle logged-in sessions (0: skip)")
     ap.add_argument("--big-rounds", type=int, default=5, help="RETRs of the 10 MiB message")
     ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the stack's processes (repeatable)",
+    )
     args = ap.parse_args()
     asyncio.run(main_async(args))
 
