@@ -8,7 +8,9 @@ counts per client address too. The limits are read from the pop3 service's setti
   refused, over USER/PASS and AUTH PLAIN, with the same reply (and about the same delay) as for a
   user name that does not exist;
 - after ``POP3_AUTH_FAIL_MAX_PER_IP`` failures from one address (spread over many names), even a
-  user that never failed is refused from that address, while other addresses still log in.
+  user that never failed is refused from that address, while other addresses still log in;
+- one address cannot hold more than ``MAX_CONNECTIONS_PER_IP`` (50) connections to pop3 or smtp-in:
+  the next one is refused with ``-ERR [SYS/TEMP]`` / ``421`` and closed, other addresses are served.
 
 How many guesses an attacker gets per minute is measured by ``bench/bruteforce.py``.
 """
@@ -149,3 +151,30 @@ def test_failed_logins_are_logged_without_passwords(bf_stack: Stack) -> None:
     assert "bad_credentials" in logs or "throttled" in logs
     for secret in ("wrong-0", "Winter2026!", "anything"):
         assert secret not in logs
+
+
+@pytest.mark.parametrize("service", ["pop3", "smtp-in"])
+def test_connection_limit_per_address_with_defaults(bf_stack: Stack, service: str) -> None:
+    """One address cannot hold more than MAX_CONNECTIONS_PER_IP (50) connections; others can."""
+    limit = int(Pop3Settings.model_fields["max_connections_per_ip"].default)
+    port = bf_stack.pop3_port if service == "pop3" else bf_stack.smtp_port
+    greeting = b"+OK" if service == "pop3" else b"220"
+    held: list[socket.socket] = []
+    try:
+        for _ in range(limit):
+            sock = socket.create_connection(
+                (HOST, port), timeout=30, source_address=("127.0.0.7", 0)
+            )
+            held.append(sock)
+            assert sock.recv(200).startswith(greeting)
+        extra = socket.create_connection((HOST, port), timeout=30, source_address=("127.0.0.7", 0))
+        with extra:
+            reply = extra.recv(200)
+            assert reply.startswith((b"-ERR [SYS/TEMP]", b"421")), reply
+            assert extra.recv(200) == b""  # and closed
+        other = socket.create_connection((HOST, port), timeout=30, source_address=("127.0.0.8", 0))
+        with other:
+            assert other.recv(200).startswith(greeting)
+    finally:
+        for sock in held:
+            sock.close()
