@@ -9,6 +9,7 @@ from mailcommon.secrets import InsecureTokenError
 from pydantic import ValidationError
 
 from mailstore_api.app import create_app
+from mailstore_api.fastpath import MailstoreASGI
 from mailstore_api.logsetup import setup_logging
 from mailstore_api.settings import MailstoreSettings, Tokens, resolve_tokens
 
@@ -37,7 +38,7 @@ def main() -> None:
     setup_logging(settings.log_level, settings.log_format)
     # Worker threads doing file I/O get the GIL back sooner after each system call.
     sys.setswitchinterval(0.001)
-    app = create_app(settings, tokens)
+    app = MailstoreASGI(create_app(settings, tokens), tokens.service)
     # The mailstore is the single writer of its volume: one process, never several workers.
     uvicorn.run(
         app,

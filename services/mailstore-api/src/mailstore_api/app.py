@@ -10,7 +10,6 @@ from mailcommon.logging import get_logger
 
 from mailstore_api.api import admin, health, internal
 from mailstore_api.errors import install_error_handlers
-from mailstore_api.fastpath import DeliveryFastPath
 from mailstore_api.middleware import BearerAuth, RequestLog
 from mailstore_api.settings import MailstoreSettings, Tokens
 from mailstore_api.state import build_state
@@ -49,7 +48,6 @@ def create_app(settings: MailstoreSettings, tokens: Tokens) -> FastAPI:
     app.include_router(health.router)
     app.include_router(internal.router)
     app.include_router(admin.router)
-    app.add_middleware(DeliveryFastPath)
     app.add_middleware(BearerAuth, admin_token=tokens.admin, service_token=tokens.service)
     app.add_middleware(RequestLog)
     return app

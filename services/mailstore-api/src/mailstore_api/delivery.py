@@ -10,18 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
-import structlog
 from mailcommon.logging import get_logger
 from mailcommon.names import is_valid_username
 
 from mailstore_api.errors import ApiError
 from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
 from mailstore_api.state import State
+from mailstore_api.threads import in_thread
 
 SPILL = 256 * 1024
 MAX_RECIPIENTS = 1000
@@ -79,18 +78,16 @@ async def store_delivery(
     finally:
         if not committed:
             await writer.abort()
-    # One log line per request: the access line carries these.
-    structlog.contextvars.bind_contextvars(message_id=message_id, size=writer.stored)
     return {"id": message_id, "recipients": names, "size": writer.stored}
 
 
 class DeliveryWriter:
     """Collects one message for ``recipients``; :meth:`commit` makes it durable, :meth:`abort` not."""
 
-    def __init__(self, store: MailStore, recipients: list[str], limiter: anyio.CapacityLimiter):
+    def __init__(self, store: MailStore, recipients: list[str], executor: ThreadPoolExecutor):
         self._store = store
         self._recipients = recipients
-        self._limiter = limiter
+        self._executor = executor
         self._lines = LineEndings()
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -109,7 +106,7 @@ class DeliveryWriter:
             self._buffer.append(data)
             self._buffered += len(data)
         if self._buffered >= SPILL:
-            await anyio.to_thread.run_sync(self._spill, limiter=self._limiter)
+            await in_thread(self._executor, self._spill)
 
     def _spill(self) -> None:
         if self._fd is None:
@@ -124,7 +121,7 @@ class DeliveryWriter:
         tail = self._lines.finish()
         if tail:
             self._buffer.append(tail)
-        return await anyio.to_thread.run_sync(self._commit, limiter=self._limiter)
+        return await in_thread(self._executor, self._commit)
 
     def _commit(self) -> str:
         self._spill()
@@ -144,8 +141,7 @@ class DeliveryWriter:
         """Remove the tmp file, if any; safe to call at any point and more than once."""
         if self._fd is None and self._tmp is None:
             return
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._abort, limiter=self._limiter)
+        await in_thread(self._executor, self._abort)
 
     def _abort(self) -> None:
         if self._fd is not None:

@@ -12,13 +12,32 @@ import re
 import time
 
 import structlog
-from mailcommon.logging import get_logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailstore_api.errors import unauthorized
+from mailstore_api.logsetup import access_line
 
-log = get_logger("mailstore_api.access")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id_of(scope: Scope) -> str:
+    """The client's X-Request-ID when it is sane, else a new one."""
+    given = ""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            given = value.decode("latin-1")
+    # Not a secret: a cheap id (os.urandom costs a system call per request on the event loop).
+    return given if _REQUEST_ID_RE.fullmatch(given) else f"{random.getrandbits(64):016x}"
+
+
+def bearer_ok(scope: Scope, expected: bytes) -> bool:
+    """Whether the Authorization header is exactly ``expected`` (constant-time comparison)."""
+    given = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            given = value
+            break
+    return hmac.compare_digest(given, expected)
 
 
 class RequestLog:
@@ -31,9 +50,7 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        # Not a secret: a cheap id (os.urandom costs a system call per request on the event loop).
-        request_id = given if _REQUEST_ID_RE.fullmatch(given) else f"{random.getrandbits(64):016x}"
+        request_id = request_id_of(scope)
         status = 500
         sent = 0
         start = time.perf_counter()
@@ -55,14 +72,15 @@ class RequestLog:
                 await self.app(scope, receive, send_wrapper)
             finally:
                 client = scope.get("client")
-                log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=status,
-                    bytes=sent,
-                    ms=round((time.perf_counter() - start) * 1000, 2),
-                    client=client[0] if client else None,
+                access_line(
+                    {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "bytes": sent,
+                        "ms": round((time.perf_counter() - start) * 1000, 2),
+                        "client": client[0] if client else None,
+                    }
                 )
 
 
@@ -81,12 +99,7 @@ class BearerAuth:
             path: str = scope["path"]
             for prefix, expected in self._prefixes:
                 if path.startswith(prefix) or path == prefix.rstrip("/"):
-                    given = b""
-                    for name, value in scope["headers"]:
-                        if name == b"authorization":
-                            given = value
-                            break
-                    if not hmac.compare_digest(given, expected):
+                    if not bearer_ok(scope, expected):
                         await unauthorized()(scope, receive, send)
                         return
                     break

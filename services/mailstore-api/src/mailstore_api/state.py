@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import anyio
-import anyio.to_thread
 import redis.asyncio as aioredis
 from fastapi import Request
 from mailcommon.locks import MaildropLocks
@@ -18,6 +17,7 @@ from mailstore_api.db import Database
 from mailstore_api.maildir import MailStore
 from mailstore_api.passwords import Passwords
 from mailstore_api.settings import MailstoreSettings, Tokens
+from mailstore_api.threads import in_thread
 
 
 @dataclass
@@ -32,15 +32,18 @@ class State:
     locks: MaildropLocks
     # The user names, kept in memory: this process is the only writer of the database.
     users: set[str] = field(default_factory=set)
-    # Worker threads for file-system work (IO_THREADS).
-    io: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(16))
+    # Worker threads for file-system and database work (IO_THREADS).
+    io: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="io")
+    )
 
     async def run_io(self, func: Any, *args: Any) -> Any:
         """Run blocking ``func(*args)`` in a worker thread."""
-        return await anyio.to_thread.run_sync(func, *args, limiter=self.io)
+        return await in_thread(self.io, func, *args)
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+        self.io.shutdown(wait=True)
         self.db.close()
 
 
@@ -66,7 +69,7 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
         locks=MaildropLocks(client),
     )
     state.users = db.usernames()
-    state.io = anyio.CapacityLimiter(settings.io_threads)
+    state.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
     return state
 
 

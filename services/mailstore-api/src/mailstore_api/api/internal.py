@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from mailcommon.logging import get_logger
@@ -117,7 +118,7 @@ async def deliver(
 ) -> JSONResponse:
     """Store the request body (message/rfc822, CRLF or LF) once for every recipient.
 
-    Served by :class:`mailstore_api.fastpath.DeliveryFastPath` (the same code without FastAPI's
+    Served by :class:`mailstore_api.fastpath.MailstoreASGI` (the same code without FastAPI's
     routing and dependency machinery); this route documents it and serves as the fallback.
     """
     try:
@@ -126,6 +127,7 @@ async def deliver(
         )
     except ClientDisconnect:
         return error_response(400, "client_disconnected", "the client went away")
+    structlog.contextvars.bind_contextvars(message_id=result["id"], size=result["size"])
     return JSONResponse(result, status_code=201)
 
 
