@@ -178,3 +178,35 @@ def test_connection_limit_per_address_with_defaults(bf_stack: Stack, service: st
     finally:
         for sock in held:
             sock.close()
+
+
+def test_plaintext_passwords_refused_before_tls_by_default(
+    bf_stack: Stack, tls: ssl.SSLContext
+) -> None:
+    """With the defaults, USER/PASS and AUTH PLAIN on 110 without STLS are refused unchecked."""
+    frank, password = new_user(bf_stack)
+    sock = socket.create_connection((HOST, bf_stack.pop3_port), timeout=30)
+    f = sock.makefile("rb")
+    try:
+        assert f.readline().startswith(b"+OK")
+        sock.sendall(b"CAPA\r\n")
+        caps = []
+        while (line := f.readline()) != b".\r\n":
+            caps.append(line.strip())
+        assert b"STLS" in caps and b"USER" not in caps and b"SASL PLAIN" not in caps, caps
+        sock.sendall(f"USER {frank}\r\n".encode())
+        assert f.readline().startswith(b"-ERR"), "USER accepted in clear"
+        sock.sendall(f"PASS {password}\r\n".encode())
+        assert f.readline().startswith(b"-ERR")
+        blob = base64.b64encode(f"\0{frank}\0{password}".encode())
+        sock.sendall(b"AUTH PLAIN " + blob + b"\r\n")
+        assert f.readline().startswith(b"-ERR")
+        # the same connection, after STLS: the login works
+        sock.sendall(b"STLS\r\n")
+        assert f.readline().startswith(b"+OK")
+        with tls.wrap_socket(sock) as secure:
+            g = secure.makefile("rb")
+            secure.sendall(f"USER {frank}\r\nPASS {password}\r\nQUIT\r\n".encode())
+            assert [g.readline()[:3] for _ in range(3)] == [b"+OK"] * 3
+    finally:
+        sock.close()

@@ -141,3 +141,16 @@ def test_transaction_with_only_refused_recipients_delivers_nothing(smtp: smtplib
     assert 500 <= rcpt(smtp, "user@other.test")[0] <= 599
     code, text = smtp.docmd("DATA")
     assert code in (503, 554), (code, text)
+
+
+def test_vrfy_and_expn_do_not_reveal_users(
+    smtp: smtplib.SMTP, make_user: Callable[..., tuple[str, str]]
+) -> None:
+    """VRFY and EXPN answer the same for a user that exists and one that does not."""
+    bob, _ = make_user()
+    for command in ("VRFY", "EXPN"):
+        known = smtp.docmd(command, f"{bob}@pokey.onl")
+        unknown = smtp.docmd(command, "nobody-here@pokey.onl")
+        assert known[0] == unknown[0], (command, known, unknown)
+        assert known[1].replace(bob.encode(), b"X") == unknown[1].replace(b"nobody-here", b"X")
+        assert known[0] != 250, known
