@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from mailstack.ports import free_port, tcp_ready, wait_until
+from mailstack.ports import free_port, greets, wait_until
 
 HOST = "127.0.0.1"
 
@@ -105,8 +105,9 @@ class ComposeStack:
         publish = [arg for kind, p in inner.items() for arg in ("-p", f"{HOST}:{ports[kind]}:{p}")]
         self.compose("run", "-d", "--no-deps", "--name", name, *publish, base)
         self._replicas.append(name)
-        for port in ports.values():
-            wait_until(functools.partial(tcp_ready, HOST, port), 60, f"{base} replica")
+        # The implicit-TLS port greets only after a handshake; the plain one tells readiness.
+        plain = ports["pop3" if base == "pop3" else "smtp"]
+        wait_until(functools.partial(greets, HOST, plain), 60, f"{base} replica")
         return ports
 
     def read_secret(self, relative: str) -> bytes:

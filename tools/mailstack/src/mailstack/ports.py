@@ -26,6 +26,20 @@ def tcp_ready(host: str, port: int) -> bool:
         return False
 
 
+def greets(host: str, port: int) -> bool:
+    """True when the server on ``host:port`` sends a positive greeting (``+OK`` or ``220``).
+
+    A bare TCP connect is not enough behind docker-proxy, which accepts before the container
+    listens.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=2.0) as sock:
+            sock.settimeout(2.0)
+            return sock.recv(64).startswith((b"+OK", b"220"))
+    except OSError:
+        return False
+
+
 def http_ok(url: str) -> bool:
     """True when ``url`` answers 200."""
     try:
