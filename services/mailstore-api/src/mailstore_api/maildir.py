@@ -13,6 +13,7 @@ import random
 import re
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,53 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _Pending:
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.requested = 0  # tickets handed out
+        self.synced = 0  # every ticket up to this one is durable
+        self.running = False
+
+
+class DirSyncer:
+    """Group commit of directory fsyncs: one fsync covers every link made before it started.
+
+    Many deliveries into the same ``new/`` at once need one fsync of the directory each; a thread
+    whose link is already covered by an fsync that started after it waits for that one instead of
+    issuing its own. Fewer system calls, fewer GIL hand-offs, the same guarantee.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirs: dict[Path, _Pending] = {}
+
+    def sync(self, path: Path) -> None:
+        """Return once everything linked into ``path`` before this call is durable."""
+        with self._lock:
+            pending = self._dirs.get(path)
+            if pending is None:
+                if len(self._dirs) > 10_000:
+                    self._dirs = {p: d for p, d in self._dirs.items() if d.running}
+                pending = self._dirs[path] = _Pending()
+        with pending.cond:
+            pending.requested += 1
+            ticket = pending.requested
+            while pending.synced < ticket:
+                if pending.running:
+                    pending.cond.wait()
+                    continue
+                pending.running = True
+                covers = pending.requested
+                pending.cond.release()
+                try:
+                    fsync_dir(path)
+                finally:
+                    pending.cond.acquire()
+                    pending.running = False
+                    pending.cond.notify_all()
+                pending.synced = max(pending.synced, covers)
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -144,6 +192,7 @@ class MailStore:
     def __init__(self, root: Path, hostname: str) -> None:
         self.root = root
         self.host = host_label(hostname)
+        self._syncer = DirSyncer()
         root.mkdir(parents=True, exist_ok=True)
 
     def maildir(self, user: str) -> Path:
@@ -229,7 +278,7 @@ class MailStore:
                 raise
             break
         for target in done:
-            fsync_dir(target.parent)
+            self._syncer.sync(target.parent)
         os.unlink(tmp_path)
         return name
 
