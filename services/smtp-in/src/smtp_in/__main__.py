@@ -17,6 +17,7 @@ from mailcommon.secrets import InsecureTokenError
 from mailcommon.tls import ensure_certificate, server_context
 from pydantic import ValidationError
 
+from smtp_in.memory import pin_mmap_threshold
 from smtp_in.server import SmtpServer
 from smtp_in.settings import SmtpSettings
 
@@ -81,6 +82,7 @@ def main() -> None:
         print(f"smtp-in: refusing to start: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     configure_logging("smtp-in", settings.log_level, settings.log_format)
+    pin_mmap_threshold()
     # aiosmtpd logs every command at INFO; our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     # httpx logs every request to the mailstore at INFO; the message line covers it.

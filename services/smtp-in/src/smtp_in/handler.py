@@ -24,7 +24,7 @@ from mailcommon.client import (
 )
 from mailcommon.logging import get_logger
 
-from smtp_in import headers
+from smtp_in import headers, memory
 from smtp_in.addresses import check_recipient, check_sender
 from smtp_in.recipients import RecipientCache
 from smtp_in.settings import SmtpSettings
@@ -33,6 +33,8 @@ log = get_logger(__name__)
 
 # EHLO keywords we add to aiosmtpd's (SIZE, 8BITMIME, SMTPUTF8, STARTTLS), before the final HELP.
 EXTRA_EHLO_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+# Messages at least this large are followed by a malloc_trim (see smtp_in.memory).
+TRIM_AFTER = 1024 * 1024
 
 
 class Transaction(Envelope):
@@ -180,6 +182,9 @@ class MailHandler:
             result, reply = "delivered", f"250 2.0.0 Ok: queued as {delivery.id}"
         self._log_message(envelope, content, result, message_id, reply)
         server.reply_logged = True
+        if len(content) >= TRIM_AFTER:
+            # Once aiosmtpd has dropped the envelope (right after we return), give the pages back.
+            asyncio.get_running_loop().call_soon(memory.trim)
         return reply
 
     async def _deliver(self, users: list[str], message: bytes) -> Delivery:

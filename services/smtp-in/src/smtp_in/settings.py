@@ -42,7 +42,7 @@ class SmtpSettings(FrontEndSettings):
     # Seconds a "this mailbox exists" answer from the mailstore is reused at RCPT (0: always ask).
     smtp_recipient_cache_ttl: float = Field(30.0, ge=0)
     # Concurrent HTTP connections to the mailstore (deliveries beyond it wait their turn).
-    smtp_mailstore_connections: int = Field(16, ge=1)
+    smtp_mailstore_connections: int = Field(8, ge=1)
     # On SIGTERM: seconds to let transactions in flight finish before closing what is left.
     smtp_shutdown_grace: float = Field(30.0, ge=0)
 
