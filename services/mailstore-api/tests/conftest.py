@@ -115,17 +115,24 @@ class Mailstore:
             **self.env_extra,
         }
 
+    @property
+    def log_file(self) -> Path:
+        """The server's stdout (its JSON log lines) and stderr."""
+        return self.root / "mailstore.log"
+
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mailstore_api"],
-            env=self.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailstore_api"],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mailstore exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"mailstore exited: {self.log_file.read_text()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
@@ -140,8 +147,6 @@ class Mailstore:
         try:
             code = self.proc.wait(30)
         finally:
-            if self.proc.stderr:
-                self.proc.stderr.close()
             self.proc = None
         return code
 

@@ -4,6 +4,7 @@ generated tokens, APOP when enabled."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -180,3 +181,39 @@ def test_apop_when_enabled(make_mailstore):
             "/auth/apop", json={"username": "mrose", "timestamp": stamp, "digest": good}
         )
         assert r.json() == {"valid": False, "username": None}
+
+
+def test_one_json_log_line_per_request_with_its_request_id(make_mailstore):
+    store = make_mailstore(LOG_LEVEL="INFO")
+    store.start()
+    with store.admin() as admin, store.internal() as internal:
+        assert admin.post("/users", json={"username": "lou", "password": "pw"}).status_code == 201
+        r = internal.post(
+            "/deliveries",
+            params={"recipient": "lou"},
+            content=b"Subject: logged\r\n\r\nx\r\n",
+            headers={"X-Request-ID": "req-delivery-1"},
+        )
+        assert r.status_code == 201
+        assert r.headers["x-request-id"] == "req-delivery-1"
+        delivered = r.json()["id"]
+        r = admin.get("/users/lou", headers={"X-Request-ID": "req-admin-1"})
+        assert r.headers["x-request-id"] == "req-admin-1"
+        r = internal.post("/auth", json={"username": "lou", "password": "secret-password"})
+        generated = r.headers["x-request-id"]
+        assert generated
+    assert store.stop() in (0, -signal.SIGTERM)
+    lines = [
+        json.loads(line) for line in store.log_file.read_text().splitlines() if line.startswith("{")
+    ]
+    requests = [x for x in lines if x["event"] == "request"]
+    by_id = {x["request_id"]: x for x in requests}
+    delivery = by_id["req-delivery-1"]
+    assert delivery["path"] == "/internal/v1/deliveries" and delivery["status"] == 201
+    assert delivery["message_id"] == delivered
+    assert delivery["service"] == "mailstore-api" and delivery["level"] == "info"
+    assert by_id["req-admin-1"]["path"] == "/api/v1/users/lou"
+    assert by_id[generated]["status"] == 200
+    assert sum(1 for x in requests if x["request_id"] == "req-delivery-1") == 1
+    assert "secret-password" not in store.log_file.read_text()
+    assert "Traceback" not in store.log_file.read_text()

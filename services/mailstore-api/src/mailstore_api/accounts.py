@@ -9,7 +9,6 @@ from mailcommon.names import USERNAME_RULE, is_valid_username
 
 from mailstore_api.db import UserRow
 from mailstore_api.errors import ApiError
-from mailstore_api.maildir import UnknownMailbox
 from mailstore_api.passwords import MAX_PASSWORD_LENGTH
 from mailstore_api.state import State
 
@@ -129,7 +128,3 @@ async def set_apop_secret(state: State, username: str, secret: str | None) -> No
     sealed = state.apop.seal(username, secret) if secret is not None else None
     if not await state.run_io(state.db.set_apop_secret, username, sealed):
         raise ApiError(404, "unknown_user", "no such user")
-
-
-def mailbox_gone(exc: UnknownMailbox) -> ApiError:
-    return ApiError(404, "unknown_user", "no such user")
