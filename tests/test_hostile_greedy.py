@@ -210,6 +210,7 @@ def test_10000_pipelined_pop3_commands_answered_in_order_with_bounded_memory(
             assert reply.strip() == b"+OK", (i, reply)
     assert lines[-1].startswith(b"+OK"), lines[-1]
     growth = rss.peak - rss.baseline
+    print(f"pop3 RSS {rss.baseline / 2**20:.1f} MB, peak +{growth / 2**20:.1f} MB")
     assert growth < MAX_GROWTH, f"pop3 RSS grew by {growth / 2**20:.1f} MB"
     assert greedy_stack.processes["pop3"].running()
 
@@ -236,6 +237,7 @@ def test_10000_pipelined_smtp_commands_answered_in_order_with_bounded_memory(
         assert reply.startswith(expected[command]), (i, command, reply)
     assert lines[-1].startswith(b"221"), lines[-1]
     growth = rss.peak - rss.baseline
+    print(f"smtp-in RSS {rss.baseline / 2**20:.1f} MB, peak +{growth / 2**20:.1f} MB")
     assert growth < MAX_GROWTH, f"smtp-in RSS grew by {growth / 2**20:.1f} MB"
     assert greedy_stack.processes["smtp-in"].running()
 
@@ -243,3 +245,61 @@ def test_10000_pipelined_smtp_commands_answered_in_order_with_bounded_memory(
 def test_logs_show_no_traceback(greedy_stack: Stack) -> None:
     for service in ("pop3", "smtp-in", "mailstore-api"):
         assert "Traceback" not in greedy_stack.logs(service), greedy_stack.logs(service)[-3000:]
+
+
+SLOW_READERS = 10
+BIG = 4 * 1024 * 1024
+
+
+def test_slow_readers_of_big_messages_do_not_grow_memory_or_block_others(
+    greedy_stack: Stack,
+) -> None:
+    """Clients that RETR a 4 MB message and never read it: bounded memory, others are served."""
+    names = [f"slow{secrets.token_hex(4)}" for _ in range(SLOW_READERS + 1)]
+    password = secrets.token_urlsafe(12)
+    line = b"x" * 76 + b"\n"
+    body = b"Subject: big\n\n" + line * (BIG // len(line))
+    with httpx.Client(base_url=greedy_stack.api_url, timeout=60) as api:
+        for name in names:
+            created = api.post(
+                "/api/v1/users",
+                json={"username": name, "password": password},
+                headers={"Authorization": f"Bearer {greedy_stack.admin_token}"},
+            )
+            assert created.status_code == 201, created.text
+        delivered = api.post(
+            "/internal/v1/deliveries",
+            params=[("recipient", n) for n in names],
+            content=body,
+            headers={"Authorization": f"Bearer {greedy_stack.service_token}"},
+        )
+        assert delivered.status_code == 201, delivered.text
+    pid = greedy_stack.processes["pop3"].pid
+    assert pid is not None
+    slow: list[socket.socket] = []
+    try:
+        with RssSampler(pid) as rss:
+            for name in names[:-1]:
+                sock = socket.create_connection((HOST, greedy_stack.pop3_port), timeout=30)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(f"USER {name}\r\nPASS {password}\r\nRETR 1\r\n".encode())
+                slow.append(sock)  # and never read
+            time.sleep(2)  # let the server fill what the sockets take
+            started = time.monotonic()
+            pop = poplib.POP3(HOST, greedy_stack.pop3_port, timeout=30)
+            pop.user(names[-1])
+            pop.pass_(password)
+            _, lines, octets = pop.retr(1)
+            pop.quit()
+            elapsed = time.monotonic() - started
+        assert octets >= BIG and lines[-1] == b"x" * 76
+        assert elapsed < 15, (
+            f"a normal RETR took {elapsed:.1f} s beside {SLOW_READERS} slow readers"
+        )
+        growth = rss.peak - rss.baseline
+        print(f"pop3 RSS {rss.baseline / 2**20:.1f} MB, peak +{growth / 2**20:.1f} MB")
+        assert growth < MAX_GROWTH, f"pop3 RSS grew by {growth / 2**20:.1f} MB"
+    finally:
+        for sock in slow:
+            sock.close()
+    assert greedy_stack.processes["pop3"].running()
