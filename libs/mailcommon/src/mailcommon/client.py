@@ -103,7 +103,9 @@ class MailstoreClient:
         service_token: str,
         timeout: float = 30.0,
         max_connections: int = 100,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces httpx's default pool (``max_connections`` then does not apply)."""
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + INTERNAL,
             headers={"Authorization": f"Bearer {service_token}"},
@@ -111,6 +113,7 @@ class MailstoreClient:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
+            transport=transport,
         )
 
     async def aclose(self) -> None:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from smtp_in.memory import pin_mmap_threshold
 from smtp_in.server import SmtpServer
 from smtp_in.settings import SmtpSettings
+from smtp_in.transport import LeanTransport
 
 EXIT_CONFIG = 2
 EXIT_BIND = 1
@@ -66,6 +67,7 @@ async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> No
         token,
         timeout=settings.mailstore_timeout,
         max_connections=settings.smtp_mailstore_connections,
+        transport=LeanTransport(settings.smtp_mailstore_connections),
     )
     server = SmtpServer(settings, mailstore, context)
     try:
