@@ -214,3 +214,69 @@ def test_expunge_of_another_users_ids_deletes_nothing(stack: Any, pair: dict[str
             assert [line.split()[1].decode() for line in pop.uidl()[1]] == who["ids"]
         finally:
             pop.quit()
+
+
+def pop3_refused(stack: Any, user: str, password: str) -> bool:
+    pop = poplib.POP3(HOST, stack.pop3_port, timeout=30)
+    try:
+        pop.user(user)
+        pop.pass_(password)
+    except poplib.error_proto:
+        return True
+    else:
+        pop.quit()
+        return False
+    finally:
+        pop.close()
+
+
+def test_password_change_revokes_the_old_password_at_once(stack: Any, admin: httpx.Client) -> None:
+    name, old, new = (
+        f"pw{secrets.token_hex(4)}",
+        secrets.token_urlsafe(12),
+        secrets.token_urlsafe(12),
+    )
+    assert admin.post("/users", json={"username": name, "password": old}).status_code == 201
+    pop3_session(stack, name, old).quit()  # a verified login is cached for a while...
+    assert admin.put(f"/users/{name}/password", json={"password": new}).status_code == 204
+    assert pop3_refused(stack, name, old)  # ...but not past a password change
+    pop3_session(stack, name, new).quit()
+
+
+def test_a_new_user_of_a_deleted_name_never_sees_the_old_mail(
+    stack: Any, admin: httpx.Client
+) -> None:
+    name, old, new = (
+        f"re{secrets.token_hex(4)}",
+        secrets.token_urlsafe(12),
+        secrets.token_urlsafe(12),
+    )
+    assert admin.post("/users", json={"username": name, "password": old}).status_code == 201
+    delivered = httpx.post(
+        f"{stack.api_url}/internal/v1/deliveries",
+        params={"recipient": name},
+        content=b"Subject: old\n\nOLD-OWNER-SECRET\n",
+        headers={"Authorization": f"Bearer {service_token(stack)}"},
+        timeout=30,
+    )
+    assert delivered.status_code == 201
+    # not without purge while mail remains; refused while a POP3 session holds the maildrop
+    assert admin.delete(f"/users/{name}").status_code == 409
+    pop = pop3_session(stack, name, old)
+    try:
+        assert admin.delete(f"/users/{name}", params={"purge": "true"}).status_code == 423
+    finally:
+        pop.quit()
+    assert admin.delete(f"/users/{name}", params={"purge": "true"}).status_code == 204
+    assert pop3_refused(stack, name, old)
+    # somebody else gets the name
+    assert admin.post("/users", json={"username": name, "password": new}).status_code == 201
+    assert admin.get(f"/users/{name}/messages").json()["messages"] == []
+    raw = admin.get(f"/users/{name}/messages/{delivered.json()['id']}/raw")
+    assert raw.status_code == 404 and b"OLD-OWNER-SECRET" not in raw.content
+    pop = pop3_session(stack, name, new)
+    try:
+        assert pop.stat() == (0, 0)
+    finally:
+        pop.quit()
+    assert pop3_refused(stack, name, old)
