@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from mailcommon.logging import get_logger
+from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,6 +30,42 @@ _HTTP_CODES = {
     423: "locked",
     503: "unavailable",
 }
+
+
+class ErrorDetail(BaseModel):
+    """``code`` (snake_case) and ``message``, plus fields that depend on the code."""
+
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    404: "unknown_user / unknown_message (or no such route)",
+    409: "conflict (see the error code)",
+    413: "message_too_large",
+    422: "validation_error, or a rule broken (see the error code)",
+    423: "mailbox_locked: a POP3 session holds the maildrop lock",
+    503: "redis_unavailable",
+    507: "insufficient_storage",
+}
+
+
+def documented(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error ``codes``, all with the one error shape."""
+    return {
+        code: {
+            "model": ErrorResponse,
+            "description": descriptions.get(f"e{code}", _DESCRIPTIONS.get(code, "error")),
+        }
+        for code in (*codes, 422)
+    }
 
 
 class ApiError(Exception):
@@ -71,6 +108,10 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if (
+        exc.status_code == 400
+    ):  # FastAPI: a body it could not even decode; invalid input all the same
+        return error_response(422, "validation_error", "the request body is not valid JSON")
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     return error_response(exc.status_code, code, message, headers=exc.headers)

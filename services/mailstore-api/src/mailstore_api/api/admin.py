@@ -9,7 +9,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from mailstore_api import accounts, messages
-from mailstore_api.errors import ApiError
+from mailstore_api.errors import ApiError, documented
 from mailstore_api.maildir import MessageEntry, UnknownMailbox
 from mailstore_api.state import State, get_state
 from mailstore_api.streaming import message_response
@@ -99,7 +99,7 @@ async def _refuse_while_locked(state: State, username: str) -> None:
         )
 
 
-@router.post("/users", status_code=201, responses={409: {}, 422: {}})
+@router.post("/users", status_code=201, responses=documented(409, e409="user_exists"))
 async def create_user(body: NewUser, state: StateDep) -> User:
     """Create a user and their Maildir."""
     await accounts.create_user(state, body.username, body.password)
@@ -125,20 +125,24 @@ async def list_users(state: StateDep) -> UserList:
     return UserList(users=users)
 
 
-@router.get("/users/{username}", responses={404: {}})
+@router.get("/users/{username}", responses=documented(404))
 async def get_user(username: str, state: StateDep) -> User:
     """One user."""
     return await _user(state, username)
 
 
-@router.put("/users/{username}/password", status_code=204, responses={404: {}, 422: {}})
+@router.put("/users/{username}/password", status_code=204, responses=documented(404))
 async def set_password(username: str, body: NewPassword, state: StateDep) -> Response:
     """Change a password (cached logins of the user are forgotten)."""
     await accounts.set_password(state, username, body.password)
     return Response(status_code=204)
 
 
-@router.delete("/users/{username}", status_code=204, responses={404: {}, 409: {}, 423: {}})
+@router.delete(
+    "/users/{username}",
+    status_code=204,
+    responses=documented(404, 409, 423, 503, e409="mailbox_not_empty (without purge)"),
+)
 async def delete_user(
     username: str, state: StateDep, purge: Annotated[bool, Query()] = False
 ) -> Response:
@@ -150,21 +154,21 @@ async def delete_user(
     return Response(status_code=204)
 
 
-@router.put("/users/{username}/apop-secret", status_code=204, responses={404: {}})
+@router.put("/users/{username}/apop-secret", status_code=204, responses=documented(404))
 async def set_apop_secret(username: str, body: ApopSecret, state: StateDep) -> Response:
     """Set the user's APOP secret (stored encrypted; used only when APOP_ENABLED)."""
     await accounts.set_apop_secret(state, username, body.secret)
     return Response(status_code=204)
 
 
-@router.delete("/users/{username}/apop-secret", status_code=204, responses={404: {}})
+@router.delete("/users/{username}/apop-secret", status_code=204, responses=documented(404))
 async def delete_apop_secret(username: str, state: StateDep) -> Response:
     """Remove the user's APOP secret."""
     await accounts.set_apop_secret(state, username, None)
     return Response(status_code=204)
 
 
-@router.get("/users/{username}/messages", responses={404: {}})
+@router.get("/users/{username}/messages", responses=documented(404))
 async def list_messages(
     username: str,
     state: StateDep,
@@ -183,7 +187,7 @@ async def list_messages(
     )
 
 
-@router.get("/users/{username}/messages/{message_id}", responses={404: {}})
+@router.get("/users/{username}/messages/{message_id}", responses=documented(404))
 async def get_message(username: str, message_id: str, state: StateDep) -> dict[str, Any]:
     """One message parsed: headers, MIME parts with types and sizes, decoded text bodies."""
     entry = await _entry(state, username, message_id)
@@ -203,7 +207,7 @@ async def get_message(username: str, message_id: str, state: StateDep) -> dict[s
 @router.get(
     "/users/{username}/messages/{message_id}/raw",
     response_class=Response,
-    responses={200: {"content": {"message/rfc822": {}}}, 404: {}},
+    responses={200: {"content": {"message/rfc822": {}}}, **documented(404)},
 )
 async def get_raw(username: str, message_id: str, state: StateDep) -> Response:
     """The message as stored, ``message/rfc822``, streamed."""
@@ -223,7 +227,7 @@ async def get_raw(username: str, message_id: str, state: StateDep) -> Response:
 @router.delete(
     "/users/{username}/messages/{message_id}",
     status_code=204,
-    responses={404: {}, 423: {}, 503: {}},
+    responses=documented(404, 423, 503),
 )
 async def delete_message(username: str, message_id: str, state: StateDep) -> Response:
     """Delete one message; 423 while a POP3 session holds the lock, 503 when Redis is down."""

@@ -11,7 +11,7 @@ import anyio
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from mailstore_api.errors import error_response
+from mailstore_api.errors import ErrorResponse, error_response
 from mailstore_api.state import State, get_state
 
 router = APIRouter(tags=["health"])
@@ -43,7 +43,10 @@ async def _check(results: dict[str, str], name: str, coro: Any) -> None:
         results[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
 
 
-@router.get("/readyz", responses={503: {"description": "a check failed"}})
+@router.get(
+    "/readyz",
+    responses={503: {"model": ErrorResponse, "description": "not_ready: a check failed"}},
+)
 async def readyz(state: StateDep) -> JSONResponse:
     """Ready when the database answers, the volume is writable and Redis answers PING."""
     results: dict[str, str] = {}

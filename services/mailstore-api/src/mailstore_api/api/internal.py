@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from mailstore_api import accounts
 from mailstore_api.delivery import store_delivery
-from mailstore_api.errors import ApiError, error_response
+from mailstore_api.errors import ApiError, documented, error_response
 from mailstore_api.fencing import check_lease
 from mailstore_api.maildir import UnknownMailbox
 from mailstore_api.state import State, get_state
@@ -55,7 +55,7 @@ class DeliveryResult(BaseModel):
 
 class LeaseRequest(BaseModel):
     lock_token: str = Field(min_length=1, max_length=256)
-    fence: int = Field(ge=0)
+    fence: int = Field(ge=0, le=2**63 - 1)
 
 
 class ExpungeRequest(LeaseRequest):
@@ -93,7 +93,7 @@ async def auth_apop(body: ApopRequest, state: StateDep) -> AuthResult:
     return _result(await accounts.verify_apop(state, body.username, body.timestamp, body.digest))
 
 
-@router.get("/recipients/{username}", responses={404: {"description": "unknown_user"}})
+@router.get("/recipients/{username}", responses=documented(404))
 async def recipient(username: str, state: StateDep) -> Recipient:
     """Whether a mailbox exists; the canonical (lower-case) name."""
     name = username.lower()
@@ -105,11 +105,7 @@ async def recipient(username: str, state: StateDep) -> Recipient:
 @router.post(
     "/deliveries",
     status_code=201,
-    responses={
-        404: {"description": "unknown_user (nothing stored)"},
-        413: {"description": "message_too_large"},
-        507: {"description": "insufficient_storage"},
-    },
+    responses=documented(404, 413, 507, e404="unknown_user (nothing stored)"),
 )
 async def deliver(
     request: Request,
@@ -139,7 +135,7 @@ def _mailbox(state: State, username: str) -> str:
 
 @router.post(
     "/mailboxes/{username}/snapshot",
-    responses={409: {"description": "lock_not_held / stale_fence"}, 503: {"description": "redis"}},
+    responses=documented(404, 409, 503, e409="lock_not_held / stale_fence (with highest_fence)"),
 )
 async def snapshot(username: str, body: LeaseRequest, state: StateDep) -> Snapshot:
     """The mailbox's messages, oldest first, for the holder of the maildrop lock."""
@@ -158,7 +154,7 @@ async def snapshot(username: str, body: LeaseRequest, state: StateDep) -> Snapsh
 @router.get(
     "/mailboxes/{username}/messages/{message_id}",
     response_class=Response,
-    responses={200: {"content": {"message/rfc822": {}}}, 404: {"description": "unknown_message"}},
+    responses={200: {"content": {"message/rfc822": {}}}, **documented(404)},
 )
 async def message(username: str, message_id: str, state: StateDep) -> Response:
     """One message as stored (LF line ends), streamed, with Content-Length S."""
@@ -172,7 +168,7 @@ async def message(username: str, message_id: str, state: StateDep) -> Response:
 
 @router.post(
     "/mailboxes/{username}/expunge",
-    responses={409: {"description": "lock_not_held / stale_fence"}, 503: {"description": "redis"}},
+    responses=documented(404, 409, 503, e409="lock_not_held / stale_fence (with highest_fence)"),
 )
 async def expunge(username: str, body: ExpungeRequest, state: StateDep) -> ExpungeResult:
     """Delete messages for the holder of the maildrop lock; already-gone ids are reported apart."""
