@@ -21,6 +21,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pop3d.settings import Pop3Settings
 
 HOST = "127.0.0.1"
 REPLY_TIMEOUT = 10.0
@@ -324,3 +325,19 @@ def test_smtp_nasty_input(stack: Any, name: str) -> None:
     check_smtp_output(out)
     assert out.rstrip().split(b"\r\n")[-1].startswith((b"221", b"421", b"500", b"5")), out[-500:]
     assert_smtp_serves(stack)
+
+
+def test_pop3_too_many_bad_commands_close_the_connection(stack: Any) -> None:
+    """A client that only sends garbage is cut off after POP3_MAX_BAD_COMMANDS (default 20)."""
+    limit = int(Pop3Settings.model_fields["pop3_max_bad_commands"].default)
+    sock = socket.create_connection((HOST, stack.pop3_port), timeout=REPLY_TIMEOUT)
+    try:
+        sock.sendall(b"XYZZY\r\n" * (limit + 10))
+        out = read_until_closed(sock)
+    finally:
+        sock.close()
+    lines = [line for line in out.split(b"\r\n") if line]
+    assert lines[0].startswith(b"+OK")
+    assert lines[1:] == [lines[1]] * (limit - 1) + [lines[-1]], lines
+    assert len(lines) == 1 + limit and all(line.startswith(b"-ERR") for line in lines[1:])
+    assert_pop3_serves(stack)
