@@ -205,7 +205,9 @@ def test_starttls_with_a_test_certificate(
         assert client.has_extn("starttls")
         code, text = client.starttls(context=context)
         assert (code, text) == (220, b"2.0.0 Ready to start TLS")
+        assert isinstance(client.sock, ssl.SSLSocket)
         peer = client.sock.getpeercert()
+        assert peer is not None
         assert ("DNS", "mail.pokey.onl") in peer["subjectAltName"]
         client.ehlo()
         assert not client.has_extn("starttls")

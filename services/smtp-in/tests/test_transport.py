@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -72,7 +72,7 @@ def test_content_length_chunked_and_keepalive() -> None:
             r = await client.post("/x", content=b"hello")
             assert (r.status_code, r.content) == (201, b"echo:hello")
 
-            async def parts():
+            async def parts() -> AsyncIterator[bytes]:
                 yield b"stream"
                 yield b"ed"
 
