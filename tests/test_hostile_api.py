@@ -22,7 +22,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-EXAMPLES = 12
+EXAMPLES = 8
 ALL_CHECKS = [
     not_a_server_error,
     status_code_conformance,

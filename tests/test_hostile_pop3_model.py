@@ -234,7 +234,7 @@ def stored_ids(api: httpx.Client, stack: Any, user: str) -> list[str]:
 
 
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
