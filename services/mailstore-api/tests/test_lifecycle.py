@@ -109,16 +109,17 @@ def test_kill_9_mid_delivery_leaves_nothing_partial_and_start_up_cleans_tmp(make
     wait_for(lambda: len(store.files("kim", "tmp")) == 1)  # it is being written
     assert store.stop(signal.SIGKILL) == -signal.SIGKILL
     upload.close()
-    (partial,) = store.files("kim", "tmp")
+    assert len(store.files("kim", "tmp")) == 1  # the partial message, in tmp/ only
     assert store.files("kim", "new") == [] and store.files("kim", "cur") == []
 
-    # the crash left it; start-up removes tmp/ files older than 36 hours, not younger ones
+    # the crash left it (and maybe older ones); the restarted mailstore holds the volume lock, so
+    # nothing else can be writing in tmp/: start-up removes them all (the 36-hour rule included)
     old = time.time() - 37 * 3600
-    os.utime(partial, (old, old))
-    young = store.maildir("kim") / "tmp" / "1.000000aaaaaaaaaa.other"
-    young.write_bytes(b"another process is writing this")
+    older = store.maildir("kim") / "tmp" / "1.000000aaaaaaaaaa.other"
+    older.write_bytes(b"left by an older crash")
+    os.utime(older, (old, old))
     store.start()
-    assert store.files("kim", "tmp") == [young]
+    assert store.files("kim", "tmp") == []
     assert store.files("kim", "new") == [] and store.files("kim", "cur") == []
     with store.internal() as internal:
         r = internal.post(
@@ -126,6 +127,24 @@ def test_kill_9_mid_delivery_leaves_nothing_partial_and_start_up_cleans_tmp(make
         )
         assert r.status_code == 201
     assert [p.name for p in store.files("kim", "new")] == [r.json()["id"]]
+
+
+def test_one_mailstore_per_data_dir(make_mailstore):
+    first = make_mailstore()
+    first.start()
+    second = make_mailstore(root=first.root)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailstore_api"],
+        env=second.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "another mailstore-api is using" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert httpx.get(first.url + "/healthz").status_code == 200
 
 
 def test_sigterm_finishes_the_delivery_in_flight(make_mailstore):

@@ -12,6 +12,7 @@ from mailstore_api.app import create_app
 from mailstore_api.fastpath import MailstoreASGI
 from mailstore_api.logsetup import setup_logging
 from mailstore_api.settings import MailstoreSettings, Tokens, resolve_tokens
+from mailstore_api.volume import VolumeBusy, hold_data_lock
 
 
 def _configure() -> tuple[MailstoreSettings, Tokens]:
@@ -24,7 +25,9 @@ def _configure() -> tuple[MailstoreSettings, Tokens]:
         raise SystemExit(f"mailstore-api: invalid configuration: {errors}") from None
     try:
         tokens = resolve_tokens(settings)
-    except (InsecureTokenError, OSError) as exc:
+        # Kept open (and locked) until the process ends.
+        hold_data_lock(settings.data_dir)
+    except (InsecureTokenError, VolumeBusy, OSError) as exc:
         raise SystemExit(f"mailstore-api: refusing to start: {exc}") from None
     return settings, tokens
 
@@ -38,7 +41,7 @@ def main() -> None:
     setup_logging(settings.log_level, settings.log_format)
     # Worker threads doing file I/O get the GIL back sooner after each system call.
     sys.setswitchinterval(0.001)
-    app = MailstoreASGI(create_app(settings, tokens), tokens.service)
+    app = MailstoreASGI(create_app(settings, tokens, volume_locked=True), tokens.service)
     # The mailstore is the single writer of its volume: one process, never several workers.
     uvicorn.run(
         app,

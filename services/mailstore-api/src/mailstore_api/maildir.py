@@ -226,7 +226,10 @@ class MailStore:
         shutil.rmtree(trash, ignore_errors=True)
 
     def start_up(self, max_age: float = TMP_MAX_AGE) -> int:
-        """Remove leftovers: moved-aside Maildirs and tmp/ files older than ``max_age`` seconds."""
+        """Remove leftovers: moved-aside Maildirs and tmp/ files older than ``max_age`` seconds.
+
+        The server passes 0: it holds the volume lock, so nothing else can be writing in a tmp/.
+        """
         removed = 0
         cutoff = time.time() - max_age
         for entry in os.scandir(self.root):
@@ -238,7 +241,7 @@ class MailStore:
                 continue
             for item in os.scandir(tmp):
                 with contextlib.suppress(FileNotFoundError):
-                    if item.is_file(follow_symlinks=False) and item.stat().st_mtime < cutoff:
+                    if item.is_file(follow_symlinks=False) and item.stat().st_mtime <= cutoff:
                         os.unlink(item.path)
                         removed += 1
         return removed
