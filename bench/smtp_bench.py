@@ -1,6 +1,6 @@
 """SMTP intake benchmark: smtp-in end to end, against Postfix and a minimal aiosmtpd Maildir writer.
 
-    uv run python bench/smtp_bench.py [--seconds 6] [--concurrency 1,10,50] [--no-postfix]
+    uv run python bench/smtp_bench.py [--seconds 9] [--rounds 3] [--concurrency 1,10,50] [--no-postfix]
 
 Start Postfix first (as root): ``bash /work/shared/peers/peers.sh install`` once, then
 ``bash /work/shared/peers/peers.sh start``; stop it afterwards with ``peers.sh stop``.
@@ -281,35 +281,56 @@ def create_users(api_url: str, admin_token: str, users: list[str]) -> None:
             )
 
 
+def merge(parts: list[Result]) -> Result:
+    """One figure from several interleaved slices of the same server and concurrency."""
+    first = parts[0]
+    merged = Result(first.name, first.concurrency, 0, 0.0)
+    e2e = 0.0
+    for r in parts:
+        merged.messages += r.messages
+        merged.seconds += r.seconds
+        merged.latencies += r.latencies
+        merged.sent_total += r.sent_total
+        e2e += r.end_to_end_seconds or 0.0
+    if first.end_to_end_seconds is not None:
+        merged.end_to_end_seconds = e2e
+    return merged
+
+
 def measure_points(
     args: argparse.Namespace, smtp_port: int, minimal_port: int, users: list[str]
 ) -> list[Result]:
+    """Each concurrency: ``--rounds`` slices per server, interleaved, so that load from other
+    processes on the machine falls on all three alike; the slices are then added up."""
     postfix = not args.no_postfix and port_open(POSTFIX_PORT)
     if not args.no_postfix and not postfix:
         print("postfix is not listening on 127.0.0.1:2125 (peers.sh start): skipped")
+    servers = [("smtp-in", smtp_port, users), ("minimal", minimal_port, users)]
+    if postfix:
+        servers.append(("postfix", POSTFIX_PORT, [f"u{i}" for i in range(200)]))
     results: list[Result] = []
     for c in [int(c) for c in args.concurrency.split(",")]:
-        for name, port, names in (
-            ("smtp-in", smtp_port, users),
-            ("minimal", minimal_port, users),
-            ("postfix", POSTFIX_PORT, [f"u{i}" for i in range(200)]),
-        ):
-            if name == "postfix" and not postfix:
-                continue
-            before = postfix_delivered() if name == "postfix" else 0
-            r = asyncio.run(
-                load(
-                    name,
-                    port=port,
-                    domain="bench.test",
-                    users=names,
-                    concurrency=c,
-                    seconds=args.seconds,
+        slices: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
+        for _ in range(args.rounds):
+            for name, port, names in servers:
+                before = postfix_delivered() if name == "postfix" else 0
+                r = asyncio.run(
+                    load(
+                        name,
+                        port=port,
+                        domain="bench.test",
+                        users=names,
+                        concurrency=c,
+                        seconds=args.seconds / args.rounds,
+                    )
                 )
-            )
+                if name == "postfix":
+                    r.end_to_end_seconds = wait_for_postfix(before + r.sent_total) - r.started_at
+                slices[name].append(r)
+        for name, _, _ in servers:
+            r = merge(slices[name])
             line = f"{name:8} c={c:<3} {r.rate:8.1f} msg/s accepted"
             if name == "postfix":
-                r.end_to_end_seconds = wait_for_postfix(before + r.sent_total) - r.started_at
                 line += f", {r.e2e_rate:.1f} end to end"
             print(f"{line}  p50 {r.pct(0.5):.1f} ms  p99 {r.pct(0.99):.1f} ms", flush=True)
             results.append(r)
@@ -367,8 +388,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per point")
+    parser.add_argument("--seconds", type=float, default=9.0, help="measured seconds per point")
     parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per point")
     parser.add_argument("--big-clients", type=int, default=50)
     parser.add_argument("--no-postfix", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the 10 MiB memory run")
