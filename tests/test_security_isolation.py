@@ -280,3 +280,40 @@ def test_a_new_user_of_a_deleted_name_never_sees_the_old_mail(
     finally:
         pop.quit()
     assert pop3_refused(stack, name, old)
+
+
+def test_path_tricks_never_reach_files_outside_the_maildirs(
+    stack: Any, pair: dict[str, Any]
+) -> None:
+    """Neither a message id nor a user name can name the users database or a system file."""
+    alice = pair["alice"]["name"]
+    targets = [
+        "../../../users.sqlite3",
+        "../../users.sqlite3",
+        "../../../../../../../../etc/passwd",
+        "/etc/passwd",
+        "..",
+        ".",
+        "new",
+        "tmp",
+    ]
+    spellings = []
+    for target in targets:
+        spellings += [target, quote(target, safe=""), quote(quote(target, safe=""), safe="")]
+    internal = service_token(stack)
+    problems: list[str] = []
+    for trick in spellings:
+        for audience, method, url in (
+            ("admin", "GET", f"/api/v1/users/{alice}/messages/{trick}/raw"),
+            ("admin", "GET", f"/api/v1/users/{alice}/messages/{trick}"),
+            ("admin", "GET", f"/api/v1/users/{trick}/messages"),
+            ("admin", "GET", f"/api/v1/users/{trick}"),
+            ("internal", "GET", f"/internal/v1/mailboxes/{alice}/messages/{trick}"),
+            ("internal", "GET", f"/internal/v1/mailboxes/{trick}/messages/x"),
+        ):
+            token = stack.admin_token if audience == "admin" else internal
+            status, body = raw_request(stack, method, url, token)
+            leaked = b"SQLite format 3" in body or b"root:" in body or b"$argon2" in body
+            if 200 <= status < 300 or status >= 500 or leaked:
+                problems.append(f"{method} {url} -> {status} {body[:120]!r}")
+    assert not problems, "\n".join(problems)
