@@ -374,6 +374,7 @@ KNOWN: frozenset[bytes] = frozenset(name for table in TABLE.values() for name in
 
 async def dispatch(s: Session, line: bytes) -> None:
     """Run one command line."""
+    s.commands += 1
     name, _, arg = line.partition(b" ")
     key = name.upper()
     handler = TABLE[s.state].get(key)

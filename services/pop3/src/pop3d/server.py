@@ -133,7 +133,10 @@ class Pop3Server:
             finally:
                 with contextlib.suppress(Exception):
                     writer.close()
-                log.info(
+                # A connection that never sent a command (health probes, port scanners) is
+                # logged at debug level only, so probes every few seconds do not flood the log.
+                quiet = s.commands == 0 and s.result == "disconnected"
+                (log.debug if quiet else log.info)(
                     "session",
                     sid=s.sid,
                     user=s.user,

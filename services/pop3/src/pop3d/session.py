@@ -95,6 +95,7 @@ class Session:
     __slots__ = (
         "bad_commands",
         "closing",
+        "commands",
         "ctx",
         "lease",
         "peer_ip",
@@ -138,6 +139,7 @@ class Session:
         self.snapshot: Snapshot | None = None
         self.lease: LeaseState | None = None
         self.bad_commands = 0
+        self.commands = 0
         self.closing = False
         self.result = "disconnected"
         self.stats = SessionStats()
