@@ -13,6 +13,13 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from mailstore_api import accounts
+from mailstore_api.batch import (
+    MAX_IDS,
+    SIZES_HEADER,
+    BatchMissing,
+    BatchTooLarge,
+    read_batch,
+)
 from mailstore_api.delivery import store_delivery
 from mailstore_api.errors import ApiError, documented, error_response
 from mailstore_api.fencing import check_lease
@@ -62,9 +69,14 @@ class ExpungeRequest(LeaseRequest):
     ids: list[str] = Field(max_length=100_000)
 
 
+class BatchRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+
+
 class SnapshotMessage(BaseModel):
     id: str
-    size: int
+    size: int  # W: octets with CRLF line ends (what POP3 reports)
+    stored_size: int  # S: octets as stored (what the message and batch reads return)
 
 
 class Snapshot(BaseModel):
@@ -146,7 +158,7 @@ async def snapshot(username: str, body: LeaseRequest, state: StateDep) -> Snapsh
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
     return Snapshot(
-        messages=[SnapshotMessage(id=e.id, size=e.size_crlf) for e in entries],
+        messages=[SnapshotMessage(id=e.id, size=e.size_crlf, stored_size=e.size) for e in entries],
         highest_fence=highest,
     )
 
@@ -164,6 +176,39 @@ async def message(username: str, message_id: str, state: StateDep) -> Response:
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
     return await message_response(state, path, "message/rfc822")
+
+
+@router.post(
+    "/mailboxes/{username}/messages/batch",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": f"the stored bytes of each message, concatenated in order; "
+            f"{SIZES_HEADER}: their stored sizes, comma-separated",
+        },
+        **documented(404, 413, e413="batch_too_large: more than 1 MiB stored in all"),
+    },
+)
+async def message_batch(username: str, body: BatchRequest, state: StateDep) -> Response:
+    """Several messages as stored, in one response and one file-system pass (pop3's prefetch).
+
+    404 ``unknown_message`` when any id is not (or no longer) in the mailbox.
+    """
+    user = _mailbox(state, username)
+    try:
+        sizes, data = await state.run_io(read_batch, state.store, user, body.ids)
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    except BatchMissing as exc:
+        raise ApiError(404, "unknown_message", "no such message") from exc
+    except BatchTooLarge as exc:
+        raise ApiError(413, "batch_too_large", "the messages exceed 1 MiB in all") from exc
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={SIZES_HEADER: ",".join(map(str, sizes))},
+    )
 
 
 @router.post(
