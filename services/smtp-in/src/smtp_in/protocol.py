@@ -29,7 +29,7 @@ from mailcommon.logging import get_logger
 
 from smtp_in.handler import MailHandler, Transaction
 from smtp_in.headers import MAX_TRACE_HEADERS
-from smtp_in.limits import ConnectionRegistry
+from smtp_in.limits import ConnectionRegistry, DataBudget
 from smtp_in.settings import SmtpSettings
 
 log = get_logger(__name__)
@@ -95,6 +95,7 @@ class SMTPProtocol(SMTP):
         *,
         settings: SmtpSettings,
         registry: ConnectionRegistry,
+        budget: DataBudget,
         tls_context: ssl.SSLContext | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
@@ -116,6 +117,8 @@ class SMTPProtocol(SMTP):
         # aiosmtpd keeps these limits on the class, shared by every connection: keep ours here.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         self._registry = registry
+        self._budget = budget
+        self._budget_wait = settings.smtp_data_budget_wait
         self._data_timeout = settings.smtp_data_timeout
         self.session_id = secrets.token_hex(6)
         self._ip = "unknown"
@@ -213,13 +216,37 @@ class SMTPProtocol(SMTP):
         return run
 
     # Commands -------------------------------------------------------------------------------
+    def _declared_size(self) -> int | None:
+        """The SIZE the client declared at MAIL (RFC 1870), if any."""
+        if self.envelope is None:
+            return None
+        for option in self.envelope.mail_options:
+            key, _, value = option.partition("=")
+            if key == "SIZE" and value.isascii() and value.isdigit():
+                return int(value)
+        return None
+
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
+        # A transaction may send what it declared (with slack for clients that count line ends
+        # differently), never more than the limit; it reserves memory for that much.
+        limit = self.data_size_limit or 0
+        declared = self._declared_size()
+        if declared is not None:
+            limit = min(limit, declared + declared // 10 + 64 * 1024)
+        cost = self._budget.cost(limit)
+        if not await self._budget.acquire(cost, self._budget_wait):
+            log.warning("data_budget_exhausted", reserved=self._budget.reserved, wanted=cost)
+            await self.push("452 4.3.1 Insufficient system resources, try again later")
+            return
+        full_limit, self.data_size_limit = self.data_size_limit, limit
         self._in_data = True
         self._reset_timeout(self._data_timeout)
         try:
             await super().smtp_DATA(arg)
         finally:
+            self.data_size_limit = full_limit
+            await self._budget.release(cost)
             self._in_data = False
             if self.transport is not None:
                 self._reset_timeout()
@@ -245,8 +272,10 @@ class SMTPProtocol(SMTP):
 
 def protocol_factory(
     handler: MailHandler,
+    *,
     settings: SmtpSettings,
     registry: ConnectionRegistry,
+    budget: DataBudget,
     tls_context: ssl.SSLContext | None,
     loop: asyncio.AbstractEventLoop,
 ) -> Callable[[], SMTPProtocol]:
@@ -254,7 +283,12 @@ def protocol_factory(
 
     def make() -> SMTPProtocol:
         return SMTPProtocol(
-            handler, settings=settings, registry=registry, tls_context=tls_context, loop=loop
+            handler,
+            settings=settings,
+            registry=registry,
+            budget=budget,
+            tls_context=tls_context,
+            loop=loop,
         )
 
     return make

@@ -15,7 +15,7 @@ from mailcommon.client import MailstoreClient
 from mailcommon.logging import get_logger
 
 from smtp_in.handler import MailHandler
-from smtp_in.limits import ConnectionRegistry
+from smtp_in.limits import ConnectionRegistry, DataBudget
 from smtp_in.protocol import protocol_factory
 from smtp_in.settings import SmtpSettings
 
@@ -38,6 +38,7 @@ class SmtpServer:
         self.registry = ConnectionRegistry(
             settings.max_connections, settings.max_connections_per_ip
         )
+        self.budget = DataBudget(settings.smtp_data_memory_budget)
         self.tls_context = tls_context
         self._server: asyncio.Server | None = None
         self._stop = asyncio.Event()
@@ -45,7 +46,12 @@ class SmtpServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         factory = protocol_factory(
-            self.handler, self.settings, self.registry, self.tls_context, loop
+            self.handler,
+            settings=self.settings,
+            registry=self.registry,
+            budget=self.budget,
+            tls_context=self.tls_context,
+            loop=loop,
         )
         self._server = await loop.create_server(
             factory,

@@ -43,6 +43,12 @@ class SmtpSettings(FrontEndSettings):
     smtp_recipient_cache_ttl: float = Field(30.0, ge=0)
     # Concurrent HTTP connections to the mailstore (deliveries beyond it wait their turn).
     smtp_mailstore_connections: int = Field(8, ge=1)
+    # Memory that messages being received may take at once, all connections together (octets).
+    # A transaction reserves 4 x the SIZE it declared (or 3 x the message size limit when it
+    # declared none); beyond the budget DATA waits, then answers 452 4.3.1.
+    smtp_data_memory_budget: int = Field(1024 * 1024 * 1024, ge=1024 * 1024)
+    # Seconds DATA may wait for room in that budget before the temporary refusal.
+    smtp_data_budget_wait: float = Field(30.0, ge=0)
     # On SIGTERM: seconds to let transactions in flight finish before closing what is left.
     smtp_shutdown_grace: float = Field(30.0, ge=0)
 
