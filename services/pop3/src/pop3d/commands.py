@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from mailcommon.client import MailstoreError, NotFound
 from mailcommon.logging import get_logger
 
-from pop3d import __version__
+from pop3d import __version__, prefetch
 from pop3d.auth import (
     SaslError,
     decode_plain,
@@ -277,11 +277,29 @@ async def cmd_uidl(s: Session, arg: bytes) -> None:
 async def _send_message(s: Session, n: int, top: int | None) -> None:
     """RETR/TOP. Small messages are read whole (the mailstore connection is free again before
     the client has read a byte) and sent in one write; larger ones are streamed chunk by chunk
-    with back-pressure, so memory stays bounded whatever the size and the reader's speed."""
+    with back-pressure, so memory stays bounded whatever the size and the reader's speed.
+    A small message comes from the session's prefetch when it is there, else is read in one
+    batch with the small messages after it (:mod:`pop3d.prefetch`)."""
     snap = _snapshot(s)
     assert s.user is not None
     size = snap.sizes[n - 1]
     head = reply(True, f"{size} octets" if top is None else "top of message follows")
+    data: bytes | None = None
+    if s.prefetch is not None:
+        data = s.prefetch.take(n)
+        if data is None:  # not the next one: the client went elsewhere
+            prefetch.release(s)
+        else:
+            s.stats.prefetched += 1
+            if not s.prefetch:
+                prefetch.release(s)
+    if data is None and size <= SMALL_MESSAGE and s.ctx.settings.pop3_prefetch_bytes:
+        data = await prefetch.fetch(s, n, SMALL_MESSAGE)
+    if data is not None:
+        await s.send(head + encode_message(data, top))
+        if top is None:
+            s.stats.retrieved += 1
+        return
     started = False
     try:
         async with s.ctx.client.open_message(s.user, snap.ids[n - 1]) as response:
@@ -324,6 +342,8 @@ async def cmd_dele(s: Session, arg: bytes) -> None:
     (n,) = parse_args(arg, (Arg.MSG,), len(_snapshot(s)))
     msg = _live_msg(s, n)
     _snapshot(s).mark(msg)
+    if s.prefetch is not None:
+        s.prefetch.discard(msg)
     await s.ok(f"message {msg} deleted")
 
 
@@ -370,6 +390,9 @@ TABLE: dict[State, dict[bytes, Handler]] = {
     State.UPDATE: {},
 }
 KNOWN: frozenset[bytes] = frozenset(name for table in TABLE.values() for name in table)
+#: Commands that keep the prefetch: a sequential download (RETR or TOP, with DELE in between as
+#: fetchmail and ``keep off`` clients do). Anything else drops it at once.
+KEEPS_PREFETCH: frozenset[bytes] = frozenset((b"RETR", b"TOP", b"DELE"))
 
 
 async def dispatch(s: Session, line: bytes) -> None:
@@ -377,6 +400,8 @@ async def dispatch(s: Session, line: bytes) -> None:
     s.commands += 1
     name, _, arg = line.partition(b" ")
     key = name.upper()
+    if s.prefetch is not None and key not in KEEPS_PREFETCH:
+        prefetch.release(s)
     handler = TABLE[s.state].get(key)
     if handler is None:
         await s.bad("command not valid in this state" if key in KNOWN else "unknown command")

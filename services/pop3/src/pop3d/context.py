@@ -14,6 +14,7 @@ from mailcommon.client import MailstoreClient
 from mailcommon.locks import MaildropLocks
 
 from pop3d.leases import LeaseKeeper
+from pop3d.prefetch import PrefetchBudget
 from pop3d.settings import Pop3Settings
 from pop3d.throttle import AuthThrottle, ConnectionLimiter
 
@@ -28,6 +29,7 @@ class Context:
     throttle: AuthThrottle
     limiter: ConnectionLimiter
     tls: ssl.SSLContext
+    prefetch_budget: PrefetchBudget
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_timestamp(self) -> str:

@@ -21,6 +21,8 @@ from pop3d.auth import end_session_lease
 from pop3d.commands import dispatch
 from pop3d.context import Context
 from pop3d.leases import LeaseKeeper
+from pop3d.prefetch import PrefetchBudget
+from pop3d.prefetch import release as release_prefetch
 from pop3d.protocol import READER_LIMIT, LineTooLong, read_line, reply
 from pop3d.session import AbortSession, Session
 from pop3d.settings import Pop3Settings
@@ -65,6 +67,7 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
         ),
         limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
         tls=tls,
+        prefetch_budget=PrefetchBudget(settings.pop3_prefetch_total),
     )
 
 
@@ -125,6 +128,7 @@ class Pop3Server:
             s.result = "internal_error"
             log.exception("session_error", sid=s.sid)
         finally:
+            release_prefetch(s)
             self.ctx.limiter.close(ip)
             if task is not None:
                 self._sessions.discard(task)
@@ -143,6 +147,8 @@ class Pop3Server:
                     peer=f"{ip}:{port}",
                     tls=s.tls,
                     retrieved=s.stats.retrieved,
+                    prefetched=s.stats.prefetched,
+                    batches=s.stats.batches,
                     deleted=s.stats.deleted,
                     octets=s.stats.octets_sent,
                     result=s.result,

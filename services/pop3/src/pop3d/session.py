@@ -1,7 +1,8 @@
 """Per-connection state: kept small, since thousands of idle sessions may be logged in.
 
-The snapshot is two parallel lists (ids and sizes) fixed at login; deletion marks are a bytearray
-of one flag per message. Nothing else of the mailbox is held.
+The snapshot is three parallel lists (ids, sizes, stored sizes) fixed at login; deletion marks are
+a bytearray of one flag per message. Nothing else of the mailbox is held, but for a short while the
+small messages prefetched for sequential RETRs (:mod:`pop3d.prefetch`, bounded per process).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pop3d.protocol import reply
 
 if TYPE_CHECKING:
     from pop3d.context import Context
+    from pop3d.prefetch import Prefetch
 
 
 class State(enum.Enum):
@@ -28,13 +30,15 @@ class State(enum.Enum):
 
 
 class Snapshot:
-    """The maildrop as it was at login: message n is ``ids[n-1]`` of ``sizes[n-1]`` octets."""
+    """The maildrop as it was at login: message n is ``ids[n-1]`` of ``sizes[n-1]`` octets
+    (W, CRLF form), ``stored[n-1]`` as stored (S; None from a mailstore that does not say)."""
 
-    __slots__ = ("deleted", "ids", "sizes")
+    __slots__ = ("deleted", "ids", "sizes", "stored")
 
     def __init__(self, entries: list[SnapshotEntry]) -> None:
         self.ids: list[str] = [e.id for e in entries]
         self.sizes: list[int] = [e.size for e in entries]
+        self.stored: list[int | None] = [e.stored_size for e in entries]
         self.deleted = bytearray(len(entries))
 
     def __len__(self) -> int:
@@ -71,6 +75,8 @@ class SessionStats:
     """What the session's log line reports."""
 
     retrieved: int = 0
+    prefetched: int = 0  # RETR/TOP answered from the prefetch
+    batches: int = 0  # batch reads from the mailstore
     deleted: int = 0
     octets_sent: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -100,6 +106,7 @@ class Session:
         "lease",
         "peer_ip",
         "peer_port",
+        "prefetch",
         "reader",
         "result",
         "sid",
@@ -138,6 +145,7 @@ class Session:
         self.user: str | None = None
         self.snapshot: Snapshot | None = None
         self.lease: LeaseState | None = None
+        self.prefetch: Prefetch | None = None
         self.bad_commands = 0
         self.commands = 0
         self.closing = False

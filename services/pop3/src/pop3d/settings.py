@@ -40,6 +40,11 @@ class Pop3Settings(FrontEndSettings):
     # 64 KiB holds one while it streams to the client; small ones hold it for the HTTP exchange
     # only. Kept small on purpose: httpcore's pool does work quadratic in its size per request.
     pop3_mailstore_connections: int = Field(32, ge=4, le=1000)
+    # Prefetch for sequential RETR/TOP of small messages (up to 64 KiB): stored octets fetched
+    # ahead per session in one mailstore call (0 turns prefetch off; the mailstore allows at
+    # most 1 MiB per call), and in all the sessions of this process together.
+    pop3_prefetch_bytes: int = Field(256 * 1024, ge=0, le=1024 * 1024)
+    pop3_prefetch_total: int = Field(32 * 1024 * 1024, ge=0)
     # Listen backlog of each listener.
     pop3_backlog: int = Field(1024, ge=1, le=65535)
 
