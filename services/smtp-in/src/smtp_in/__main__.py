@@ -15,12 +15,12 @@ from mailcommon.client import MailstoreClient
 from mailcommon.logging import configure_logging, get_logger
 from mailcommon.secrets import InsecureTokenError
 from mailcommon.tls import ensure_certificate, server_context
+from mailcommon.transport import LeanTransport
 from pydantic import ValidationError
 
 from smtp_in.memory import pin_mmap_threshold
 from smtp_in.server import SmtpServer
 from smtp_in.settings import SmtpSettings
-from smtp_in.transport import LeanTransport
 
 EXIT_CONFIG = 2
 EXIT_BIND = 1
