@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from mailstore_api.settings import MailstoreSettings
+from pop3d.settings import Pop3Settings
+from smtp_in.settings import SmtpSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILES = sorted(REPO.glob("services/*/Dockerfile"))
@@ -67,3 +71,15 @@ def test_compose_file_shape() -> None:
     assert published[1995] == "995"
     for name in ("smtp-in", "pop3"):
         assert services[name]["depends_on"]["mailstore-api"]["condition"] == "service_healthy"
+
+
+def test_env_example_documents_every_setting() -> None:
+    """Each service's settings field appears in .env.example (as a line or in the wiring notes)."""
+    text = (REPO / ".env.example").read_text()
+    missing = {
+        cls.__name__: [
+            name.upper() for name in cls.model_fields if not re.search(rf"\b{name.upper()}=", text)
+        ]
+        for cls in (MailstoreSettings, SmtpSettings, Pop3Settings)
+    }
+    assert missing == {name: [] for name in missing}
