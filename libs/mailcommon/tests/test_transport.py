@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-from mailcommon.transport import LeanTransport
+from mailcommon.transport import STREAM_ABOVE, STREAM_CHUNK, LeanTransport
 
 Responder = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -145,5 +145,80 @@ def test_errors_are_httpx_errors() -> None:
         ) as client:
             with pytest.raises(httpx.ConnectError):
                 await client.get("/")
+
+    asyncio.run(main())
+
+
+def test_long_bodies_are_streamed_and_the_connection_comes_back() -> None:
+    """A Content-Length body over STREAM_ABOVE is read as the caller iterates; read to the end,
+    its connection is reused; closed early, it is dropped; meanwhile it holds its slot."""
+    size = 5 * 1024 * 1024 + 7
+    blob = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    connections = 0
+    closed_early = asyncio.Event()
+
+    async def responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                head, _ = await read_request(reader)
+                body = blob if head.startswith(b"GET /big") else b"small"
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+                writer.write(body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            closed_early.set()
+        writer.close()
+
+    async def main() -> None:
+        server, url = await serve(responder)
+        transport = LeanTransport(1)
+        async with httpx.AsyncClient(transport=transport, base_url=url) as client:
+            async with client.stream("GET", "/big") as response:
+                assert response.headers["content-length"] == str(size)
+                chunks = [chunk async for chunk in response.aiter_raw()]
+            assert b"".join(chunks) == blob
+            assert len(chunks) > 1 and max(len(c) for c in chunks) <= STREAM_CHUNK
+            r = await client.get("/small")  # read whole, on the same connection
+            assert r.content == b"small" and connections == 1
+            async with client.stream("GET", "/small") as response:  # read whole, iterable
+                assert b"".join([c async for c in response.aiter_raw()]) == b"small"
+            r = await client.get("/big")  # not streamed by the caller: httpx reads it all
+            assert r.content == blob and connections == 1
+            async with client.stream("GET", "/big") as response:
+                # the only slot is taken while the body is open
+                with pytest.raises(httpx.PoolTimeout):
+                    await client.get("/small", timeout=httpx.Timeout(5, pool=0.2))
+                async for _ in response.aiter_raw():
+                    break  # stop early: the rest is never read
+            await asyncio.wait_for(closed_early.wait(), 5)  # that connection was closed
+            r = await client.get("/small")
+            assert r.content == b"small" and connections == 2
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_streamed_body_cut_short_is_a_read_error() -> None:
+    async def responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (STREAM_ABOVE * 4))
+        writer.write(b"y" * (STREAM_ABOVE + 1))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server, url = await serve(responder)
+        async with httpx.AsyncClient(transport=LeanTransport(1), base_url=url) as client:
+            got = 0
+            with pytest.raises(httpx.ReadError):
+                async with client.stream("GET", "/") as response:
+                    async for chunk in response.aiter_raw():
+                        got += len(chunk)
+            assert got == STREAM_ABOVE + 1
+            with pytest.raises(httpx.ReadError):  # read whole by httpx: the same error
+                await client.get("/")
+        server.close()
 
     asyncio.run(main())

@@ -1,22 +1,30 @@
-"""A lean HTTP/1.1 keep-alive transport for httpx, used for smtp-in's calls to the mailstore.
+"""A lean HTTP/1.1 keep-alive transport for httpx, for the front ends' calls to the mailstore.
 
 httpcore's pool costs more CPU per request than the mailstore spends answering it (measured:
 1.5-3 ms per 4 KiB delivery on the project's 2-core machine; this transport: a fraction of that),
-and smtp-in makes one such call per message. It speaks just what the internal API needs: one
-``http://`` origin, requests with a length or chunked bodies, responses with ``Content-Length``,
-chunked or close-delimited bodies, read whole (smtp-in never streams a response). Errors are
-httpx's own exception classes, so ``MailstoreClient`` maps them exactly as before.
+and smtp-in and pop3 make one such call per message or batch. It speaks just what the internal API
+needs: one ``http://`` origin, requests with a length or chunked bodies, responses with
+``Content-Length``, chunked or close-delimited bodies. Bodies are read whole, except a
+``Content-Length`` body over :data:`STREAM_ABOVE` octets (pop3's RETR of a big message), which is
+handed to httpx as a stream read from the socket as the caller iterates; its connection (and its
+slot) stays taken until the response is closed, and goes back to the pool only when the body was
+read to the end. Errors are httpx's own exception classes, so ``MailstoreClient`` maps them
+exactly as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 import httpx
 
 MAX_HEADER_LINE = 64 * 1024
 MAX_HEADERS = 100
+#: Bodies with a Content-Length above this are streamed, not read whole.
+STREAM_ABOVE = 256 * 1024
+#: Most octets one read of a streamed body returns.
+STREAM_CHUNK = 64 * 1024
 
 
 class _Connection:
@@ -51,10 +59,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 await self._slots.acquire()
         except TimeoutError as exc:
             raise httpx.PoolTimeout("no free connection to the mailstore") from exc
+        response: httpx.Response | None = None
         try:
-            return await self._send(request, timeouts)
+            response = await self._send(request, timeouts)
+            return response
         finally:
-            self._slots.release()
+            # A streamed body keeps its connection and slot until it is closed.
+            if response is None or not isinstance(response.stream, _BodyStream):
+                self._slots.release()
 
     async def _send(
         self, request: httpx.Request, timeouts: dict[str, float | None]
@@ -100,6 +112,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         reused: bool,
     ) -> httpx.Response:
         keep = False
+        stream: _BodyStream | None = None
         try:
             try:
                 conn.writer.writelines(payload)
@@ -114,6 +127,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             try:
                 async with asyncio.timeout(timeouts.get("read")):
                     status, headers, body, keep = await _read_response(conn.reader, request, reused)
+                if isinstance(body, int):  # a long body: read as the caller iterates
+                    stream = _BodyStream(self, conn, body, keep, timeouts.get("read"))
             except TimeoutError as exc:
                 raise httpx.ReadTimeout("waiting for the mailstore") from exc
             except (OSError, asyncio.IncompleteReadError) as exc:
@@ -121,17 +136,74 @@ class LeanTransport(httpx.AsyncBaseTransport):
             except ValueError as exc:
                 raise httpx.RemoteProtocolError(str(exc)) from exc
         finally:
-            if keep:
+            if stream is not None:
+                pass  # the stream gives the connection back (or closes it) when it is closed
+            elif keep:
                 self._idle.append(conn)
             else:
                 conn.close()
+        # A stream in both cases, as from any transport: a body read whole can still be
+        # iterated with ``aiter_raw`` (pop3 streams messages over 64 KiB that way).
+        content: httpx.AsyncByteStream
+        if stream is None:
+            assert isinstance(body, bytes)
+            content = httpx.ByteStream(body)
+        else:
+            content = stream
         return httpx.Response(
             status,
             headers=headers,
-            content=body,
+            stream=content,
             request=request,
             extensions={"http_version": b"HTTP/1.1"},
         )
+
+    def _finished(self, conn: _Connection, reusable: bool) -> None:
+        """A streamed body was closed: pool its connection if it was read to the end."""
+        if reusable and conn.usable():
+            self._idle.append(conn)
+        else:
+            conn.close()
+        self._slots.release()
+
+
+class _BodyStream(httpx.AsyncByteStream):
+    """A Content-Length body read from the connection chunk by chunk, as the caller iterates."""
+
+    def __init__(
+        self,
+        transport: LeanTransport,
+        conn: _Connection,
+        length: int,
+        keep: bool,
+        read_timeout: float | None,
+    ) -> None:
+        self._transport = transport
+        self._conn = conn
+        self._remaining = length
+        self._keep = keep
+        self._timeout = read_timeout
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        reader = self._conn.reader
+        while self._remaining > 0:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    chunk = await reader.read(min(STREAM_CHUNK, self._remaining))
+            except TimeoutError as exc:
+                raise httpx.ReadTimeout("waiting for the mailstore") from exc
+            except OSError as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+            if not chunk:
+                raise httpx.ReadError("connection closed inside the response body")
+            self._remaining -= len(chunk)
+            yield chunk
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport._finished(self._conn, self._keep and self._remaining == 0)
 
 
 class _StaleConnection(Exception):
@@ -170,7 +242,9 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes:
 
 async def _read_response(
     reader: asyncio.StreamReader, request: httpx.Request, reused: bool
-) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+) -> tuple[int, list[tuple[bytes, bytes]], bytes | int, bool]:
+    """Status, headers, the body (or, for a long Content-Length body, its length: the caller
+    streams it) and whether the connection may be reused."""
     status_line = await _read_line(reader)
     if not status_line:
         if reused:
@@ -200,7 +274,12 @@ async def _read_response(
     elif fields.get(b"transfer-encoding", b"").lower() == b"chunked":
         body = await _read_chunked(reader)
     elif b"content-length" in fields:
-        body = await reader.readexactly(int(fields[b"content-length"]))
+        length = int(fields[b"content-length"])
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        if length > STREAM_ABOVE:
+            return status, headers, length, keep
+        body = await reader.readexactly(length)
     else:
         body = await reader.read()
         keep = False
