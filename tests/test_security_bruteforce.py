@@ -210,3 +210,34 @@ def test_plaintext_passwords_refused_before_tls_by_default(
             assert [g.readline()[:3] for _ in range(3)] == [b"+OK"] * 3
     finally:
         sock.close()
+
+
+def test_parallel_guesses_do_not_outrun_the_throttle(bf_stack: Stack, tls: ssl.SSLContext) -> None:
+    """40 guesses at once against one account: at most MAX_PER_USER are really checked.
+
+    Found: all 40 are checked (40 x "-ERR [AUTH]", or +OK for the right one): AuthThrottle.blocked()
+    reads the counters before the password check and record_failure() increments them after it,
+    so every attempt in flight passes the check (check-then-act race). An attacker opening 50
+    connections (MAX_CONNECTIONS_PER_IP) gets ~50 guesses per window instead of 10. Fix: count the
+    attempt atomically before checking (INCR first, refuse when the new value exceeds the limit;
+    undo or ignore on success).
+    """
+    erin, password = new_user(bf_stack)
+    guesses = [(erin, f"wrong-{i}") for i in range(39)] + [(erin, password)]
+    replies = parallel(bf_stack, tls, "127.0.0.5", guesses)
+    checked = sum(1 for r in replies if r.startswith(b"+OK") or b"[AUTH]" in r)
+    assert checked <= MAX_PER_USER, (checked, replies[-1], replies)
+
+
+def test_password_typed_as_user_name_is_not_logged(bf_stack: Stack, tls: ssl.SSLContext) -> None:
+    """A password typed into the user name (a classic slip) must not end up in the logs.
+
+    Found (low severity): pop3 logs ``refusal ... user=<the name as given>`` for a failed login,
+    so ``USER <password>`` / ``PASS x`` writes the password to the pop3 log (first 64 characters).
+    Dovecot and OpenSSH have the same habit; a fix is to log the name only when it is an existing
+    account (or a hash of it otherwise).
+    """
+    password = "Pw-Typed-As-Name-8817-xyzzy"
+    reply, _ = attempt(bf_stack, tls, "127.0.0.6", password, "whatever")
+    assert reply.startswith(b"-ERR")
+    assert password not in bf_stack.logs("pop3")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
+import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 
 from mailcommon.client import LockConflict, MailstoreError, MailstoreUnavailable, NotFound
@@ -68,51 +70,83 @@ def usable_name(name: bytes) -> str | None:
     return text
 
 
-def refuse(s: Session, reason: str, user: str | None) -> None:
-    log.info(
-        "refusal",
-        sid=s.sid,
-        peer=f"{s.peer_ip}:{s.peer_port}",
-        reason=reason,
-        user=(user or "")[:64],
-    )
+def log_key(service_token: str) -> bytes:
+    """The key of :func:`user_tag`: derived from the service token, never stored."""
+    return hmac.new(service_token.encode(), b"pop3d log user names", hashlib.sha256).digest()
 
 
-async def fail_login(s: Session, user: str) -> None:
-    """Count the failure in Redis, wait the failed-login delay, answer ``-ERR [AUTH]``."""
-    # The login failed anyway; the next attempt will meet a Redis error itself.
-    with contextlib.suppress(*REDIS_ERRORS):
-        await s.ctx.throttle.record_failure(s.peer_ip, user)
+def user_tag(key: bytes, name: str) -> str:
+    """What the logs say for a user name that was not (yet) verified: a short keyed hash.
+
+    A password typed into the user name (a classic slip) must not reach the logs, and a login
+    that failed does not tell whether the name is an account. The key is derived from the
+    service token (the same on every replica and across restarts), so the attempts on one name
+    can still be followed without the name itself being written.
+    """
+    digest = hmac.new(key, name.lower().encode("utf-8", "replace"), hashlib.sha256)
+    return digest.hexdigest()[:16]
+
+
+def refuse(s: Session, reason: str, user: str | None, *, verified: bool = False) -> None:
+    """One ``refusal`` log line. ``user`` is logged as given only when ``verified`` (the
+    mailstore accepted the credentials of that account); otherwise as ``user_hash``."""
+    name: dict[str, str] = {}
+    if user and verified:
+        name["user"] = user[:64]
+    elif user:
+        name["user_hash"] = user_tag(s.ctx.log_key, user)
+    log.info("refusal", sid=s.sid, peer=f"{s.peer_ip}:{s.peer_port}", reason=reason, **name)
+
+
+async def fail_login(s: Session, user: str, *, counted: bool = False) -> None:
+    """Count the failure in Redis (unless :meth:`AuthThrottle.admit` already did), wait the
+    failed-login delay, answer ``-ERR [AUTH]``."""
+    if not counted:
+        # The login failed anyway; the next attempt will meet a Redis error itself.
+        with contextlib.suppress(*REDIS_ERRORS):
+            await s.ctx.throttle.record_failure(s.peer_ip, user)
     refuse(s, "bad_credentials", user)
     await asyncio.sleep(s.ctx.settings.pop3_auth_fail_delay)
     await s.err("[AUTH] invalid user name or password")
 
 
+async def _forgive(s: Session, counted: tuple[str, str]) -> None:
+    with contextlib.suppress(*REDIS_ERRORS):  # else it stays counted until the window ends
+        await s.ctx.throttle.forgive(counted)
+
+
 async def login(s: Session, name: str, verify: Callable[[], Awaitable[str | None]]) -> None:
-    """Check the credentials and enter TRANSACTION, answering the client either way."""
+    """Check the credentials and enter TRANSACTION, answering the client either way.
+
+    The attempt is counted as a failure before the check (atomically with the throttle's
+    check, so parallel guesses cannot outrun it) and taken back when it was not one.
+    """
     ctx = s.ctx
     try:
-        if await ctx.throttle.blocked(s.peer_ip, name):
-            refuse(s, "throttled", name)
-            await asyncio.sleep(ctx.settings.pop3_auth_fail_delay)
-            await s.err("[LOGIN-DELAY] too many failed logins, try again later")
-            return
+        counted = await ctx.throttle.admit(s.peer_ip, name)
     except REDIS_ERRORS as exc:
         refuse(s, "redis_unavailable", name)
         log.warning("redis_error", sid=s.sid, error=f"{type(exc).__name__}: {exc}")
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
         return
+    if counted is None:
+        refuse(s, "throttled", name)
+        await asyncio.sleep(ctx.settings.pop3_auth_fail_delay)
+        await s.err("[LOGIN-DELAY] too many failed logins, try again later")
+        return
     try:
         user = await verify()
     except MailstoreUnavailable:
+        await _forgive(s, counted)
         refuse(s, "mailstore_unavailable", name)
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
         return
     except MailstoreError:
         user = None
     if user is None:
-        await fail_login(s, name)
+        await fail_login(s, name, counted=True)
         return
+    await _forgive(s, counted)
     await enter_transaction(s, user)
 
 
@@ -127,7 +161,7 @@ async def enter_transaction(s: Session, user: str) -> None:
     try:
         lease = await _acquire(s, user)
         if lease is None:
-            refuse(s, "in_use", user)
+            refuse(s, "in_use", user, verified=True)
             await s.err("[IN-USE] maildrop is locked by another session, try again later")
             return
         try:
@@ -140,24 +174,24 @@ async def enter_transaction(s: Session, user: str) -> None:
             await ctx.locks.release(lease)
             lease = await _acquire(s, user)
             if lease is None:
-                refuse(s, "in_use", user)
+                refuse(s, "in_use", user, verified=True)
                 await s.err("[IN-USE] maildrop is locked by another session, try again later")
                 return
             entries = await ctx.client.snapshot(user, lease.token, lease.fence)
     except REDIS_ERRORS as exc:
         await _release_quietly(s, lease)
-        refuse(s, "redis_unavailable", user)
+        refuse(s, "redis_unavailable", user, verified=True)
         log.warning("redis_error", sid=s.sid, error=f"{type(exc).__name__}: {exc}")
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
         return
     except NotFound:
         await _release_quietly(s, lease)
-        refuse(s, "mailbox_not_found", user)
+        refuse(s, "mailbox_not_found", user, verified=True)
         await s.err("[SYS/PERM] mailbox unavailable")
         return
     except MailstoreError as exc:  # unavailable, lock conflicts twice, anything unexpected
         await _release_quietly(s, lease)
-        refuse(s, f"snapshot_failed:{exc.code}", user)
+        refuse(s, f"snapshot_failed:{exc.code}", user, verified=True)
         await s.err("[SYS/TEMP] mailbox temporarily unavailable, try again later")
         return
     s.lease = LeaseState(lease)

@@ -30,6 +30,8 @@ class Context:
     limiter: ConnectionLimiter
     tls: ssl.SSLContext
     prefetch_budget: PrefetchBudget
+    # Key of the hash that stands for unverified user names in the logs (auth.user_tag).
+    log_key: bytes
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_timestamp(self) -> str:

@@ -12,12 +12,13 @@ import redis.asyncio as aioredis
 from mailcommon.client import MailstoreClient
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
+from mailcommon.transport import LeanTransport
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pop3d.auth import end_session_lease
+from pop3d.auth import end_session_lease, log_key
 from pop3d.commands import dispatch
 from pop3d.context import Context
 from pop3d.leases import LeaseKeeper
@@ -54,7 +55,8 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
             settings.mailstore_url,
             service_token,
             timeout=settings.mailstore_timeout,
-            max_connections=settings.pop3_mailstore_connections,
+            # keep-alive HTTP/1.1 at a fraction of httpcore's CPU per request
+            transport=LeanTransport(settings.pop3_mailstore_connections),
         ),
         redis=redis,
         locks=locks,
@@ -68,6 +70,7 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
         limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
         tls=tls,
         prefetch_budget=PrefetchBudget(settings.pop3_prefetch_total),
+        log_key=log_key(service_token),
     )
 
 

@@ -36,9 +36,9 @@ class Pop3Settings(FrontEndSettings):
     pop3_auth_fail_window: int = Field(300, ge=1, le=86400)
     pop3_auth_fail_max_per_ip: int = Field(30, ge=1)
     pop3_auth_fail_max_per_user: int = Field(10, ge=1)
-    # HTTP connections to the mailstore (one pool per process). A RETR/TOP of a message over
-    # 64 KiB holds one while it streams to the client; small ones hold it for the HTTP exchange
-    # only. Kept small on purpose: httpcore's pool does work quadratic in its size per request.
+    # HTTP connections to the mailstore (one pool per process, mailcommon.transport). A RETR/TOP
+    # of a message over 256 KiB holds one while it streams to the client; smaller ones hold it
+    # for the HTTP exchange only.
     pop3_mailstore_connections: int = Field(32, ge=4, le=1000)
     # Prefetch for sequential RETR/TOP of small messages (up to 64 KiB): stored octets fetched
     # ahead per session in one mailstore call (0 turns prefetch off; the mailstore allows at

@@ -42,6 +42,11 @@ class AuthThrottle:
 
     Counting by the name as given, whether the account exists or not, so the refusal says
     nothing about which accounts exist. Redis errors propagate (the caller answers [SYS/TEMP]).
+
+    Check and count are one step: :meth:`admit` counts the attempt (INCR) BEFORE the password is
+    checked and admits it only when the new count is within the limit, so attempts made in
+    parallel cannot all pass a check that none of them has counted yet. An attempt that turns
+    out right (or could not be checked) is taken back with :meth:`forgive`.
     """
 
     def __init__(
@@ -56,17 +61,31 @@ class AuthThrottle:
         slot = int(time.time()) // self.window
         return f"pop3:authfail:ip:{ip}:{slot}", f"pop3:authfail:user:{user.lower()}:{slot}"
 
-    async def blocked(self, ip: str, user: str) -> bool:
-        """Whether this address or this user name has used up its failures in this window."""
+    async def admit(self, ip: str, user: str) -> tuple[str, str] | None:
+        """Count an attempt as a failure in advance; the counted keys when it is within both
+        limits, None when this address or user name has used up its failures in this window."""
         ip_key, user_key = self._keys(ip, user)
-        by_ip, by_user = await self._redis.mget(ip_key, user_key)
-        return int(by_ip or 0) >= self.max_per_ip or int(by_user or 0) >= self.max_per_user
+        by_ip, by_user = await self._count(ip_key, user_key)
+        if by_ip > self.max_per_ip or by_user > self.max_per_user:
+            return None
+        return ip_key, user_key
+
+    async def forgive(self, keys: tuple[str, str]) -> None:
+        """Take back an attempt counted by :meth:`admit` (it was not a failure)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.decr(key)
+            await pipe.execute()
 
     async def record_failure(self, ip: str, user: str) -> None:
-        ip_key, user_key = self._keys(ip, user)
+        """Count a failure that was not admitted first (credentials that cannot be anybody's)."""
+        await self._count(*self._keys(ip, user))
+
+    async def _count(self, ip_key: str, user_key: str) -> tuple[int, int]:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.incr(ip_key)
             pipe.expire(ip_key, self.window * 2)
             pipe.incr(user_key)
             pipe.expire(user_key, self.window * 2)
-            await pipe.execute()
+            by_ip, _, by_user, _ = await pipe.execute()
+        return int(by_ip), int(by_user)

@@ -1,0 +1,74 @@
+"""The failed-login throttle counts each attempt before checking it (parallel guesses cannot
+outrun it), takes back the ones that succeed, and logs unverified names only as a keyed hash."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from pop3d.auth import log_key, user_tag
+from pop3kit import Mail, Pop3Proc, Raw
+
+LIMIT = 3
+
+
+def login(port: int, user: str, password: str, *, hold: bool = False) -> tuple[bytes, Raw | None]:
+    r = Raw(port)
+    assert r.line().startswith(b"+OK")
+    assert r.cmd(f"USER {user}").startswith(b"+OK")
+    reply = r.cmd(f"PASS {password}")
+    if hold:
+        return reply, r
+    r.cmd("QUIT")
+    r.close()
+    return reply, None
+
+
+def events(proc: Pop3Proc) -> list[dict[str, object]]:
+    return [json.loads(line) for line in proc.logs().splitlines() if line.startswith("{")]
+
+
+def test_successes_are_not_failures_and_parallel_guesses_are_counted_first(
+    mail: Mail, pop3_factory: Callable[[dict[str, str]], Pop3Proc]
+) -> None:
+    proc = pop3_factory(
+        {
+            "POP3_AUTH_FAIL_MAX_PER_USER": str(LIMIT),
+            "POP3_AUTH_FAIL_MAX_PER_IP": "100000",
+            "POP3_AUTH_FAIL_DELAY": "0.2",
+        }
+    )
+    user, pw = mail.user()
+    for _ in range(LIMIT * 2):  # right passwords, one after the other: never throttled
+        reply, _ = login(proc.port, user, pw)
+        assert reply.startswith(b"+OK"), reply
+    # many guesses at once: only LIMIT of them are checked, the rest refused unchecked
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        replies = list(pool.map(lambda i: login(proc.port, user, f"wrong-{i}")[0], range(12)))
+    assert sum(b"[AUTH]" in r for r in replies) == LIMIT, replies
+    assert sum(b"[LOGIN-DELAY]" in r for r in replies) == 12 - LIMIT, replies
+    reply, _ = login(proc.port, user, pw)  # now even the right password waits for the window
+    assert b"[LOGIN-DELAY]" in reply, reply
+
+    # another account: a session holds it, the second login is refused [IN-USE]
+    other, other_pw = mail.user()
+    reply, held = login(proc.port, other, other_pw, hold=True)
+    assert reply.startswith(b"+OK") and held is not None
+    reply, _ = login(proc.port, other, other_pw)
+    assert b"[IN-USE]" in reply, reply
+    held.cmd("QUIT")
+    held.close()
+
+    time.sleep(0.3)
+    refusals = [e for e in events(proc) if e.get("event") == "refusal"]
+    tag = user_tag(log_key(mail.stack.service_token), user)
+    mine = [e for e in refusals if e.get("user_hash") == tag]
+    assert sorted(str(e["reason"]) for e in mine) == sorted(
+        ["bad_credentials"] * LIMIT + ["throttled"] * (12 - LIMIT + 1)
+    )
+    # names not (yet) verified are never logged as typed; a verified account is named
+    assert not [e for e in refusals if e.get("user") == user]
+    assert [e["reason"] for e in refusals if e.get("user") == other] == ["in_use"]
+    assert user_tag(b"k", "Bob") == user_tag(b"k", "bob") != user_tag(b"other", "bob")
