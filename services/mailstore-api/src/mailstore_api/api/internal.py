@@ -25,7 +25,7 @@ from mailstore_api.errors import ApiError, documented, error_response
 from mailstore_api.fencing import check_lease
 from mailstore_api.maildir import UnknownMailbox
 from mailstore_api.state import State, get_state
-from mailstore_api.streaming import message_response
+from mailstore_api.streaming import stored_message_response
 
 log = get_logger(__name__)
 # Authentication (Authorization: Bearer <SERVICE_TOKEN>) is enforced by the middleware, before
@@ -169,13 +169,12 @@ async def snapshot(username: str, body: LeaseRequest, state: StateDep) -> Snapsh
     responses={200: {"content": {"message/rfc822": {}}}, **documented(404)},
 )
 async def message(username: str, message_id: str, state: StateDep) -> Response:
-    """One message as stored (LF line ends), streamed, with Content-Length S."""
+    """One message as stored (LF line ends), with Content-Length S; streamed above 256 KiB."""
     user = _mailbox(state, username)
     try:
-        path = await state.run_io(state.store.find, user, message_id)
+        return await stored_message_response(state, user, message_id, "message/rfc822")
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
-    return await message_response(state, path, "message/rfc822")
 
 
 @router.post(
