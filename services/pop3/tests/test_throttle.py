@@ -4,18 +4,23 @@ outrun it), takes back the ones that succeed, and logs unverified names only as 
 from __future__ import annotations
 
 import json
+import random
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from pop3d.auth import log_key, user_tag
-from pop3kit import Mail, Pop3Proc, Raw
+from pop3kit import HOST, Mail, Pop3Proc, Raw
 
 LIMIT = 3
 
 
-def login(port: int, user: str, password: str, *, hold: bool = False) -> tuple[bytes, Raw | None]:
-    r = Raw(port)
+def login(
+    port: int, user: str, password: str, *, hold: bool = False, source: str = "127.0.0.1"
+) -> tuple[bytes, Raw | None]:
+    sock = socket.create_connection((HOST, port), timeout=30, source_address=(source, 0))
+    r = Raw(port, sock=sock)
     assert r.line().startswith(b"+OK")
     assert r.cmd(f"USER {user}").startswith(b"+OK")
     reply = r.cmd(f"PASS {password}")
@@ -72,3 +77,32 @@ def test_successes_are_not_failures_and_parallel_guesses_are_counted_first(
     assert not [e for e in refusals if e.get("user") == user]
     assert [e["reason"] for e in refusals if e.get("user") == other] == ["in_use"]
     assert user_tag(b"k", "Bob") == user_tag(b"k", "bob") != user_tag(b"other", "bob")
+
+
+def test_a_burst_of_right_logins_from_one_address_is_queued_not_refused(
+    mail: Mail, pop3_factory: Callable[[dict[str, str]], Pop3Proc]
+) -> None:
+    """Attempts in flight hold a place under the limit only until they are checked: more right
+    logins at once than the per-address limit all get in (a NAT, a client with many accounts)."""
+    proc = pop3_factory(
+        {
+            "POP3_AUTH_FAIL_MAX_PER_USER": str(LIMIT),
+            "POP3_AUTH_FAIL_MAX_PER_IP": str(LIMIT),
+            "POP3_AUTH_FAIL_DELAY": "0.2",
+        }
+    )
+    # an address of its own (the failure counters are shared by every pop3 on this Redis)
+    src = f"127.0.{random.randint(100, 250)}.{random.randint(2, 250)}"
+    users = [mail.user() for _ in range(LIMIT * 5)]
+    with ThreadPoolExecutor(max_workers=len(users)) as pool:
+        replies = list(pool.map(lambda up: login(proc.port, *up, source=src)[0], users))
+    assert all(r.startswith(b"+OK") for r in replies), replies
+    # failures still count: LIMIT wrong guesses (in parallel) use up this address ...
+    with ThreadPoolExecutor(max_workers=LIMIT * 3) as pool:
+        replies = list(
+            pool.map(lambda i: login(proc.port, users[i][0], "x", source=src)[0], range(LIMIT * 3))
+        )
+    assert sum(b"[AUTH]" in r for r in replies) == LIMIT, replies
+    # ... and then even a right password from it is refused
+    reply, _ = login(proc.port, *users[-1], source=src)
+    assert b"[LOGIN-DELAY]" in reply, reply

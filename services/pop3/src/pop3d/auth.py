@@ -20,6 +20,7 @@ from mailcommon.logging import get_logger
 from redis.exceptions import RedisError
 
 from pop3d.session import LeaseState, Session, Snapshot, State
+from pop3d.throttle import Attempt
 
 log = get_logger(__name__)
 
@@ -98,38 +99,40 @@ def refuse(s: Session, reason: str, user: str | None, *, verified: bool = False)
     log.info("refusal", sid=s.sid, peer=f"{s.peer_ip}:{s.peer_port}", reason=reason, **name)
 
 
-async def fail_login(s: Session, user: str, *, counted: bool = False) -> None:
-    """Count the failure in Redis (unless :meth:`AuthThrottle.admit` already did), wait the
+async def fail_login(s: Session, user: str, attempt: Attempt | None = None) -> None:
+    """Count the failure in Redis (resolving ``attempt`` when it was admitted), wait the
     failed-login delay, answer ``-ERR [AUTH]``."""
-    if not counted:
-        # The login failed anyway; the next attempt will meet a Redis error itself.
-        with contextlib.suppress(*REDIS_ERRORS):
+    # The login failed anyway; the next attempt will meet a Redis error itself.
+    with contextlib.suppress(*REDIS_ERRORS):
+        if attempt is None:
             await s.ctx.throttle.record_failure(s.peer_ip, user)
+        else:
+            await s.ctx.throttle.resolve(attempt, failed=True)
     refuse(s, "bad_credentials", user)
     await asyncio.sleep(s.ctx.settings.pop3_auth_fail_delay)
     await s.err("[AUTH] invalid user name or password")
 
 
-async def _forgive(s: Session, counted: tuple[str, str]) -> None:
-    with contextlib.suppress(*REDIS_ERRORS):  # else it stays counted until the window ends
-        await s.ctx.throttle.forgive(counted)
+async def _not_failed(s: Session, attempt: Attempt) -> None:
+    with contextlib.suppress(*REDIS_ERRORS):  # else it is forgotten when its lifetime ends
+        await s.ctx.throttle.resolve(attempt, failed=False)
 
 
 async def login(s: Session, name: str, verify: Callable[[], Awaitable[str | None]]) -> None:
     """Check the credentials and enter TRANSACTION, answering the client either way.
 
-    The attempt is counted as a failure before the check (atomically with the throttle's
-    check, so parallel guesses cannot outrun it) and taken back when it was not one.
+    The attempt is registered as in flight before the check, atomically with the throttle's
+    check, so parallel guesses cannot outrun it (:class:`pop3d.throttle.AuthThrottle`).
     """
     ctx = s.ctx
     try:
-        counted = await ctx.throttle.admit(s.peer_ip, name)
+        attempt = await ctx.throttle.admit(s.peer_ip, name)
     except REDIS_ERRORS as exc:
         refuse(s, "redis_unavailable", name)
         log.warning("redis_error", sid=s.sid, error=f"{type(exc).__name__}: {exc}")
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
         return
-    if counted is None:
+    if attempt is None:
         refuse(s, "throttled", name)
         await asyncio.sleep(ctx.settings.pop3_auth_fail_delay)
         await s.err("[LOGIN-DELAY] too many failed logins, try again later")
@@ -137,16 +140,19 @@ async def login(s: Session, name: str, verify: Callable[[], Awaitable[str | None
     try:
         user = await verify()
     except MailstoreUnavailable:
-        await _forgive(s, counted)
+        await _not_failed(s, attempt)
         refuse(s, "mailstore_unavailable", name)
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
         return
     except MailstoreError:
         user = None
+    except BaseException:  # cancelled (shutdown): not a failure, and no longer in flight
+        await asyncio.shield(_not_failed(s, attempt))
+        raise
     if user is None:
-        await fail_login(s, name, counted=True)
+        await fail_login(s, name, attempt)
         return
-    await _forgive(s, counted)
+    await _not_failed(s, attempt)
     await enter_transaction(s, user)
 
 
