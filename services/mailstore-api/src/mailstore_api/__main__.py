@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import sys
 
 import uvicorn
+from mailcommon.memory import pin_mmap_threshold
 from mailcommon.secrets import InsecureTokenError
-from pydantic import ValidationError
+from mailcommon.startup import ConfigError, load_settings
 
 from mailstore_api.app import create_app
 from mailstore_api.fastpath import MailstoreASGI
@@ -16,33 +15,12 @@ from mailstore_api.logsetup import setup_logging
 from mailstore_api.settings import MailstoreSettings, Tokens, resolve_tokens
 from mailstore_api.volume import VolumeBusy, hold_data_lock
 
-#: glibc's mallopt parameter, and the threshold: blocks from 128 KiB up get their own mapping.
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 128 * 1024
-
-
-def pin_mmap_threshold() -> bool:
-    """Fix glibc's mmap threshold (what ``MALLOC_MMAP_THRESHOLD_=131072`` does), so argon2id's
-    19 MiB buffers are mapped and unmapped on their own instead of coming from, and staying in,
-    the worker threads' heaps: with the dynamic threshold the process kept tens of MiB after
-    a burst of logins. True when mallopt accepted it; elsewhere than glibc a no-op."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        return bool(ctypes.CDLL(name).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
-
 
 def _configure() -> tuple[MailstoreSettings, Tokens]:
     try:
-        settings = MailstoreSettings()
-    except ValidationError as exc:
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise SystemExit(f"mailstore-api: invalid configuration: {errors}") from None
+        settings = load_settings(MailstoreSettings)
+    except ConfigError as exc:
+        raise SystemExit(f"mailstore-api: invalid configuration: {exc}") from None
     try:
         tokens = resolve_tokens(settings)
         # Kept open (and locked) until the process ends.
@@ -53,6 +31,7 @@ def _configure() -> tuple[MailstoreSettings, Tokens]:
 
 
 def main() -> None:
+    # argon2id's 19 MiB blocks get their own mappings and go back to the system after each login.
     pin_mmap_threshold()  # before the first large allocation
     try:
         settings, tokens = _configure()

@@ -1,6 +1,6 @@
 """``python -m pop3d``: read the settings, check them, serve until SIGTERM.
 
-A bad setting or an insecure token ends the process with a clear message and exit status 2.
+A bad setting or an insecure token ends the process with one line saying why and exit status 2.
 """
 
 from __future__ import annotations
@@ -10,51 +10,17 @@ import logging
 import sys
 
 from mailcommon.logging import configure_logging
-from mailcommon.secrets import InsecureTokenError
-from mailcommon.tls import ensure_certificate, server_context
-from pydantic import ValidationError
+from mailcommon.startup import ConfigError, front_end_secrets, load_settings, refuse
 
 from pop3d.context import Context
 from pop3d.server import Pop3Server, build_context
 from pop3d.settings import Pop3Settings
 
-EXIT_CONFIG = 2
 
-
-def _fail(message: str) -> int:
-    print(f"pop3d: configuration error: {message}", file=sys.stderr)
-    return EXIT_CONFIG
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]).upper() or "settings"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def load() -> Context | int:
-    try:
-        settings = Pop3Settings()
-    except ValidationError as exc:
-        return _fail(_describe(exc))
-    try:
-        token = settings.resolved_service_token()
-    except InsecureTokenError as exc:
-        return _fail(str(exc))
-    except OSError as exc:
-        return _fail(f"cannot read or create the service token: {exc}")
-    try:
-        cert, key = ensure_certificate(
-            settings.tls_cert_file,
-            settings.tls_key_file,
-            settings.secrets_dir,
-            settings.mail_hostname,
-        )
-        tls = server_context(cert, key)
-    except (OSError, ValueError, TimeoutError) as exc:
-        return _fail(f"TLS certificate: {exc}")
+def load() -> Context:
+    """The server's context from the environment, or ConfigError saying what is wrong."""
+    settings = load_settings(Pop3Settings)
+    token, tls = front_end_secrets(settings)
     configure_logging("pop3", settings.log_level, settings.log_format)
     # One line per HTTP request to the mailstore would drown the session lines.
     for noisy in ("httpx", "httpcore"):
@@ -63,10 +29,11 @@ def load() -> Context | int:
 
 
 def main() -> int:
-    loaded = load()
-    if isinstance(loaded, int):
-        return loaded
-    server = Pop3Server(loaded)
+    try:
+        context = load()
+    except ConfigError as exc:
+        refuse("pop3d", exc)
+    server = Pop3Server(context)
     try:
         asyncio.run(_serve(server))
     except OSError as exc:  # e.g. the port is taken

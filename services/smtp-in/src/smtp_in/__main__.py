@@ -13,52 +13,14 @@ import sys
 
 from mailcommon.client import MailstoreClient
 from mailcommon.logging import configure_logging, get_logger
-from mailcommon.secrets import InsecureTokenError
-from mailcommon.tls import ensure_certificate, server_context
+from mailcommon.memory import pin_mmap_threshold
+from mailcommon.startup import ConfigError, front_end_secrets, load_settings, refuse
 from mailcommon.transport import LeanTransport
-from pydantic import ValidationError
 
-from smtp_in.memory import pin_mmap_threshold
 from smtp_in.server import SmtpServer
 from smtp_in.settings import SmtpSettings
 
-EXIT_CONFIG = 2
 EXIT_BIND = 1
-
-
-class ConfigError(Exception):
-    """The environment does not describe a server we can run."""
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]).upper() or "settings"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
-
-
-def load() -> tuple[SmtpSettings, str, ssl.SSLContext]:
-    """Settings, the service token and the STARTTLS context, or ConfigError saying what is wrong."""
-    try:
-        settings = SmtpSettings()
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
-    try:
-        token = settings.resolved_service_token()
-    except (InsecureTokenError, OSError) as exc:
-        raise ConfigError(str(exc)) from exc
-    try:
-        cert, key = ensure_certificate(
-            settings.tls_cert_file,
-            settings.tls_key_file,
-            settings.secrets_dir,
-            settings.mail_hostname,
-        )
-        context = server_context(cert, key)
-    except (ValueError, OSError, ssl.SSLError, TimeoutError) as exc:
-        raise ConfigError(f"TLS certificate: {exc}") from exc
-    return settings, token, context
 
 
 async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> None:
@@ -79,10 +41,10 @@ async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> No
 
 def main() -> None:
     try:
-        settings, token, context = load()
+        settings = load_settings(SmtpSettings)
+        token, context = front_end_secrets(settings)
     except ConfigError as exc:
-        print(f"smtp-in: refusing to start: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+        refuse("smtp-in", exc)
     configure_logging("smtp-in", settings.log_level, settings.log_format)
     pin_mmap_threshold()
     # aiosmtpd logs every command at INFO; our own lines say what matters.

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
+from mailcommon import memory
 from mailcommon.client import (
     Delivery,
     InsufficientStorage,
@@ -24,7 +25,7 @@ from mailcommon.client import (
 )
 from mailcommon.logging import get_logger
 
-from smtp_in import headers, memory
+from smtp_in import headers
 from smtp_in.addresses import check_recipient, check_sender
 from smtp_in.recipients import RecipientCache
 from smtp_in.settings import SmtpSettings
@@ -33,7 +34,7 @@ log = get_logger(__name__)
 
 # EHLO keywords we add to aiosmtpd's (SIZE, 8BITMIME, SMTPUTF8, STARTTLS), before the final HELP.
 EXTRA_EHLO_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
-# Messages at least this large are followed by a malloc_trim (see smtp_in.memory).
+# Messages at least this large are followed by a malloc_trim (see mailcommon.memory).
 TRIM_AFTER = 1024 * 1024
 
 

@@ -1,10 +1,10 @@
-"""Give memory back after large messages.
+"""Give memory back to the system after large, short-lived buffers.
 
-aiosmtpd holds a message in memory while it arrives (one small object per line, then the joined
-message). glibc raises its mmap threshold after the first large block is freed, so later multi-MiB
-buffers come from the heap, whose top cannot shrink past live fragments: the process keeps the
-peak of its busiest moment for good. Pinning the threshold keeps large buffers in their own
-mappings, returned to the system as soon as they are freed. Elsewhere than glibc this is a no-op.
+glibc raises its mmap threshold after the first large block is freed, so later multi-MiB buffers
+(smtp-in's messages while they arrive, mailstore-api's 19 MiB argon2id blocks) come from the heaps,
+whose tops cannot shrink past live fragments: the process keeps the peak of its busiest moment for
+good. Pinning the threshold (what ``MALLOC_MMAP_THRESHOLD_=131072`` does) keeps large buffers in
+their own mappings, returned as soon as they are freed. Elsewhere than glibc these are no-ops.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import ctypes
 import ctypes.util
 
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 256 * 1024
+MMAP_THRESHOLD = 128 * 1024
 
 
 def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
