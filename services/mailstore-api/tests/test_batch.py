@@ -69,6 +69,10 @@ def test_batch_is_404_when_any_id_is_gone(mailstore, internal, new_user):
         r = internal.post(f"/mailboxes/{user}/messages/batch", json={"ids": [ids[0], bad]})
         assert r.status_code == 404, bad
         assert r.json()["error"]["code"] == "unknown_message"
+    odd = "1.123456abcdef0123.dir,S=1,W=2"
+    (mailstore.maildir(user) / "new" / odd).mkdir()  # a directory is not a message
+    r = internal.post(f"/mailboxes/{user}/messages/batch", json={"ids": [ids[0], odd]})
+    assert r.status_code == 404
     r = internal.post("/mailboxes/nobody-z/messages/batch", json={"ids": [ids[0]]})
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "unknown_user"

@@ -10,6 +10,9 @@ caller falls back to single-message reads.
 from __future__ import annotations
 
 import os
+import stat
+
+from mailcommon.names import is_valid_message_id
 
 from mailstore_api.maildir import MailStore
 
@@ -35,16 +38,19 @@ def read_batch(store: MailStore, user: str, ids: list[str]) -> tuple[list[int], 
     sizes: list[int] = []
     parts: list[bytes] = []
     total = 0
+    new = f"{store.maildir(user)}/new/"
     for message_id in ids:
-        path = store.find(user, message_id)
-        if path is None:
+        if not is_valid_message_id(message_id):  # no "/", no "..": a name inside new/ or cur/
             raise BatchMissing(message_id)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:  # where a delivered message is until another Maildir tool moves it
+            fd = os.open(new + message_id, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise BatchMissing(message_id) from None
+            fd = _open_elsewhere(store, user, message_id)
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a directory of that name: not a message
+                raise BatchMissing(message_id)
+            size = st.st_size
             total += size
             if total > MAX_BYTES:
                 raise BatchTooLarge(message_id)
@@ -54,6 +60,17 @@ def read_batch(store: MailStore, user: str, ids: list[str]) -> tuple[list[int], 
         sizes.append(len(data))
         parts.append(data)
     return sizes, b"".join(parts)
+
+
+def _open_elsewhere(store: MailStore, user: str, message_id: str) -> int:
+    """The message in cur/ (with or without flags), as :meth:`MailStore.find` looks for it."""
+    path = store.find(user, message_id)
+    if path is None:
+        raise BatchMissing(message_id)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise BatchMissing(message_id) from None
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
