@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import tempfile
-import threading
 from pathlib import Path
 
 from mailstack.stack import ALL_SERVICES, Stack
@@ -36,8 +34,6 @@ def main() -> None:
     parser.add_argument("--domains", default="pokey.onl,example.test", help="MAIL_DOMAINS")
     args = parser.parse_args()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="mailstack-"))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with Stack(workdir, ALL_SERVICES, env=_parse_env(args.env), domains=args.domains) as stack:
         print(f"mailstack: working directory {workdir} (logs in {stack.log_dir})")
         print(f"  redis          {stack.redis_url}")
@@ -49,9 +45,12 @@ def main() -> None:
         print(
             f"  mailctl:       MAILSTORE_API_URL={stack.api_url} ADMIN_TOKEN=... mailctl user list"
         )
-        print("Ctrl-C stops everything.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        print("Ctrl-C (or SIGTERM) stops everything.", flush=True)
+        # Blocked only now: the services started above must not inherit a blocked SIGTERM.
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        received = signal.sigwait(stop_signals)
+        print(f"mailstack: {signal.Signals(received).name}, stopping", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""``mailstack``, the documented one-command local stack: it prints where each service listens, the
+services answer there, and SIGTERM stops all of them."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from mailstack.ports import greets
+
+pytestmark = pytest.mark.local_only
+
+
+def test_mailstack_runs_and_stops_the_stack(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailstack", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 60
+    while not lines or not lines[-1].startswith("Ctrl-C"):
+        assert time.monotonic() < deadline, lines
+        line = proc.stdout.readline()
+        assert line, f"mailstack exited early: {lines}"
+        lines.append(line.strip())
+    text = "\n".join(lines)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) == 4  # redis-server and the three services
+    api = re.search(r"mailstore-api\s+(http://\S+)", text)
+    smtp = re.search(r"smtp-in\s+smtp://127\.0\.0\.1:(\d+)", text)
+    pop3 = re.search(r"pop3\s+pop3://127\.0\.0\.1:(\d+)", text)
+    token = re.search(r"admin token\s+(\S+)", text)
+    assert api and smtp and pop3 and token, text
+    assert greets("127.0.0.1", int(smtp.group(1)))
+    assert greets("127.0.0.1", int(pop3.group(1)))
+    users = httpx.get(
+        f"{api.group(1)}/api/v1/users", headers={"Authorization": f"Bearer {token.group(1)}"}
+    )
+    assert users.status_code == 200
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
