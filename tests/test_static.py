@@ -39,6 +39,10 @@ def test_hadolint(dockerfile: Path) -> None:
 def test_compose_config_is_valid() -> None:
     docker = shutil.which("docker")
     assert docker, "the docker client (Compose v2) is needed for this check"
+    version = subprocess.run(
+        [docker, "compose", "version", "--short"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.lstrip("v").startswith("2."), version.stdout  # Compose v2
     result = subprocess.run(
         [docker, "compose", "config", "-q"], cwd=REPO, capture_output=True, text=True, check=False
     )
