@@ -15,6 +15,7 @@ import base64
 import http.client
 import poplib
 import secrets
+import smtplib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -317,3 +318,20 @@ def test_path_tricks_never_reach_files_outside_the_maildirs(
             if 200 <= status < 300 or status >= 500 or leaked:
                 problems.append(f"{method} {url} -> {status} {body[:120]!r}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.local_only
+def test_the_volume_is_readable_by_the_mailstore_alone(stack: Any, make_user: Any) -> None:
+    """The users database holds the argon2id hashes; Maildirs hold the mail: 0600 files, 0700 dirs.
+
+    Found during the session: users.sqlite3 (and -wal, -shm) were created 0644.
+    """
+    user, _ = make_user()
+    with smtplib.SMTP("127.0.0.1", stack.smtp_port, timeout=30) as smtp:
+        smtp.sendmail("alice@pokey.onl", [f"{user}@pokey.onl"], b"Subject: p\r\n\r\nprivate\r\n")
+    paths = list(stack.data_dir.rglob("*"))
+    assert any(p.name == "users.sqlite3" for p in paths)
+    assert any(p.parent.name == "new" for p in paths)
+    loose = {str(p.relative_to(stack.data_dir)): oct(p.stat().st_mode & 0o777) for p in paths}
+    loose = {name: mode for name, mode in loose.items() if int(mode, 8) & 0o077}
+    assert loose == {}

@@ -54,6 +54,9 @@ def _configure() -> tuple[MailstoreSettings, Tokens]:
 
 def main() -> None:
     _with_huge_pages()
+    # Everything on the volume is the mailstore's alone: the users database (password hashes),
+    # Maildirs and messages are created 0600 / 0700, whatever the umask of the caller.
+    os.umask(0o077)
     # argon2id's 19 MiB blocks get their own mappings and go back to the system after each login.
     pin_mmap_threshold()  # before the first large allocation
     try:
