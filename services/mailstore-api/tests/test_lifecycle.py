@@ -164,8 +164,8 @@ def test_sigterm_finishes_the_delivery_in_flight(make_mailstore):
     answer = upload.recv(65536)
     upload.close()
     assert answer.startswith(b"HTTP/1.1 201")
-    # uvicorn re-raises the signal once shut down, so the exit status says SIGTERM
-    assert store.proc.wait(15) in (0, -signal.SIGTERM)
+    # Drained, then a normal exit (the buffered log lines are flushed on the way out).
+    assert store.proc.wait(15) == 0
     store.proc = None
     (path,) = store.files("tom", "new")
     assert path.read_bytes() == body.replace(b"\r\n", b"\n")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 from mailcommon.memory import pin_mmap_threshold
@@ -52,6 +54,10 @@ def _configure() -> tuple[MailstoreSettings, Tokens]:
     return settings, tokens
 
 
+def _exit_after_drain(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
     _with_huge_pages()
     # Everything on the volume is the mailstore's alone: the users database (password hashes),
@@ -68,6 +74,11 @@ def main() -> None:
     # Worker threads doing file I/O get the GIL back sooner after each system call.
     sys.setswitchinterval(0.001)
     app = MailstoreASGI(create_app(settings, tokens, volume_locked=True), tokens.service)
+    # uvicorn drains on SIGTERM, puts back the handlers it found and raises the signal again: with
+    # this one in place that ends in a normal exit (status 0, atexit flushes the log buffer)
+    # instead of death by the signal, which would lose the last buffered log lines.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_after_drain)
     # The mailstore is the single writer of its volume: one process, never several workers.
     uvicorn.run(
         app,
