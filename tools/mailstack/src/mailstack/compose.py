@@ -11,14 +11,14 @@ import os
 import secrets
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
 from mailstack.ports import free_port, greets, wait_until
+from mailstack.running import Running
 
 HOST = "127.0.0.1"
 
 
-class ComposeStack:
+class ComposeStack(Running):
     """A compose project built from this checkout, reachable on loopback ports."""
 
     kind = "compose"
@@ -62,18 +62,6 @@ class ComposeStack:
         if check and result.returncode != 0:
             raise RuntimeError(f"docker compose {' '.join(args)} failed:\n{result.stderr[-4000:]}")
         return result.stdout
-
-    def __enter__(self) -> ComposeStack:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         self.compose("up", "-d", "--build", "--wait", "--wait-timeout", "180")

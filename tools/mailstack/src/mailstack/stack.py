@@ -14,10 +14,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from mailstack.ports import free_port, http_ok, tcp_ready, wait_until
+from mailstack.running import Running
 
 ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3")
 MODULES = {"mailstore-api": "mailstore_api", "smtp-in": "smtp_in", "pop3": "pop3d"}
@@ -47,7 +47,7 @@ class Process:
         return self.popen is not None and self.popen.poll() is None
 
 
-class Stack:
+class Stack(Running):
     """Redis, mailstore-api, smtp-in and pop3 as child processes of this one."""
 
     kind = "local"
@@ -123,18 +123,6 @@ class Stack:
         return env
 
     # Life cycle ------------------------------------------------------------------------------
-    def __enter__(self) -> Stack:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start every configured service in dependency order and wait until each is ready."""
         try:
