@@ -131,12 +131,19 @@ async def update(s: Session) -> None:
 # --- AUTHORIZATION -----------------------------------------------------------------------------
 
 
+async def refused_without_tls(s: Session) -> bool:
+    """Answer ``-ERR [AUTH]`` (and log the refusal) when a password may not be sent in clear here."""
+    if s.plaintext_ok:
+        return False
+    refuse(s, "plaintext_refused", None)
+    await s.err(NO_PLAINTEXT)
+    return True
+
+
 async def cmd_user(s: Session, arg: bytes) -> None:
     (name,) = parse_args(arg, (Arg.WORD,))
     assert isinstance(name, bytes)
-    if not s.plaintext_ok:
-        refuse(s, "plaintext_refused", None)
-        await s.err(NO_PLAINTEXT)
+    if await refused_without_tls(s):
         return
     s.user_hint = name
     await s.ok("send PASS")
@@ -145,9 +152,7 @@ async def cmd_user(s: Session, arg: bytes) -> None:
 async def cmd_pass(s: Session, arg: bytes) -> None:
     (password,) = parse_args(arg, (Arg.REST,))
     assert isinstance(password, bytes)
-    if not s.plaintext_ok:
-        refuse(s, "plaintext_refused", None)
-        await s.err(NO_PLAINTEXT)
+    if await refused_without_tls(s):
         return
     if s.user_hint is None:
         await s.err("send USER first")
@@ -195,9 +200,7 @@ async def cmd_auth(s: Session, arg: bytes) -> None:
     if mech.upper() != b"PLAIN":
         await s.err("unsupported authentication mechanism")
         return
-    if not s.plaintext_ok:
-        refuse(s, "plaintext_refused", None)
-        await s.err(NO_PLAINTEXT)
+    if await refused_without_tls(s):
         return
     if initial is None:
         await s.send(b"+ \r\n")
