@@ -21,7 +21,7 @@ import re
 import secrets
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import AnyStr
+from typing import AnyStr, cast
 
 import structlog
 from aiosmtpd.smtp import SMTP, syntax
@@ -29,7 +29,7 @@ from mailcommon.logging import get_logger
 
 from smtp_in.handler import MailHandler, Transaction
 from smtp_in.headers import MAX_TRACE_HEADERS
-from smtp_in.limits import ConnectionRegistry, DataBudget
+from smtp_in.limits import BudgetExhausted, ConnectionRegistry, DataBudget, MeteredReader
 from smtp_in.settings import SmtpSettings
 
 log = get_logger(__name__)
@@ -229,24 +229,43 @@ class SMTPProtocol(SMTP):
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         # A transaction may send what it declared (with slack for clients that count line ends
-        # differently), never more than the limit; it reserves memory for that much.
+        # differently), never more than the limit. It reserves memory for all of that before the
+        # 354; one that declared nothing reserves for its first octets and more as they arrive.
         limit = self.data_size_limit or 0
         declared = self._declared_size()
         if declared is not None:
             limit = min(limit, declared + declared // 10 + 64 * 1024)
-        cost = self._budget.cost(limit)
-        if not await self._budget.acquire(cost, self._budget_wait):
-            log.warning("data_budget_exhausted", reserved=self._budget.reserved, wanted=cost)
+        ceiling = self._budget.cost(limit)
+        first = ceiling if declared is not None else self._budget.cost(DataBudget.FIRST_STEP)
+        first = min(first, ceiling)
+        if not await self._budget.acquire(first, self._budget_wait, keep=ceiling - first):
+            log.warning("data_budget_exhausted", reserved=self._budget.reserved, wanted=first)
             await self.push("452 4.3.1 Insufficient system resources, try again later")
             return
+        reader = MeteredReader(
+            self._reader,
+            self._budget,
+            reserved=first,
+            ceiling=ceiling,
+            patience=self._budget_wait,
+        )
         full_limit, self.data_size_limit = self.data_size_limit, limit
+        # aiosmtpd's DATA loop reads only through readuntil() and read(), which it meters.
+        self._reader = cast(asyncio.StreamReader, reader)
         self._in_data = True
         self._reset_timeout(self._data_timeout)
         try:
             await super().smtp_DATA(arg)
+        except BudgetExhausted as exc:
+            # Mid-message there is no reply that keeps the session in step (the rest of the
+            # data would be read as commands): say why and close; the sender retries later.
+            log.warning("data_budget_exhausted", reserved=self._budget.reserved, detail=str(exc))
+            await self.push("421 4.3.1 Insufficient system resources, closing connection")
+            self.abort()
         finally:
+            self._reader = reader.inner
             self.data_size_limit = full_limit
-            await self._budget.release(cost)
+            await self._budget.release(reader.reserved)
             self._in_data = False
             if self.transport is not None:
                 self._reset_timeout()
