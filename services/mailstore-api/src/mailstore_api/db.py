@@ -1,7 +1,14 @@
 """The accounts database: users, password hashes, APOP secrets (encrypted) and fencing numbers.
 
-SQLite in WAL mode on the data volume. One connection guarded by a lock: the mailstore is the single
-writer, and every call is short. The methods are blocking; callers run them in a worker thread.
+SQLite in WAL mode on the data volume. The mailstore is the single writer, and every call is short:
+one lock guards two connections, both on the same file. Accounts are committed with
+``synchronous=FULL`` (on disk when the call returns). Fencing numbers go through the second one,
+with ``synchronous=NORMAL``: committed to the WAL, which survives a crash of the process, without an
+fsync per POP3 login (that fsync, taken under the one lock, capped logins at one per fsync). A power
+loss may forget the last numbers registered; the Redis holder check still stands in front of every
+expunge, and Redis's counter only grows, so a later session still gets a higher number (see
+docs/architecture.md, "The maildrop lock and fencing"). The methods are blocking; callers run them in a worker
+thread.
 """
 
 from __future__ import annotations
@@ -43,28 +50,27 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn = _connect(path, "FULL")
         self._conn.executescript(_SCHEMA)
+        self._fence_conn = _connect(path, "NORMAL")
 
     def close(self) -> None:
         with self._lock:
+            self._fence_conn.close()
             self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error)."""
+        conn = conn or self._conn
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                yield conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
 
     def ping(self) -> None:
         """Raise if the database cannot answer a query."""
@@ -132,7 +138,7 @@ class Database:
 
     def register_fence(self, username: str, fence: int) -> tuple[bool, int]:
         """Record ``fence`` as the highest seen unless a higher one was; returns (ok, highest)."""
-        with self._tx() as conn:
+        with self._tx(self._fence_conn) as conn:
             row = conn.execute(
                 "SELECT highest FROM fences WHERE username = ?", (username,)
             ).fetchone()
@@ -146,3 +152,12 @@ class Database:
                     (username, fence),
                 )
             return True, fence
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
