@@ -222,3 +222,55 @@ def test_a_streamed_body_cut_short_is_a_read_error() -> None:
         server.close()
 
     asyncio.run(main())
+
+
+TIMEOUTS: dict[str, float | None] = {"connect": 1.0, "read": 1.0, "write": 1.0, "pool": 1.0}
+
+
+def test_raw_requests_share_the_pool_and_read_long_bodies_whole() -> None:
+    connections = 0
+    seen: list[bytes] = []
+    long_body = b"L" * (STREAM_ABOVE + 10)
+
+    async def responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                head, body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            seen.append(head)
+            reply = long_body if head.startswith(b"GET /long") else b"echo:" + body
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nX-Sizes: 1,2\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(reply), reply)
+            )
+            await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server, url = await serve(responder)
+        transport = LeanTransport(1)
+        origin = httpx.URL(url)
+        headers = [(b"Authorization", b"Bearer t")]
+        r = await transport.request(
+            origin, "POST", "/a?x=1", headers=headers, body=b"hi", timeouts=TIMEOUTS
+        )
+        assert (r.status, r.body, r.headers[b"x-sizes"]) == (200, b"echo:hi", b"1,2")
+        r = await transport.request(
+            origin, "GET", "/long", headers=headers, body=b"", timeouts=TIMEOUTS
+        )
+        assert r.body == long_body  # never streamed on this path
+        async with httpx.AsyncClient(transport=transport, base_url=url) as client:
+            assert (await client.post("/b", content=b"x")).content == b"echo:x"
+        assert connections == 1  # one keep-alive connection served all three
+        assert seen[0].startswith(b"POST /a?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert b"\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n" in seen[0]
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(httpx.ConnectError):  # errors are httpx's, as on the httpx path
+            await transport.request(origin, "GET", "/", headers=[], body=b"", timeouts=TIMEOUTS)
+        await transport.aclose()
+
+    asyncio.run(main())

@@ -7,12 +7,16 @@ without looking at HTTP: :class:`MailstoreUnavailable` means "try again later" (
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
+
+from mailcommon.transport import LeanTransport, RawResponse
 
 INTERNAL = "/internal/v1"
 #: The batch read's limits (the mailstore refuses more): ids per call, stored octets per call.
@@ -86,62 +90,99 @@ class Delivery:
     size: int
 
 
-def _error_from(response: httpx.Response) -> MailstoreError:
+def _error_from(status: int, body: bytes) -> MailstoreError:
     try:
-        body = response.json()
-        error = body["error"]
+        error = json.loads(body)["error"]
         code, message = str(error["code"]), str(error["message"])
         detail = {k: v for k, v in error.items() if k not in {"code", "message"}}
     except (ValueError, KeyError, TypeError):
-        code, message, detail = "unexpected", response.text[:200], {}
-    status = response.status_code
+        code, message, detail = "unexpected", body[:200].decode(errors="replace"), {}
     if status >= 500 and status != 507:
         return MailstoreUnavailable(status, code, message, detail)
     return _BY_STATUS.get(status, MailstoreError)(status, code, message, detail)
 
 
+def _unreachable(exc: httpx.HTTPError) -> MailstoreUnavailable:
+    return MailstoreUnavailable(0, "unreachable", f"{type(exc).__name__}: {exc}", {})
+
+
+def _segment(name: str) -> str:
+    """``name`` as one path segment, whatever it contains (a RCPT local part may hold anything)."""
+    return quote(name, safe="")
+
+
 class MailstoreClient:
-    """One connection pool to the mailstore; share one instance per process."""
+    """One connection pool to the mailstore; share one instance per process.
+
+    Calls go through :meth:`LeanTransport.request` (bytes in, the response read whole); httpx's
+    client, over the same pool, serves the one that streams its body (:meth:`open_message`).
+    """
 
     def __init__(
         self,
         base_url: str,
         service_token: str,
         timeout: float = 30.0,
-        max_connections: int = 100,
-        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 8,
     ) -> None:
-        """``transport`` replaces httpx's default pool (``max_connections`` then does not apply)."""
+        origin = httpx.URL(base_url.rstrip("/"))
+        self._origin = origin
+        self._prefix = origin.path.rstrip("/") + INTERNAL
+        self._auth = b"Bearer " + service_token.encode()
+        self._timeouts: dict[str, float | None] = {
+            "connect": min(timeout, 5.0),
+            "read": timeout,
+            "write": timeout,
+            "pool": timeout,
+        }
+        self._transport = LeanTransport(max_connections)
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + INTERNAL,
-            headers={"Authorization": f"Bearer {service_token}"},
+            base_url=str(origin) + INTERNAL,
+            headers={"Authorization": self._auth.decode()},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            transport=transport,
+            transport=self._transport,
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, json_body: object = None, content: bytes = b""
+    ) -> RawResponse:
+        headers = [(b"Authorization", self._auth)]
+        if json_body is not None:
+            content = json.dumps(json_body, separators=(",", ":")).encode()
+            headers.append((b"Content-Type", b"application/json"))
+        elif content:
+            headers.append((b"Content-Type", b"message/rfc822"))
         try:
-            response = await self._http.request(method, url, **kwargs)
+            response = await self._transport.request(
+                self._origin,
+                method,
+                self._prefix + path,
+                headers=headers,
+                body=content,
+                timeouts=self._timeouts,
+            )
         except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
-            raise MailstoreUnavailable(
-                0, "unreachable", f"{type(exc).__name__}: {exc}", {}
-            ) from exc
-        if response.is_error:
-            raise _error_from(response)
+            raise _unreachable(exc) from exc
+        if response.status >= 400:
+            raise _error_from(response.status, response.body)
         return response
+
+    @staticmethod
+    def _json(response: RawResponse) -> Any:
+        try:
+            return json.loads(response.body)
+        except ValueError as exc:
+            raise MailstoreUnavailable(response.status, "bad_response", "not JSON", {}) from exc
 
     async def verify_password(self, username: str, password: str) -> str | None:
         """The canonical user name when the credentials are right, else None."""
         response = await self._request(
-            "POST", "/auth", json={"username": username, "password": password}
+            "POST", "/auth", json_body={"username": username, "password": password}
         )
-        body = response.json()
+        body = self._json(response)
         return str(body["username"]) if body.get("valid") else None
 
     async def verify_apop(self, username: str, timestamp: str, digest: str) -> str | None:
@@ -149,39 +190,31 @@ class MailstoreClient:
         response = await self._request(
             "POST",
             "/auth/apop",
-            json={"username": username, "timestamp": timestamp, "digest": digest},
+            json_body={"username": username, "timestamp": timestamp, "digest": digest},
         )
-        body = response.json()
+        body = self._json(response)
         return str(body["username"]) if body.get("valid") else None
 
     async def recipient_exists(self, username: str) -> bool:
         """Whether a mailbox ``username`` exists. Raises MailstoreUnavailable when unknowable."""
         try:
-            await self._request("GET", f"/recipients/{username}")
+            await self._request("GET", f"/recipients/{_segment(username)}")
         except NotFound:
             return False
         return True
 
-    async def deliver(
-        self, recipients: list[str], message: bytes | AsyncIterable[bytes]
-    ) -> Delivery:
+    async def deliver(self, recipients: list[str], message: bytes) -> Delivery:
         """Store ``message`` once for all ``recipients``; returns when it is durably on disk."""
-        response = await self._request(
-            "POST",
-            "/deliveries",
-            params=[("recipient", r) for r in recipients],
-            content=message,
-            headers={"Content-Type": "message/rfc822"},
-        )
-        body = response.json()
+        path = "/deliveries?" + urlencode([("recipient", r) for r in recipients])
+        body = self._json(await self._request("POST", path, content=message))
         return Delivery(id=body["id"], recipients=list(body["recipients"]), size=int(body["size"]))
 
     async def snapshot(self, username: str, lock_token: str, fence: int) -> list[SnapshotEntry]:
         """The mailbox's messages in order, registering ``fence`` as the newest holder's."""
         response = await self._request(
             "POST",
-            f"/mailboxes/{username}/snapshot",
-            json={"lock_token": lock_token, "fence": fence},
+            f"/mailboxes/{_segment(username)}/snapshot",
+            json_body={"lock_token": lock_token, "fence": fence},
         )
         return [
             SnapshotEntry(
@@ -189,7 +222,7 @@ class MailstoreClient:
                 int(m["size"]),
                 int(m["stored_size"]) if m.get("stored_size") is not None else None,
             )
-            for m in response.json()["messages"]
+            for m in self._json(response)["messages"]
         ]
 
     async def fetch_batch(self, username: str, message_ids: list[str]) -> list[bytes]:
@@ -199,16 +232,18 @@ class MailstoreClient:
         (413 :class:`MessageTooLarge` beyond). :class:`NotFound` when any id is gone.
         """
         response = await self._request(
-            "POST", f"/mailboxes/{username}/messages/batch", json={"ids": message_ids}
+            "POST",
+            f"/mailboxes/{_segment(username)}/messages/batch",
+            json_body={"ids": message_ids},
         )
-        body = response.content
+        body = response.body
         try:
-            sizes = [int(v) for v in response.headers[SIZES_HEADER].split(",")]
+            sizes = [int(v) for v in response.headers[SIZES_HEADER.encode()].split(b",")]
         except (KeyError, ValueError):
             sizes = []
         if len(sizes) != len(message_ids) or sum(sizes) != len(body) or min(sizes) < 0:
             raise MailstoreUnavailable(
-                response.status_code, "bad_batch", "batch sizes do not match the body", {}
+                response.status, "bad_batch", "batch sizes do not match the body", {}
             )
         out: list[bytes] = []
         pos = 0
@@ -220,17 +255,15 @@ class MailstoreClient:
     @asynccontextmanager
     async def open_message(self, username: str, message_id: str) -> AsyncIterator[httpx.Response]:
         """Stream one message as stored (LF line ends): iterate ``response.aiter_bytes()``."""
-        url = f"/mailboxes/{username}/messages/{message_id}"
+        url = f"/mailboxes/{_segment(username)}/messages/{_segment(message_id)}"
         try:
             async with self._http.stream("GET", url) as response:
                 if response.is_error:
                     await response.aread()
-                    raise _error_from(response)
+                    raise _error_from(response.status_code, response.content)
                 yield response
         except httpx.HTTPError as exc:
-            raise MailstoreUnavailable(
-                0, "unreachable", f"{type(exc).__name__}: {exc}", {}
-            ) from exc
+            raise _unreachable(exc) from exc
 
     async def expunge(
         self, username: str, message_ids: list[str], lock_token: str, fence: int
@@ -238,8 +271,8 @@ class MailstoreClient:
         """Delete ``message_ids`` under the lease; returns the ids now gone (already-gone count)."""
         response = await self._request(
             "POST",
-            f"/mailboxes/{username}/expunge",
-            json={"ids": message_ids, "lock_token": lock_token, "fence": fence},
+            f"/mailboxes/{_segment(username)}/expunge",
+            json_body={"ids": message_ids, "lock_token": lock_token, "fence": fence},
         )
-        body = response.json()
+        body = self._json(response)
         return list(body["deleted"]) + list(body["already_gone"])

@@ -10,12 +10,18 @@ handed to httpx as a stream read from the socket as the caller iterates; its con
 slot) stays taken until the response is closed, and goes back to the pool only when the body was
 read to the end. Errors are httpx's own exception classes, so ``MailstoreClient`` maps them
 exactly as before.
+
+Besides httpx's transport interface, :meth:`LeanTransport.request` sends a request given as bytes and
+returns the response read whole, without building httpx's request and response objects: the
+client's URL merging, header and cookie handling cost the front ends more CPU per call than the
+exchange itself (a POP3 login makes two such calls, an SMTP message one).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
 
 import httpx
 
@@ -25,6 +31,18 @@ MAX_HEADERS = 100
 STREAM_ABOVE = 256 * 1024
 #: Most octets one read of a streamed body returns.
 STREAM_CHUNK = 64 * 1024
+
+
+Timeouts = dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """A response read whole: status, headers (names lower-cased) and body."""
+
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
 
 
 class _Connection:
@@ -53,44 +71,100 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
-        pool_timeout = timeouts.get("pool")
-        try:
-            async with asyncio.timeout(pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError as exc:
-            raise httpx.PoolTimeout("no free connection to the mailstore") from exc
+        await self._take_slot(timeouts)
         response: httpx.Response | None = None
         try:
-            response = await self._send(request, timeouts)
+            payload = await _serialize(request)
+            status, headers, body, conn, keep = await self._roundtrip(
+                request.url, request.method, payload, timeouts, stream_above=STREAM_ABOVE
+            )
+            # A stream in both cases, as from any transport: a body read whole can still be
+            # iterated with ``aiter_raw`` (pop3 streams messages over 64 KiB that way).
+            content: httpx.AsyncByteStream
+            if isinstance(body, int):  # a long body: read as the caller iterates
+                assert conn is not None
+                content = _BodyStream(self, conn, body, keep, timeouts.get("read"))
+            else:
+                content = httpx.ByteStream(body)
+            response = httpx.Response(
+                status,
+                headers=headers,
+                stream=content,
+                request=request,
+                extensions={"http_version": b"HTTP/1.1"},
+            )
             return response
         finally:
             # A streamed body keeps its connection and slot until it is closed.
             if response is None or not isinstance(response.stream, _BodyStream):
                 self._slots.release()
 
-    async def _send(
-        self, request: httpx.Request, timeouts: dict[str, float | None]
-    ) -> httpx.Response:
-        payload = await _serialize(request)
+    async def request(
+        self,
+        origin: httpx.URL,
+        method: str,
+        target: str,
+        *,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeouts: Timeouts,
+    ) -> RawResponse:
+        """``method target`` on ``origin`` with a ``Content-Length`` body (``Host`` and
+        ``Content-Length`` are added); the response read whole. Raises httpx's errors."""
+        host = origin.netloc
+        head = [f"{method} {target} HTTP/1.1\r\n".encode(), b"Host: " + host + b"\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        head.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        await self._take_slot(timeouts)
+        try:
+            status, fields, content, _, _ = await self._roundtrip(
+                origin, method, [b"".join(head), body], timeouts, stream_above=None
+            )
+        finally:
+            self._slots.release()
+        assert isinstance(content, bytes)
+        return RawResponse(status, {name.lower(): value for name, value in fields}, content)
+
+    async def _take_slot(self, timeouts: Timeouts) -> None:
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise httpx.PoolTimeout("no free connection to the mailstore") from exc
+
+    async def _roundtrip(
+        self,
+        origin: httpx.URL,
+        method: str,
+        payload: list[bytes],
+        timeouts: Timeouts,
+        *,
+        stream_above: int | None,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes | int, _Connection | None, bool]:
+        """Status, headers, body (or, for a body left to stream, its length, with the
+        connection it is to be read from and whether that may be reused afterwards)."""
         while self._idle:
             conn = self._idle.pop()
             if not conn.usable():
                 conn.close()
                 continue
             try:
-                return await self._exchange(conn, request, payload, timeouts, reused=True)
+                return await self._exchange(
+                    conn, method, payload, timeouts, stream_above=stream_above, reused=True
+                )
             except _StaleConnection:
                 continue  # the server closed it while idle; it never saw this request
-        conn = await self._connect(request, timeouts.get("connect"))
+        conn = await self._connect(origin, timeouts.get("connect"))
         try:
-            return await self._exchange(conn, request, payload, timeouts, reused=False)
+            return await self._exchange(
+                conn, method, payload, timeouts, stream_above=stream_above, reused=False
+            )
         except _StaleConnection as exc:
             raise httpx.RemoteProtocolError(
                 "server closed the connection without a response"
             ) from exc
 
-    async def _connect(self, request: httpx.Request, limit: float | None) -> _Connection:
-        url = request.url
+    async def _connect(self, url: httpx.URL, limit: float | None) -> _Connection:
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"LeanTransport speaks http only, not {url.scheme}")
         try:
@@ -105,14 +179,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def _exchange(
         self,
         conn: _Connection,
-        request: httpx.Request,
+        method: str,
         payload: list[bytes],
-        timeouts: dict[str, float | None],
+        timeouts: Timeouts,
         *,
+        stream_above: int | None,
         reused: bool,
-    ) -> httpx.Response:
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes | int, _Connection | None, bool]:
         keep = False
-        stream: _BodyStream | None = None
+        streaming = False
         try:
             try:
                 conn.writer.writelines(payload)
@@ -126,37 +201,24 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise httpx.WriteError(str(exc)) from exc
             try:
                 async with asyncio.timeout(timeouts.get("read")):
-                    status, headers, body, keep = await _read_response(conn.reader, request, reused)
-                if isinstance(body, int):  # a long body: read as the caller iterates
-                    stream = _BodyStream(self, conn, body, keep, timeouts.get("read"))
+                    status, headers, body, keep = await _read_response(
+                        conn.reader, method, reused, stream_above
+                    )
             except TimeoutError as exc:
                 raise httpx.ReadTimeout("waiting for the mailstore") from exc
             except (OSError, asyncio.IncompleteReadError) as exc:
                 raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
             except ValueError as exc:
                 raise httpx.RemoteProtocolError(str(exc)) from exc
+            streaming = isinstance(body, int)
         finally:
-            if stream is not None:
+            if streaming:
                 pass  # the stream gives the connection back (or closes it) when it is closed
             elif keep:
                 self._idle.append(conn)
             else:
                 conn.close()
-        # A stream in both cases, as from any transport: a body read whole can still be
-        # iterated with ``aiter_raw`` (pop3 streams messages over 64 KiB that way).
-        content: httpx.AsyncByteStream
-        if stream is None:
-            assert isinstance(body, bytes)
-            content = httpx.ByteStream(body)
-        else:
-            content = stream
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=content,
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return status, headers, body, (conn if streaming else None), keep
 
     def _finished(self, conn: _Connection, reusable: bool) -> None:
         """A streamed body was closed: pool its connection if it was read to the end."""
@@ -241,10 +303,10 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes:
 
 
 async def _read_response(
-    reader: asyncio.StreamReader, request: httpx.Request, reused: bool
+    reader: asyncio.StreamReader, method: str, reused: bool, stream_above: int | None
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes | int, bool]:
-    """Status, headers, the body (or, for a long Content-Length body, its length: the caller
-    streams it) and whether the connection may be reused."""
+    """Status, headers, the body (or, for a Content-Length body over ``stream_above``, its
+    length: the caller streams it) and whether the connection may be reused."""
     status_line = await _read_line(reader)
     if not status_line:
         if reused:
@@ -269,7 +331,7 @@ async def _read_response(
             raise ValueError("too many response headers")
     fields = {name.lower(): value for name, value in headers}
     keep = fields.get(b"connection", b"").lower() != b"close" and parts[0] == b"HTTP/1.1"
-    if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         body = b""
     elif fields.get(b"transfer-encoding", b"").lower() == b"chunked":
         body = await _read_chunked(reader)
@@ -277,7 +339,7 @@ async def _read_response(
         length = int(fields[b"content-length"])
         if length < 0:
             raise ValueError("negative Content-Length")
-        if length > STREAM_ABOVE:
+        if stream_above is not None and length > stream_above:
             return status, headers, length, keep
         body = await reader.readexactly(length)
     else:

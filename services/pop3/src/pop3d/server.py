@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 from mailcommon.client import MailstoreClient
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
-from mailcommon.transport import LeanTransport
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -55,8 +54,7 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
             settings.mailstore_url,
             service_token,
             timeout=settings.mailstore_timeout,
-            # keep-alive HTTP/1.1 at a fraction of httpcore's CPU per request
-            transport=LeanTransport(settings.pop3_mailstore_connections),
+            max_connections=settings.pop3_mailstore_connections,
         ),
         redis=redis,
         locks=locks,

@@ -15,7 +15,6 @@ from mailcommon.client import MailstoreClient
 from mailcommon.logging import configure_logging, get_logger
 from mailcommon.memory import pin_mmap_threshold
 from mailcommon.startup import ConfigError, front_end_secrets, load_settings, refuse
-from mailcommon.transport import LeanTransport
 
 from smtp_in.server import SmtpServer
 from smtp_in.settings import SmtpSettings
@@ -29,7 +28,6 @@ async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> No
         token,
         timeout=settings.mailstore_timeout,
         max_connections=settings.smtp_mailstore_connections,
-        transport=LeanTransport(settings.smtp_mailstore_connections),
     )
     server = SmtpServer(settings, mailstore, context)
     try:
