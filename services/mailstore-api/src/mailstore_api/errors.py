@@ -91,19 +91,33 @@ def error_response(
     return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
 
 
+UNAUTHORIZED = error_body("unauthorized", "missing or invalid bearer token")
+
+
 def unauthorized() -> JSONResponse:
     """401 with no detail beyond the fact."""
-    return error_response(
-        401,
-        "unauthorized",
-        "missing or invalid bearer token",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    return JSONResponse(UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, **exc.extra)
+def error_answer(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and body for an exception a route raised (logged as it deserves).
+
+    ``ApiError`` as it says, a Redis error 503 ``redis_unavailable``, anything else 500
+    ``internal_error``. The FastAPI handlers and the fast path (:mod:`mailstore_api.fastpath`)
+    both answer with this.
+    """
+    if isinstance(exc, ApiError):
+        return exc.status, error_body(exc.code, exc.message, **exc.extra)
+    if isinstance(exc, RedisError):
+        log.warning("redis unavailable", error=f"{type(exc).__name__}: {exc}")
+        return 503, error_body("redis_unavailable", "the lock service (Redis) is unreachable")
+    log.error("unhandled error", exc_info=exc)
+    return 500, error_body("internal_error", "internal error")
+
+
+async def _answer(_: Request, exc: Exception) -> JSONResponse:
+    status, body = error_answer(exc)
+    return JSONResponse(body, status_code=status)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -140,20 +154,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("redis unavailable", error=f"{type(exc).__name__}: {exc}")
-    return error_response(503, "redis_unavailable", "the lock service (Redis) is unreachable")
-
-
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "internal error")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error, including FastAPI's own, use the one JSON shape."""
-    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ApiError, _answer)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(RedisError, _redis_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(RedisError, _answer)
+    app.add_exception_handler(Exception, _answer)

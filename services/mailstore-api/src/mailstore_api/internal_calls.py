@@ -1,0 +1,146 @@
+"""The internal API's calls as plain functions: what a route does once its input is parsed.
+
+Both ways in call these: the FastAPI routes (:mod:`mailstore_api.api.internal`, the documented
+reference) and the fast path (:mod:`mailstore_api.fastroutes`). Errors are raised as
+:class:`~mailstore_api.errors.ApiError` (Redis errors propagate: 503 ``redis_unavailable``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import NamedTuple
+
+from mailcommon.logging import get_logger
+from mailcommon.names import is_valid_username
+from pydantic import BaseModel, Field
+
+from mailstore_api import accounts
+from mailstore_api.batch import MAX_IDS, BatchMissing, BatchTooLarge, read_batch
+from mailstore_api.errors import ApiError
+from mailstore_api.fencing import check_lease
+from mailstore_api.maildir import UnknownMailbox
+from mailstore_api.state import State
+
+log = get_logger(__name__)
+
+
+class AuthRequest(BaseModel):
+    username: str = Field(max_length=256)
+    password: str = Field(max_length=4096)
+
+
+class ApopRequest(BaseModel):
+    username: str = Field(max_length=256)
+    timestamp: str = Field(max_length=1024)
+    digest: str = Field(max_length=256)
+
+
+class AuthResult(BaseModel):
+    valid: bool
+    username: str | None
+
+
+class Recipient(BaseModel):
+    username: str
+
+
+class LeaseRequest(BaseModel):
+    lock_token: str = Field(min_length=1, max_length=256)
+    fence: int = Field(ge=0, le=2**63 - 1)
+
+
+class ExpungeRequest(LeaseRequest):
+    ids: list[str] = Field(max_length=100_000)
+
+
+class BatchRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+
+
+class ExpungeResult(BaseModel):
+    deleted: list[str]
+    already_gone: list[str]
+
+
+class Batch(NamedTuple):
+    """The stored bytes of the messages asked for, concatenated, and each one's length."""
+
+    sizes: list[int]
+    data: bytes
+
+    @property
+    def sizes_header(self) -> str:
+        """The value of the ``X-Message-Sizes`` header."""
+        return ",".join(map(str, self.sizes))
+
+
+def unknown_user() -> ApiError:
+    return ApiError(404, "unknown_user", "no such user")
+
+
+def mailbox(state: State, username: str) -> str:
+    """``username`` when it names a mailbox (canonical lower-case names only), else 404."""
+    if not is_valid_username(username) or username not in state.users:
+        raise unknown_user()
+    return username
+
+
+async def auth(state: State, body: AuthRequest) -> AuthResult:
+    """Verify a user name and password."""
+    name = await accounts.verify_password(state, body.username, body.password)
+    return AuthResult(valid=name is not None, username=name)
+
+
+async def auth_apop(state: State, body: ApopRequest) -> AuthResult:
+    """Verify an APOP digest (always invalid unless APOP_ENABLED)."""
+    name = await accounts.verify_apop(state, body.username, body.timestamp, body.digest)
+    return AuthResult(valid=name is not None, username=name)
+
+
+def recipient(state: State, username: str) -> Recipient:
+    """Whether a mailbox exists (any case); its canonical (lower-case) name, else 404."""
+    name = username.lower()
+    if not is_valid_username(name) or name not in state.users:
+        raise unknown_user()
+    return Recipient(username=name)
+
+
+async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:
+    """The mailbox's messages, oldest first, for the lease holder: the ``Snapshot`` JSON."""
+    user = mailbox(state, username)
+    highest = await check_lease(state, user, body.lock_token, body.fence)
+    try:
+        entries = await state.run_io(state.store.messages, user)
+    except UnknownMailbox as exc:
+        raise unknown_user() from exc
+    # The Snapshot shape, serialized directly: a model per message costs more than the listing.
+    messages = [{"id": e.id, "size": e.size_crlf, "stored_size": e.size} for e in entries]
+    data = json.dumps({"messages": messages, "highest_fence": highest}, separators=(",", ":"))
+    return data.encode()
+
+
+async def message_batch(state: State, username: str, body: BatchRequest) -> Batch:
+    """Several messages as stored, in one worker-thread call; 404 ``unknown_message`` when any
+    id is not (or no longer) in the mailbox, 413 ``batch_too_large`` over 1 MiB in all."""
+    user = mailbox(state, username)
+    try:
+        sizes, data = await state.run_io(read_batch, state.store, user, body.ids)
+    except UnknownMailbox as exc:
+        raise unknown_user() from exc
+    except BatchMissing as exc:
+        raise ApiError(404, "unknown_message", "no such message") from exc
+    except BatchTooLarge as exc:
+        raise ApiError(413, "batch_too_large", "the messages exceed 1 MiB in all") from exc
+    return Batch(sizes, data)
+
+
+async def expunge(state: State, username: str, body: ExpungeRequest) -> ExpungeResult:
+    """Delete messages for the lease holder; already-gone ids are reported apart."""
+    user = mailbox(state, username)
+    await check_lease(state, user, body.lock_token, body.fence)
+    try:
+        deleted, gone = await state.run_io(state.store.delete, user, body.ids)
+    except UnknownMailbox as exc:
+        raise unknown_user() from exc
+    log.info("expunged", user=user, deleted=len(deleted), already_gone=len(gone))
+    return ExpungeResult(deleted=deleted, already_gone=gone)
