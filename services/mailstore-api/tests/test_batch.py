@@ -122,7 +122,7 @@ def test_client_fetch_batch_and_stored_size(mailstore, redis_server, new_user, i
         try:
             lease = await locks.acquire(user, 30_000)
             assert lease is not None
-            snap = await client.snapshot(user, lease.token, lease.fence)
+            snap = (await client.snapshot(user, lease.token, lease.fence)).entries
             await locks.release(lease)
             assert [e.id for e in snap] == ids
             got = await client.fetch_batch(user, ids)

@@ -72,17 +72,17 @@ def test_missing_wrong_or_admin_token_is_401_without_detail(mailstore, new_user)
 
 def test_auth_valid_invalid_unknown_and_case(internal, new_user):
     user, password = new_user()
-    assert internal.post("/auth", json={"username": user, "password": password}).json() == {
-        "valid": True,
-        "username": user,
-    }
-    # cached path and the case-insensitive name give the canonical name
+    first = internal.post("/auth", json={"username": user, "password": password}).json()
+    tag = first["credential_tag"]
+    assert first == {"valid": True, "username": user, "credential_tag": tag}
+    assert isinstance(tag, str) and len(tag) == 32
+    # cached path and the case-insensitive name give the canonical name (and the same tag)
     r = internal.post("/auth", json={"username": user.upper(), "password": password})
-    assert r.json() == {"valid": True, "username": user}
+    assert r.json() == {"valid": True, "username": user, "credential_tag": tag}
     for name, pw in ((user, password + "x"), (user, ""), ("nobody-here", password), ("../x", "a")):
         r = internal.post("/auth", json={"username": name, "password": pw})
         assert r.status_code == 200
-        assert r.json() == {"valid": False, "username": None}
+        assert r.json() == {"valid": False, "username": None, "credential_tag": None}
 
 
 def test_auth_body_validation_is_422_json(internal):
@@ -96,10 +96,14 @@ def test_auth_body_validation_is_422_json(internal):
 
 def test_password_change_drops_the_cached_login(admin, internal, new_user):
     user, password = new_user()
-    assert internal.post("/auth", json={"username": user, "password": password}).json()["valid"]
+    before = internal.post("/auth", json={"username": user, "password": password}).json()
+    assert before["valid"]
     assert admin.put(f"/users/{user}/password", json={"password": "new-pass-1"}).status_code == 204
     assert not internal.post("/auth", json={"username": user, "password": password}).json()["valid"]
-    assert internal.post("/auth", json={"username": user, "password": "new-pass-1"}).json()["valid"]
+    after = internal.post("/auth", json={"username": user, "password": "new-pass-1"}).json()
+    assert after["valid"]
+    # the credential tag tells a front end that remembered the old password
+    assert after["credential_tag"] != before["credential_tag"]
 
 
 def test_apop_is_invalid_when_disabled(admin, internal, new_user):
@@ -383,14 +387,15 @@ def test_the_shared_client_speaks_this_api(mailstore, redis_server, new_user):
         redis = aioredis.Redis.from_url(redis_server.url)
         locks = MaildropLocks(redis)
         try:
-            assert await client.verify_password(user, password) == user
+            verified = await client.verify_password(user, password)
+            assert verified is not None and verified.username == user
             assert await client.verify_password(user, "wrong") is None
             assert await client.recipient_exists(user)
             assert not await client.recipient_exists("nobody-y")
             delivery = await client.deliver([user], MESSAGE)
             lease = await locks.acquire(user, 30_000)
             assert lease is not None
-            snap = await client.snapshot(user, lease.token, lease.fence)
+            snap = (await client.snapshot(user, lease.token, lease.fence)).entries
             assert [e.id for e in snap] == [delivery.id]
             async with client.open_message(user, delivery.id) as response:
                 data = b"".join([c async for c in response.aiter_bytes()])

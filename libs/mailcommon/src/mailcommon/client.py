@@ -82,6 +82,23 @@ class SnapshotEntry:
 
 
 @dataclass(frozen=True)
+class Verified:
+    """Credentials the mailstore accepted: the canonical user name, and the account's credential
+    tag (changes whenever its password does; None from a mailstore that does not report it)."""
+
+    username: str
+    credential_tag: str | None = None
+
+
+@dataclass(frozen=True)
+class MailboxSnapshot:
+    """A mailbox's messages in order, and the account's credential tag at that moment."""
+
+    entries: list[SnapshotEntry]
+    credential_tag: str | None = None
+
+
+@dataclass(frozen=True)
 class Delivery:
     """A stored message: its id (the same for every recipient) and its stored size."""
 
@@ -177,23 +194,28 @@ class MailstoreClient:
         except ValueError as exc:
             raise MailstoreUnavailable(response.status, "bad_response", "not JSON", {}) from exc
 
-    async def verify_password(self, username: str, password: str) -> str | None:
-        """The canonical user name when the credentials are right, else None."""
+    async def verify_password(self, username: str, password: str) -> Verified | None:
+        """The account when the credentials are right, else None."""
         response = await self._request(
             "POST", "/auth", json_body={"username": username, "password": password}
         )
-        body = self._json(response)
-        return str(body["username"]) if body.get("valid") else None
+        return self._verified(response)
 
-    async def verify_apop(self, username: str, timestamp: str, digest: str) -> str | None:
-        """The canonical user name when ``digest`` is MD5(timestamp + APOP secret), else None."""
+    async def verify_apop(self, username: str, timestamp: str, digest: str) -> Verified | None:
+        """The account when ``digest`` is MD5(timestamp + APOP secret), else None."""
         response = await self._request(
             "POST",
             "/auth/apop",
             json_body={"username": username, "timestamp": timestamp, "digest": digest},
         )
+        return self._verified(response)
+
+    def _verified(self, response: RawResponse) -> Verified | None:
         body = self._json(response)
-        return str(body["username"]) if body.get("valid") else None
+        if not body.get("valid"):
+            return None
+        tag = body.get("credential_tag")
+        return Verified(str(body["username"]), str(tag) if tag is not None else None)
 
     async def recipient_exists(self, username: str) -> bool:
         """Whether a mailbox ``username`` exists. Raises MailstoreUnavailable when unknowable."""
@@ -209,21 +231,24 @@ class MailstoreClient:
         body = self._json(await self._request("POST", path, content=message))
         return Delivery(id=body["id"], recipients=list(body["recipients"]), size=int(body["size"]))
 
-    async def snapshot(self, username: str, lock_token: str, fence: int) -> list[SnapshotEntry]:
+    async def snapshot(self, username: str, lock_token: str, fence: int) -> MailboxSnapshot:
         """The mailbox's messages in order, registering ``fence`` as the newest holder's."""
         response = await self._request(
             "POST",
             f"/mailboxes/{_segment(username)}/snapshot",
             json_body={"lock_token": lock_token, "fence": fence},
         )
-        return [
+        body = self._json(response)
+        entries = [
             SnapshotEntry(
                 m["id"],
                 int(m["size"]),
                 int(m["stored_size"]) if m.get("stored_size") is not None else None,
             )
-            for m in self._json(response)["messages"]
+            for m in body["messages"]
         ]
+        tag = body.get("credential_tag")
+        return MailboxSnapshot(entries, str(tag) if tag is not None else None)
 
     async def fetch_batch(self, username: str, message_ids: list[str]) -> list[bytes]:
         """Several messages as stored (LF line ends), in one call, in the order asked.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+from dataclasses import dataclass
 
 from mailcommon.logging import get_logger
 from mailcommon.names import USERNAME_RULE, is_valid_username
@@ -13,6 +15,21 @@ from mailstore_api.passwords import MAX_PASSWORD_LENGTH
 from mailstore_api.state import State
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifiedAccount:
+    """An account whose password was just checked, and its credential tag."""
+
+    name: str
+    credential_tag: str
+
+
+def credential_tag(password_hash: str) -> str:
+    """Stands for the account's current password: it changes whenever the stored hash does (a
+    new password, a rehash), so a front end remembering a verified login can tell it is stale.
+    A digest of the salted argon2 hash: it helps no one guess the password."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
 
 
 def check_new_username(username: str) -> None:
@@ -94,8 +111,8 @@ async def delete_user(state: State, username: str, purge: bool) -> None:
     log.info("user deleted", user=username, purge=purge)
 
 
-async def verify_password(state: State, username: str, password: str) -> str | None:
-    """The canonical user name when the credentials are right."""
+async def verify_password(state: State, username: str, password: str) -> VerifiedAccount | None:
+    """The account when the credentials are right."""
     name = username.lower()
     if not is_valid_username(name) or len(password) > MAX_PASSWORD_LENGTH:
         return None
@@ -105,10 +122,11 @@ async def verify_password(state: State, username: str, password: str) -> str | N
     ok = await state.passwords.verify(name, row.password_hash if row else None, password)
     if not ok or row is None:
         return None
-    if state.passwords.needs_rehash(row.password_hash):
-        new_hash = await state.passwords.hash(password)
-        await state.run_io(state.db.set_password, name, new_hash)
-    return name
+    stored_hash = row.password_hash
+    if state.passwords.needs_rehash(stored_hash):
+        stored_hash = await state.passwords.hash(password)
+        await state.run_io(state.db.set_password, name, stored_hash)
+    return VerifiedAccount(name, credential_tag(stored_hash))
 
 
 async def verify_apop(state: State, username: str, timestamp: str, digest: str) -> str | None:

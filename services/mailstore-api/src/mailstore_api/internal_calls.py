@@ -16,9 +16,10 @@ from pydantic import BaseModel, Field
 
 from mailstore_api import accounts
 from mailstore_api.batch import MAX_IDS, BatchMissing, BatchTooLarge, read_batch
+from mailstore_api.db import UserRow
 from mailstore_api.errors import ApiError
 from mailstore_api.fencing import check_lease
-from mailstore_api.maildir import UnknownMailbox
+from mailstore_api.maildir import MessageEntry, UnknownMailbox
 from mailstore_api.state import State
 
 log = get_logger(__name__)
@@ -38,6 +39,11 @@ class ApopRequest(BaseModel):
 class AuthResult(BaseModel):
     valid: bool
     username: str | None
+
+
+class PasswordAuthResult(AuthResult):
+    # Changes whenever the account's password does (accounts.credential_tag).
+    credential_tag: str | None
 
 
 class Recipient(BaseModel):
@@ -85,10 +91,14 @@ def mailbox(state: State, username: str) -> str:
     return username
 
 
-async def auth(state: State, body: AuthRequest) -> AuthResult:
+async def auth(state: State, body: AuthRequest) -> PasswordAuthResult:
     """Verify a user name and password."""
-    name = await accounts.verify_password(state, body.username, body.password)
-    return AuthResult(valid=name is not None, username=name)
+    account = await accounts.verify_password(state, body.username, body.password)
+    if account is None:
+        return PasswordAuthResult(valid=False, username=None, credential_tag=None)
+    return PasswordAuthResult(
+        valid=True, username=account.name, credential_tag=account.credential_tag
+    )
 
 
 async def auth_apop(state: State, body: ApopRequest) -> AuthResult:
@@ -106,17 +116,32 @@ def recipient(state: State, username: str) -> Recipient:
 
 
 async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:
-    """The mailbox's messages, oldest first, for the lease holder: the ``Snapshot`` JSON."""
+    """The mailbox's messages, oldest first, for the lease holder: the ``Snapshot`` JSON, with
+    the account's credential tag (pop3 checks a login it knew from its cache against it)."""
     user = mailbox(state, username)
     highest = await check_lease(state, user, body.lock_token, body.fence)
     try:
-        entries = await state.run_io(state.store.messages, user)
+        entries, row = await state.run_io(_listing, state, user)
     except UnknownMailbox as exc:
         raise unknown_user() from exc
+    if row is None:
+        raise unknown_user()
     # The Snapshot shape, serialized directly: a model per message costs more than the listing.
     messages = [{"id": e.id, "size": e.size_crlf, "stored_size": e.size} for e in entries]
-    data = json.dumps({"messages": messages, "highest_fence": highest}, separators=(",", ":"))
+    data = json.dumps(
+        {
+            "messages": messages,
+            "highest_fence": highest,
+            "credential_tag": accounts.credential_tag(row.password_hash),
+        },
+        separators=(",", ":"),
+    )
     return data.encode()
+
+
+def _listing(state: State, user: str) -> tuple[list[MessageEntry], UserRow | None]:
+    """The messages and the account row, in one worker-thread call."""
+    return state.store.messages(user), state.db.get_user(user)
 
 
 async def message_batch(state: State, username: str, body: BatchRequest) -> Batch:

@@ -3,6 +3,12 @@
 ``login`` is the one path into TRANSACTION: throttle check, credential check at the mailstore,
 the failed-login delay, the maildrop lock, the snapshot (with the stale-fence retry), and only
 then ``+OK``. Refusals never say whether the user exists.
+
+A name and password verified within ``AUTH_CACHE_TTL`` (``Context.logins``) skip the check at the
+mailstore: the throttle is read (a right password is refused while the name or address has used
+up its failures, as on the full path), then the lock and the snapshot are taken, and the
+snapshot's credential tag must still be the one the check returned. Otherwise (the password was
+changed, the account deleted) the entry is dropped, the lock given back, and the full path runs.
 """
 
 from __future__ import annotations
@@ -14,7 +20,13 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 
-from mailcommon.client import LockConflict, MailstoreError, MailstoreUnavailable, NotFound
+from mailcommon.client import (
+    LockConflict,
+    MailstoreError,
+    MailstoreUnavailable,
+    NotFound,
+    Verified,
+)
 from mailcommon.locks import Lease
 from mailcommon.logging import get_logger
 from redis.exceptions import RedisError
@@ -118,13 +130,26 @@ async def _not_failed(s: Session, attempt: Attempt) -> None:
         await s.ctx.throttle.resolve(attempt, failed=False)
 
 
-async def login(s: Session, name: str, verify: Callable[[], Awaitable[str | None]]) -> None:
+async def login(
+    s: Session,
+    name: str,
+    verify: Callable[[], Awaitable[Verified | None]],
+    *,
+    password: str | None = None,
+) -> None:
     """Check the credentials and enter TRANSACTION, answering the client either way.
 
     The attempt is registered as in flight before the check, atomically with the throttle's
     check, so parallel guesses cannot outrun it (:class:`pop3d.throttle.AuthThrottle`).
+    ``password`` (USER/PASS and AUTH PLAIN, not APOP) makes the login cacheable.
     """
     ctx = s.ctx
+    if password is not None:
+        known = ctx.logins.hit(name, password)
+        if known is not None:
+            if await _known_login(s, name, known):
+                return
+            ctx.logins.forget(name)
     try:
         attempt = await ctx.throttle.admit(s.peer_ip, name)
     except REDIS_ERRORS as exc:
@@ -138,30 +163,50 @@ async def login(s: Session, name: str, verify: Callable[[], Awaitable[str | None
         await s.err("[LOGIN-DELAY] too many failed logins, try again later")
         return
     try:
-        user = await verify()
+        account = await verify()
     except MailstoreUnavailable:
         await _not_failed(s, attempt)
         refuse(s, "mailstore_unavailable", name)
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
         return
     except MailstoreError:
-        user = None
+        account = None
     except BaseException:  # cancelled (shutdown): not a failure, and no longer in flight
         await asyncio.shield(_not_failed(s, attempt))
         raise
-    if user is None:
+    if account is None:
         await fail_login(s, name, attempt)
         return
     await _not_failed(s, attempt)
-    await enter_transaction(s, user)
+    if password is not None and account.credential_tag is not None:
+        ctx.logins.remember(name, password, account)
+    await enter_transaction(s, account.username)
+
+
+async def _known_login(s: Session, name: str, known: Verified) -> bool:
+    """A login verified recently: True once answered; False (nothing answered, nothing held)
+    when the full path must decide."""
+    try:
+        if not await s.ctx.throttle.allows(s.peer_ip, name):
+            return False  # the full path refuses it, after the failed-login delay
+    except REDIS_ERRORS:
+        return False  # the full path meets the error too, and answers it
+    answered = await enter_transaction(s, known.username, known.credential_tag)
+    s.stats.cached_login = s.user is not None
+    return answered
 
 
 async def _acquire(s: Session, user: str) -> Lease | None:
     return await s.ctx.locks.acquire(user, s.ctx.settings.lock_ttl_ms)
 
 
-async def enter_transaction(s: Session, user: str) -> None:
-    """Take the maildrop lock, then the snapshot; +OK only once both are held."""
+async def enter_transaction(s: Session, user: str, credential_tag: str | None = None) -> bool:
+    """Take the maildrop lock, then the snapshot; +OK only once both are held.
+
+    With ``credential_tag`` (a login known from the cache), a snapshot of an account whose tag
+    differs, or of no account, gives everything back and returns False without answering.
+    Otherwise the client has its answer and the result is True.
+    """
     ctx = s.ctx
     lease: Lease | None = None
     try:
@@ -169,9 +214,9 @@ async def enter_transaction(s: Session, user: str) -> None:
         if lease is None:
             refuse(s, "in_use", user, verified=True)
             await s.err("[IN-USE] maildrop is locked by another session, try again later")
-            return
+            return True
         try:
-            entries = await ctx.client.snapshot(user, lease.token, lease.fence)
+            snapshot = await ctx.client.snapshot(user, lease.token, lease.fence)
         except LockConflict as exc:
             if exc.code != "stale_fence":
                 raise
@@ -182,31 +227,37 @@ async def enter_transaction(s: Session, user: str) -> None:
             if lease is None:
                 refuse(s, "in_use", user, verified=True)
                 await s.err("[IN-USE] maildrop is locked by another session, try again later")
-                return
-            entries = await ctx.client.snapshot(user, lease.token, lease.fence)
+                return True
+            snapshot = await ctx.client.snapshot(user, lease.token, lease.fence)
     except REDIS_ERRORS as exc:
         await _release_quietly(s, lease)
         refuse(s, "redis_unavailable", user, verified=True)
         log.warning("redis_error", sid=s.sid, error=f"{type(exc).__name__}: {exc}")
         await s.err("[SYS/TEMP] service temporarily unavailable, try again later")
-        return
+        return True
     except NotFound:
         await _release_quietly(s, lease)
+        if credential_tag is not None:
+            return False
         refuse(s, "mailbox_not_found", user, verified=True)
         await s.err("[SYS/PERM] mailbox unavailable")
-        return
+        return True
     except MailstoreError as exc:  # unavailable, lock conflicts twice, anything unexpected
         await _release_quietly(s, lease)
         refuse(s, f"snapshot_failed:{exc.code}", user, verified=True)
         await s.err("[SYS/TEMP] mailbox temporarily unavailable, try again later")
-        return
+        return True
+    if credential_tag is not None and snapshot.credential_tag != credential_tag:
+        await _release_quietly(s, lease)
+        return False
     s.lease = LeaseState(lease)
     ctx.keeper.add(s.lease)
     s.user = user
-    s.snapshot = Snapshot(entries)
+    s.snapshot = Snapshot(snapshot.entries)
     s.state = State.TRANSACTION
     count, size = s.snapshot.stat()
     await s.ok(f"{user}'s maildrop has {count} messages ({size} octets)")
+    return True
 
 
 async def _release_quietly(s: Session, lease: Lease | None) -> None:

@@ -167,7 +167,7 @@ async def cmd_pass(s: Session, arg: bytes) -> None:
     except UnicodeDecodeError:
         await login_failed_early(s, raw_name)
         return
-    await login(s, name, lambda: s.ctx.client.verify_password(name, text))
+    await login(s, name, lambda: s.ctx.client.verify_password(name, text), password=text)
 
 
 async def login_failed_early(s: Session, raw_name: bytes) -> None:
@@ -223,7 +223,7 @@ async def cmd_auth(s: Session, arg: bytes) -> None:
     except SaslError:
         await login_failed_early(s, b"")
         return
-    await login(s, name, lambda: s.ctx.client.verify_password(name, password))
+    await login(s, name, lambda: s.ctx.client.verify_password(name, password), password=password)
 
 
 async def cmd_stls(s: Session, arg: bytes) -> None:

@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from mailcommon.client import MailstoreClient
+from mailcommon.client import MailstoreClient, Verified
 from mailcommon.locks import MaildropLocks
+from mailcommon.logincache import LoginCache
 
 from pop3d.leases import LeaseKeeper
 from pop3d.prefetch import PrefetchBudget
@@ -30,6 +31,8 @@ class Context:
     limiter: ConnectionLimiter
     tls: ssl.SSLContext
     prefetch_budget: PrefetchBudget
+    # Logins verified within AUTH_CACHE_TTL: name as given -> the account (auth.login).
+    logins: LoginCache[Verified]
     # Key of the hash that stands for unverified user names in the logs (auth.user_tag).
     log_key: bytes
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))

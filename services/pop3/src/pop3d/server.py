@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from mailcommon.client import MailstoreClient
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
+from mailcommon.logincache import LoginCache
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -66,6 +67,7 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
             settings.pop3_auth_fail_max_per_user,
         ),
         limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
+        logins=LoginCache(settings.auth_cache_ttl),
         tls=tls,
         prefetch_budget=PrefetchBudget(settings.pop3_prefetch_total),
         log_key=log_key(service_token),
@@ -152,6 +154,7 @@ class Pop3Server:
                     batches=s.stats.batches,
                     deleted=s.stats.deleted,
                     octets=s.stats.octets_sent,
+                    cached_login=s.stats.cached_login,
                     result=s.result,
                     duration_ms=int((time.monotonic() - s.stats.started) * 1000),
                 )

@@ -79,6 +79,7 @@ class SessionStats:
     batches: int = 0  # batch reads from the mailstore
     deleted: int = 0
     octets_sent: int = 0
+    cached_login: bool = False  # the login was known from the login cache
     started: float = field(default_factory=time.monotonic)
 
 

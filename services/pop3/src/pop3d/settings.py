@@ -45,6 +45,10 @@ class Pop3Settings(FrontEndSettings):
     # most 1 MiB per call), and in all the sessions of this process together.
     pop3_prefetch_bytes: int = Field(256 * 1024, ge=0, le=1024 * 1024)
     pop3_prefetch_total: int = Field(32 * 1024 * 1024, ge=0)
+    # Seconds a verified password login is remembered (as an HMAC, in process memory): the same
+    # name and password again then skip the mailstore's check. A password change or a deleted
+    # account ends it at once (the snapshot's credential tag); 0 turns it off.
+    auth_cache_ttl: float = Field(300.0, ge=0.0, le=86400.0)
     # Listen backlog of each listener.
     pop3_backlog: int = Field(1024, ge=1, le=65535)
 

@@ -149,6 +149,12 @@ class AuthThrottle:
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.25)
 
+    async def allows(self, ip: str, user: str) -> bool:
+        """Whether neither this address nor this name has used up its failures in this window
+        (a read, for a password already known to be right: attempts in flight do not matter)."""
+        failed_ip, failed_user = await self._redis.mget(self._keys(ip, user))
+        return int(failed_ip or 0) < self.max_per_ip and int(failed_user or 0) < self.max_per_user
+
     async def resolve(self, attempt: Attempt, *, failed: bool) -> None:
         """The attempt's password was checked (``failed``) or could not be (not a failure)."""
         args = (attempt.id, "1" if failed else "0", self.window * 2)

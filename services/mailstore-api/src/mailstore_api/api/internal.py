@@ -26,6 +26,7 @@ from mailstore_api.internal_calls import (
     ExpungeRequest,
     ExpungeResult,
     LeaseRequest,
+    PasswordAuthResult,
     Recipient,
 )
 from mailstore_api.maildir import UnknownMailbox
@@ -53,10 +54,11 @@ class SnapshotMessage(BaseModel):
 class Snapshot(BaseModel):
     messages: list[SnapshotMessage]
     highest_fence: int
+    credential_tag: str  # changes whenever the account's password does
 
 
 @router.post("/auth")
-async def auth(body: AuthRequest, state: StateDep) -> AuthResult:
+async def auth(body: AuthRequest, state: StateDep) -> PasswordAuthResult:
     """Verify a user name and password."""
     return await calls.auth(state, body)
 
