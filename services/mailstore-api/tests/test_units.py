@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mailcommon.names import is_valid_message_id
 from mailstore_api.apop import ApopSecrets
 from mailstore_api.maildir import LineEndings, base_name, final_name, host_label, message_id_of
-from mailstore_api.passwords import LoginCache
 
 
 def convert(chunks: list[bytes]) -> bytes:
@@ -57,22 +54,6 @@ def test_names_are_valid_ids_and_at_most_70_chars():
         assert name.endswith(f",S={stored},W={stored * 2}")
     assert message_id_of("1.2.h,S=1,W=2:2,S") == "1.2.h,S=1,W=2"
     assert len({base_name("h") for _ in range(1000)}) == 1000
-
-
-def test_login_cache_hits_expires_and_forgets():
-    cache = LoginCache(ttl=0.2)
-    cache.remember("bob", "pw")
-    assert cache.hit("bob", "pw")
-    assert not cache.hit("bob", "pw2")
-    assert not cache.hit("eve", "pw")
-    cache.forget("bob")
-    assert not cache.hit("bob", "pw")
-    cache.remember("bob", "pw")
-    time.sleep(0.25)
-    assert not cache.hit("bob", "pw")
-    off = LoginCache(ttl=0)
-    off.remember("bob", "pw")
-    assert not off.hit("bob", "pw")
 
 
 def test_apop_sealing():

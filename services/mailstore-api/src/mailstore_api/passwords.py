@@ -1,24 +1,23 @@
 """Password hashing (argon2id) and the in-process cache of recently verified logins.
 
 Hashing costs CPU on purpose, so it runs in worker threads behind a small limiter (never on the event
-loop, and never more at once than there are cores to spare). The cache keeps, per user, an HMAC of the
-last password that verified, keyed with a random per-process key, so a POP3 client polling every
-minute costs one argon2 verification per ``ttl`` instead of one per login. See docs/architecture.md,
+loop, and never more at once than there are cores to spare). The cache
+(:class:`mailcommon.logincache.LoginCache`) keeps, per user, an HMAC of the last password that
+verified, keyed with a random per-process key, so a POP3 client polling every minute costs one
+argon2 verification per ``ttl`` instead of one per login. See docs/architecture.md,
 "Password hashing and the login cache".
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
-import time
 
 import anyio
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from mailcommon.logincache import LoginCache
 
 # OWASP's minimum for argon2id: m=19 MiB, t=2, p=1 (about 25 ms per hash on one core).
 HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, hash_len=32, salt_len=16)
@@ -27,43 +26,11 @@ _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
 MAX_PASSWORD_LENGTH = 1024
 
 
-class LoginCache:
-    """username -> (HMAC-SHA256(process key, password), expiry), compared in constant time."""
-
-    def __init__(self, ttl: float) -> None:
-        self._ttl = ttl
-        self._key = secrets.token_bytes(32)
-        self._entries: dict[str, tuple[bytes, float]] = {}
-
-    def _mac(self, password: str) -> bytes:
-        return hmac.new(self._key, password.encode(), hashlib.sha256).digest()
-
-    def hit(self, username: str, password: str) -> bool:
-        entry = self._entries.get(username)
-        if entry is None:
-            return False
-        mac, expires = entry
-        if time.monotonic() >= expires:
-            self._entries.pop(username, None)
-            return False
-        return hmac.compare_digest(mac, self._mac(password))
-
-    def remember(self, username: str, password: str) -> None:
-        if self._ttl <= 0:
-            return
-        if len(self._entries) > 100_000:
-            self._entries.clear()
-        self._entries[username] = (self._mac(password), time.monotonic() + self._ttl)
-
-    def forget(self, username: str) -> None:
-        self._entries.pop(username, None)
-
-
 class Passwords:
     """Hash and verify passwords in worker threads, with the login cache in front."""
 
     def __init__(self, cache_ttl: float) -> None:
-        self.cache = LoginCache(cache_ttl)
+        self.cache: LoginCache[bool] = LoginCache(cache_ttl)
         self._limiter = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2)))
 
     async def hash(self, password: str) -> str:
@@ -77,7 +44,7 @@ class Passwords:
             _verify, stored_hash or _DUMMY_HASH, password, limiter=self._limiter
         )
         if ok and stored_hash is not None:
-            self.cache.remember(username, password)
+            self.cache.remember(username, password, True)
             return True
         return False
 

@@ -37,6 +37,8 @@ from mailstore_api.streaming import stored_message_response
 # anything else; no per-route dependency, which would cost time on the delivery path.
 router = APIRouter(prefix="/internal/v1", tags=["internal"])
 StateDep = Annotated[State, Depends(get_state)]
+# A JSON body over the fast path's limit (mailstore_api.fastroutes) is refused unread.
+TOO_LARGE = "request_too_large: a body larger than the call ever needs"
 
 
 class DeliveryResult(BaseModel):
@@ -57,13 +59,13 @@ class Snapshot(BaseModel):
     credential_tag: str  # changes whenever the account's password does
 
 
-@router.post("/auth")
+@router.post("/auth", responses=documented(413, e413=TOO_LARGE))
 async def auth(body: AuthRequest, state: StateDep) -> PasswordAuthResult:
     """Verify a user name and password."""
     return await calls.auth(state, body)
 
 
-@router.post("/auth/apop")
+@router.post("/auth/apop", responses=documented(413, e413=TOO_LARGE))
 async def auth_apop(body: ApopRequest, state: StateDep) -> AuthResult:
     """Verify an APOP digest (always invalid unless APOP_ENABLED)."""
     return await calls.auth_apop(state, body)
@@ -103,7 +105,9 @@ async def deliver(
 @router.post(
     "/mailboxes/{username}/snapshot",
     response_model=Snapshot,
-    responses=documented(404, 409, 503, e409="lock_not_held / stale_fence (with highest_fence)"),
+    responses=documented(
+        404, 409, 413, 503, e409="lock_not_held / stale_fence (with highest_fence)", e413=TOO_LARGE
+    ),
 )
 async def snapshot(username: str, body: LeaseRequest, state: StateDep) -> Response:
     """The mailbox's messages, oldest first, for the holder of the maildrop lock."""
@@ -133,7 +137,7 @@ async def message(username: str, message_id: str, state: StateDep) -> Response:
             "description": f"the stored bytes of each message, concatenated in order; "
             f"{SIZES_HEADER}: their stored sizes, comma-separated",
         },
-        **documented(404, 413, e413="batch_too_large: more than 1 MiB stored in all"),
+        **documented(404, 413, e413=f"batch_too_large: more than 1 MiB stored in all; {TOO_LARGE}"),
     },
 )
 async def message_batch(username: str, body: BatchRequest, state: StateDep) -> Response:
@@ -151,7 +155,9 @@ async def message_batch(username: str, body: BatchRequest, state: StateDep) -> R
 
 @router.post(
     "/mailboxes/{username}/expunge",
-    responses=documented(404, 409, 503, e409="lock_not_held / stale_fence (with highest_fence)"),
+    responses=documented(
+        404, 409, 413, 503, e409="lock_not_held / stale_fence (with highest_fence)", e413=TOO_LARGE
+    ),
 )
 async def expunge(username: str, body: ExpungeRequest, state: StateDep) -> ExpungeResult:
     """Delete messages for the holder of the maildrop lock; already-gone ids are reported apart."""
