@@ -145,24 +145,36 @@ def test_every_fast_route_is_a_fastapi_route() -> None:
     assert set(ROUTES) <= documented
 
 
+def request(method: str, path: str, query: bytes = b"") -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "query_string": query}
+
+
 def test_match() -> None:
     snapshot = ROUTES[("POST", "/internal/v1/mailboxes/{username}/snapshot")]
-    assert match("POST", "/internal/v1/mailboxes/bob/snapshot") == (snapshot, "bob")
-    assert match("POST", "/internal/v1/mailboxes/{username}/snapshot") == (snapshot, "{username}")
-    assert match("POST", "/internal/v1/auth") == (ROUTES[("POST", "/internal/v1/auth")], "")
-    for method, path in (
-        ("GET", "/internal/v1/auth"),
-        ("POST", "/internal/v1/auth/"),
-        ("POST", "/internal/v1/mailboxes//snapshot"),
-        ("POST", "/internal/v1/mailboxes/bob/snapshot/x"),
-        ("POST", "/internal/v1/mailboxes/bob"),
-        ("GET", "/internal/v1/recipients/"),
-        ("HEAD", "/internal/v1/recipients/bob"),
-        ("GET", "/internal/v1/mailboxes/bob/messages/batch"),
-        ("POST", "/api/v1/mailboxes/bob/snapshot"),
-        ("POST", "/internal/v2/auth"),
+    assert match(request("POST", "/internal/v1/mailboxes/bob/snapshot")) == (snapshot, "bob")
+    literal = request("POST", "/internal/v1/mailboxes/{username}/snapshot")
+    assert match(literal) == (snapshot, "{username}")
+    assert match(request("POST", "/internal/v1/auth")) == (
+        ROUTES[("POST", "/internal/v1/auth")],
+        "",
+    )
+    deliveries = ROUTES[("POST", "/internal/v1/deliveries")]
+    assert match(request("POST", "/internal/v1/deliveries", b"recipient=a")) == (deliveries, "")
+    for method, path, query in (
+        ("GET", "/internal/v1/auth", b""),
+        ("POST", "/internal/v1/auth/", b""),
+        ("POST", "/internal/v1/mailboxes//snapshot", b""),
+        ("POST", "/internal/v1/mailboxes/bob/snapshot/x", b""),
+        ("POST", "/internal/v1/mailboxes/bob", b""),
+        ("GET", "/internal/v1/recipients/", b""),
+        ("HEAD", "/internal/v1/recipients/bob", b""),
+        ("GET", "/internal/v1/mailboxes/bob/messages/batch", b""),
+        ("POST", "/api/v1/mailboxes/bob/snapshot", b""),
+        ("POST", "/internal/v2/auth", b""),
+        ("POST", "/internal/v1/deliveries", b""),  # FastAPI's own 422: no recipient
+        ("POST", "/internal/v1/deliveries", b"recipients=a"),
     ):
-        assert match(method, path) is None, (method, path)
+        assert match(request(method, path, query)) is None, (method, path, query)
 
 
 def test_auth(twice: Twice) -> None:
@@ -331,7 +343,8 @@ def test_snapshot_and_lease_errors(twice: Twice) -> None:
 def test_stale_fence(twice: Twice) -> None:
     user, _, ids = twice.user(1)
     url = twice.store.redis_url
-    high = acquire(url, user)
+    release(url, acquire(url, user))
+    high = acquire(url, user)  # fence 2
     twice.same("POST", f"/internal/v1/mailboxes/{user}/snapshot", json=lease_body(high))
     release(url, high)
     run(_locks(url, lambda _, client: client.delete(f"maildrop:{{{user}}}:fence")))

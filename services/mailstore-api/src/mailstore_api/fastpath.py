@@ -48,7 +48,7 @@ class MailstoreASGI:
         self._expected = b"Bearer " + service_token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = match(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        found = match(scope) if scope["type"] == "http" else None
         if found is None:
             await self.app(scope, receive, send)
             return

@@ -76,6 +76,8 @@ class Route:
     #: The JSON body's model (read up to ``limit`` octets and validated before the handler).
     model: type[BaseModel] | None = None
     limit: int = BODY_LIMIT
+    #: False for a request FastAPI should answer (its own 422 for a missing query parameter).
+    takes: Callable[[Scope], bool] | None = None
 
 
 async def _auth(call: Call) -> Answer:
@@ -116,10 +118,14 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
+def _recipients(scope: Scope) -> list[str]:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "recipient"]
+
+
 async def _deliver(call: Call) -> Answer:
     """The message is the body, streamed; the recipients are in the query string."""
-    query = call.scope.get("query_string", b"").decode("latin-1")
-    recipients = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "recipient"]
+    recipients = _recipients(call.scope)
     length = None
     for name, value in call.scope["headers"]:
         if name == b"content-length":
@@ -135,7 +141,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{_V1}/auth"): Route(_auth, calls.AuthRequest),
     ("POST", f"{_V1}/auth/apop"): Route(_auth_apop, calls.ApopRequest),
     ("GET", f"{_V1}/recipients/{{username}}"): Route(_recipient),
-    ("POST", f"{_V1}/deliveries"): Route(_deliver),
+    ("POST", f"{_V1}/deliveries"): Route(_deliver, takes=lambda scope: bool(_recipients(scope))),
     ("POST", f"{_V1}/mailboxes/{{username}}/snapshot"): Route(_snapshot, calls.LeaseRequest),
     ("POST", f"{_V1}/mailboxes/{{username}}/messages/batch"): Route(_batch, calls.BatchRequest),
     ("POST", f"{_V1}/mailboxes/{{username}}/expunge"): Route(
@@ -144,9 +150,11 @@ ROUTES: dict[tuple[str, str], Route] = {
 }
 
 
-def match(method: str, path: str) -> tuple[Route, str] | None:
-    """The route for ``method`` and the (decoded) ``path``, and the user name in it; None for
-    every other request. A user name is one non-empty segment, as FastAPI's ``{username}``."""
+def match(scope: Scope) -> tuple[Route, str] | None:
+    """The route for an HTTP request, and the user name in its path; None for every request the
+    fast path leaves to FastAPI. A user name is one non-empty segment, as FastAPI's
+    ``{username}`` (of ``scope["path"]``, percent-decoded)."""
+    path: str = scope["path"]
     parts = path.split("/", 5)  # "", "internal", "v1", "mailboxes", "<user>", "snapshot"
     username = ""
     if len(parts) >= 5 and parts[3] in _PER_USER:
@@ -154,5 +162,7 @@ def match(method: str, path: str) -> tuple[Route, str] | None:
         if not username:
             return None
         path = "/".join(parts)
-    route = ROUTES.get((method, path))
-    return None if route is None else (route, username)
+    route = ROUTES.get((scope["method"], path))
+    if route is None or (route.takes is not None and not route.takes(scope)):
+        return None
+    return route, username
