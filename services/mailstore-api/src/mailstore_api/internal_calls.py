@@ -18,7 +18,7 @@ from mailstore_api import accounts
 from mailstore_api.batch import MAX_IDS, BatchMissing, BatchTooLarge, read_batch
 from mailstore_api.db import UserRow
 from mailstore_api.errors import ApiError
-from mailstore_api.fencing import check_lease
+from mailstore_api.fencing import under_lease
 from mailstore_api.maildir import MessageEntry, UnknownMailbox
 from mailstore_api.state import State
 
@@ -119,9 +119,10 @@ async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:
     """The mailbox's messages, oldest first, for the lease holder: the ``Snapshot`` JSON, with
     the account's credential tag (pop3 checks a login it knew from its cache against it)."""
     user = mailbox(state, username)
-    highest = await check_lease(state, user, body.lock_token, body.fence)
     try:
-        entries, row = await state.run_io(_listing, state, user)
+        highest, (entries, row) = await under_lease(
+            state, user, body.lock_token, body.fence, lambda: _listing(state, user)
+        )
     except UnknownMailbox as exc:
         raise unknown_user() from exc
     if row is None:
@@ -140,7 +141,7 @@ async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:
 
 
 def _listing(state: State, user: str) -> tuple[list[MessageEntry], UserRow | None]:
-    """The messages and the account row, in one worker-thread call."""
+    """The messages and the account row (blocking)."""
     return state.store.messages(user), state.db.get_user(user)
 
 
@@ -162,9 +163,10 @@ async def message_batch(state: State, username: str, body: BatchRequest) -> Batc
 async def expunge(state: State, username: str, body: ExpungeRequest) -> ExpungeResult:
     """Delete messages for the lease holder; already-gone ids are reported apart."""
     user = mailbox(state, username)
-    await check_lease(state, user, body.lock_token, body.fence)
     try:
-        deleted, gone = await state.run_io(state.store.delete, user, body.ids)
+        _, (deleted, gone) = await under_lease(
+            state, user, body.lock_token, body.fence, lambda: state.store.delete(user, body.ids)
+        )
     except UnknownMailbox as exc:
         raise unknown_user() from exc
     log.info("expunged", user=user, deleted=len(deleted), already_gone=len(gone))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from fastapi import Request
@@ -18,6 +19,8 @@ from mailstore_api.maildir import MailStore
 from mailstore_api.passwords import Passwords
 from mailstore_api.settings import MailstoreSettings, Tokens
 from mailstore_api.threads import in_thread
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,7 +40,7 @@ class State:
         default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="io")
     )
 
-    async def run_io(self, func: Any, *args: Any) -> Any:
+    async def run_io(self, func: Callable[..., T], *args: Any) -> T:
         """Run blocking ``func(*args)`` in a worker thread."""
         return await in_thread(self.io, func, *args)
 
