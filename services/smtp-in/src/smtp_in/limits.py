@@ -130,16 +130,24 @@ class MeteredReader:
         self._seen = 0
 
     async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        return await self._metered(await self.inner.readuntil(separator))
+        data = await self.inner.readuntil(separator)
+        if self._outgrown(len(data)):
+            await self._grow()
+        return data
 
     async def read(self, n: int = -1) -> bytes:
-        return await self._metered(await self.inner.read(n))
-
-    async def _metered(self, data: bytes) -> bytes:
-        self._seen += len(data)
-        if self._seen * self._budget.MEMORY_FACTOR > self.reserved < self._ceiling:
-            more = self._ceiling - self.reserved
-            if not await self._budget.acquire(more, self._patience):
-                raise BudgetExhausted(f"{self._seen} octets received, {self.reserved} reserved")
-            self.reserved = self._ceiling
+        data = await self.inner.read(n)
+        if self._outgrown(len(data)):
+            await self._grow()
         return data
+
+    def _outgrown(self, octets: int) -> bool:
+        """Count ``octets`` handed over; whether they take the transaction past its reservation
+        (a plain call: this runs for every line of every message)."""
+        self._seen += octets
+        return self._seen * self._budget.MEMORY_FACTOR > self.reserved < self._ceiling
+
+    async def _grow(self) -> None:
+        if not await self._budget.acquire(self._ceiling - self.reserved, self._patience):
+            raise BudgetExhausted(f"{self._seen} octets received, {self.reserved} reserved")
+        self.reserved = self._ceiling
