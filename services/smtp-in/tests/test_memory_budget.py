@@ -12,23 +12,32 @@ from smtp_testlib import Mail, SmtpProcess
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def budgeted(mail: Mail, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpProcess]:
+def smtp_with_budget(
+    mail: Mail, tmp_path_factory: pytest.TempPathFactory, budget: int, size_limit: int
+) -> Iterator[SmtpProcess]:
+    """An smtp-in of its own with this budget and size limit, and a 1 s wait for room."""
     env = {
-        "SMTP_DATA_MEMORY_BUDGET": str(4 * MiB),
+        "SMTP_DATA_MEMORY_BUDGET": str(budget),
         "SMTP_DATA_BUDGET_WAIT": "1",
-        "MAX_MESSAGE_SIZE": str(8 * MiB),
+        "MAX_MESSAGE_SIZE": str(size_limit),
     }
     proc = SmtpProcess(mail.stack, env, tmp_path_factory.mktemp("budget") / "smtp-in.log")
     yield proc
     proc.terminate()
 
 
-def open_data(port: int, user: str, declared: int) -> smtplib.SMTP:
-    """A transaction that has declared its SIZE and is inside DATA (after the 354)."""
+@pytest.fixture
+def budgeted(mail: Mail, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpProcess]:
+    yield from smtp_with_budget(mail, tmp_path_factory, 4 * MiB, 8 * MiB)
+
+
+def open_data(port: int, user: str, declared: int | None) -> smtplib.SMTP:
+    """A transaction inside DATA (after the 354) that declared ``declared`` as its SIZE, or no
+    SIZE when it is None."""
     client = smtplib.SMTP("127.0.0.1", port, timeout=30)
     client.ehlo()
-    assert client.mail("alice@pokey.onl", [f"SIZE={declared}"])[0] == 250
+    options = [] if declared is None else [f"SIZE={declared}"]
+    assert client.mail("alice@pokey.onl", options)[0] == 250
     assert client.rcpt(f"{user}@pokey.onl")[0] == 250
     client.putcmd("data")
     assert client.getreply()[0] == 354
@@ -71,32 +80,14 @@ def test_more_than_the_declared_size_is_refused(mail: Mail, budgeted: SmtpProces
 def roomy(mail: Mail, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpProcess]:
     """A 32 MiB budget: an undeclared message reserves 4 MiB (4 x its first MiB), then 16 MiB
     (4 x the 4 MiB limit); five first steps fit with room for one second step beside them."""
-    env = {
-        "SMTP_DATA_MEMORY_BUDGET": str(32 * MiB),
-        "SMTP_DATA_BUDGET_WAIT": "1",
-        "MAX_MESSAGE_SIZE": str(4 * MiB),
-    }
-    proc = SmtpProcess(mail.stack, env, tmp_path_factory.mktemp("roomy") / "smtp-in.log")
-    yield proc
-    proc.terminate()
-
-
-def open_undeclared_data(port: int, user: str) -> smtplib.SMTP:
-    """A transaction without SIZE at MAIL, inside DATA (after the 354)."""
-    client = smtplib.SMTP("127.0.0.1", port, timeout=30)
-    client.ehlo()
-    assert client.mail("alice@pokey.onl")[0] == 250
-    assert client.rcpt(f"{user}@pokey.onl")[0] == 250
-    client.putcmd("data")
-    assert client.getreply()[0] == 354
-    return client
+    yield from smtp_with_budget(mail, tmp_path_factory, 32 * MiB, 4 * MiB)
 
 
 def test_undeclared_messages_do_not_reserve_the_size_limit(mail: Mail, roomy: SmtpProcess) -> None:
     # Reserving 4 x the 4 MiB limit each, the third would wait for room and get 452.
     bob = mail.add_user()
     started = time.monotonic()
-    clients = [open_undeclared_data(roomy.port, bob) for _ in range(3)]
+    clients = [open_data(roomy.port, bob, None) for _ in range(3)]
     assert time.monotonic() - started < 0.9
     for n, client in enumerate(clients):
         client.send(f"Subject: small {n}\r\n\r\nhello\r\n.\r\n".encode())
@@ -108,7 +99,7 @@ def test_undeclared_messages_do_not_reserve_the_size_limit(mail: Mail, roomy: Sm
 def test_an_undeclared_message_grows_its_reservation(mail: Mail, roomy: SmtpProcess) -> None:
     bob = mail.add_user()
     body = b"Subject: grows\r\n\r\n" + (b"g" * 998 + b"\r\n") * 3000  # 3 MB: 12 MiB reserved
-    client = open_undeclared_data(roomy.port, bob)
+    client = open_data(roomy.port, bob, None)
     client.send(body + b".\r\n")
     assert client.getreply()[0] == 250
     client.quit()
@@ -118,7 +109,7 @@ def test_an_undeclared_message_grows_its_reservation(mail: Mail, roomy: SmtpProc
 
 def test_outgrowing_the_room_left_closes_with_421(mail: Mail, roomy: SmtpProcess) -> None:
     bob = mail.add_user()
-    grower = open_undeclared_data(roomy.port, bob)  # reserves 4 MiB
+    grower = open_data(roomy.port, bob, None)  # reserves 4 MiB
     holders = [open_data(roomy.port, bob, 2_000_000) for _ in range(2)]  # 8.6 MiB each
     # Exactly enough for the last line to take it past its first MiB: 12 MiB more is wanted,
     # 10.7 MiB is left, and everything sent has been read when the server gives up.
@@ -135,7 +126,7 @@ def test_outgrowing_the_room_left_closes_with_421(mail: Mail, roomy: SmtpProcess
         holder.quit()
     assert [m.split(b"\n\n", 1)[1] for m in mail.stored(bob)] == [b"still fine\n"] * 2
     # All of it was given back: a message that needs the second step goes through again.
-    again = open_undeclared_data(roomy.port, bob)
+    again = open_data(roomy.port, bob, None)
     again.send(b"Subject: later\r\n\r\n" + (b"z" * 998 + b"\r\n") * 3000 + b".\r\n")
     assert again.getreply()[0] == 250
     again.quit()

@@ -236,22 +236,26 @@ class SMTPProtocol(SMTP):
         if declared is not None:
             limit = min(limit, declared + declared // 10 + 64 * 1024)
         ceiling = self._budget.cost(limit)
-        first = ceiling if declared is not None else self._budget.cost(DataBudget.FIRST_STEP)
-        first = min(first, ceiling)
+        first = ceiling
+        if declared is None:
+            first = min(ceiling, self._budget.cost(DataBudget.FIRST_STEP))
         if not await self._budget.acquire(first, self._budget_wait, keep=ceiling - first):
             log.warning("data_budget_exhausted", reserved=self._budget.reserved, wanted=first)
             await self.push("452 4.3.1 Insufficient system resources, try again later")
             return
-        reader = MeteredReader(
-            self._reader,
-            self._budget,
-            reserved=first,
-            ceiling=ceiling,
-            patience=self._budget_wait,
-        )
+        meter: MeteredReader | None = None
+        if first < ceiling:
+            # It may grow: aiosmtpd's DATA loop reads only through readuntil() and read(), which
+            # the meter counts. A transaction that reserved all it may send is not metered.
+            meter = MeteredReader(
+                self._reader,
+                self._budget,
+                reserved=first,
+                ceiling=ceiling,
+                patience=self._budget_wait,
+            )
+            self._reader = cast(asyncio.StreamReader, meter)
         full_limit, self.data_size_limit = self.data_size_limit, limit
-        # aiosmtpd's DATA loop reads only through readuntil() and read(), which it meters.
-        self._reader = cast(asyncio.StreamReader, reader)
         self._in_data = True
         self._reset_timeout(self._data_timeout)
         try:
@@ -263,9 +267,10 @@ class SMTPProtocol(SMTP):
             await self.push("421 4.3.1 Insufficient system resources, closing connection")
             self.abort()
         finally:
-            self._reader = reader.inner
+            if meter is not None:
+                self._reader = meter.inner
             self.data_size_limit = full_limit
-            await self._budget.release(reader.reserved)
+            await self._budget.release(first if meter is None else meter.reserved)
             self._in_data = False
             if self.transport is not None:
                 self._reset_timeout()
