@@ -41,28 +41,34 @@ async def serve(responder: Responder) -> tuple[asyncio.Server, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def test_content_length_chunked_and_keepalive() -> None:
-    connections = 0
+class KeepAlive:
+    """A responder answering every request of a connection with ``answer(head, body)``, until the
+    client closes it; counts the connections it was given."""
 
-    async def responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
+    def __init__(self, answer: Callable[[bytes, bytes], bytes]) -> None:
+        self.answer = answer
+        self.connections = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         while True:
             try:
                 head, body = await read_request(reader)
             except asyncio.IncompleteReadError:
                 break
-            if head.startswith(b"GET /chunked"):
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\nT: 1\r\n\r\n"
-                )
-            else:
-                reply = b"echo:" + body
-                writer.write(
-                    b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply)
-                )
+            writer.write(self.answer(head, body))
             await writer.drain()
         writer.close()
+
+
+def test_content_length_chunked_and_keepalive() -> None:
+    def answer(head: bytes, body: bytes) -> bytes:
+        if head.startswith(b"GET /chunked"):
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\nT: 1\r\n\r\n"
+        reply = b"echo:" + body
+        return b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply)
+
+    responder = KeepAlive(answer)
 
     async def main() -> None:
         server, url = await serve(responder)
@@ -82,7 +88,7 @@ def test_content_length_chunked_and_keepalive() -> None:
                 *(client.post("/z", content=str(i).encode()) for i in range(10))
             )
             assert sorted(r.content for r in results) == sorted(b"echo:%d" % i for i in range(10))
-        assert connections <= 2  # kept alive and reused, never more than the limit
+        assert responder.connections <= 2  # kept alive and reused, never more than the limit
         server.close()
 
     asyncio.run(main())
@@ -228,26 +234,18 @@ TIMEOUTS: dict[str, float | None] = {"connect": 1.0, "read": 1.0, "write": 1.0, 
 
 
 def test_raw_requests_share_the_pool_and_read_long_bodies_whole() -> None:
-    connections = 0
     seen: list[bytes] = []
     long_body = b"L" * (STREAM_ABOVE + 10)
 
-    async def responder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        while True:
-            try:
-                head, body = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            seen.append(head)
-            reply = long_body if head.startswith(b"GET /long") else b"echo:" + body
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nX-Sizes: 1,2\r\nContent-Length: %d\r\n\r\n%s"
-                % (len(reply), reply)
-            )
-            await writer.drain()
-        writer.close()
+    def answer(head: bytes, body: bytes) -> bytes:
+        seen.append(head)
+        reply = long_body if head.startswith(b"GET /long") else b"echo:" + body
+        return b"HTTP/1.1 200 OK\r\nX-Sizes: 1,2\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(reply),
+            reply,
+        )
+
+    responder = KeepAlive(answer)
 
     async def main() -> None:
         server, url = await serve(responder)
@@ -264,7 +262,7 @@ def test_raw_requests_share_the_pool_and_read_long_bodies_whole() -> None:
         assert r.body == long_body  # never streamed on this path
         async with httpx.AsyncClient(transport=transport, base_url=url) as client:
             assert (await client.post("/b", content=b"x")).content == b"echo:x"
-        assert connections == 1  # one keep-alive connection served all three
+        assert responder.connections == 1  # one keep-alive connection served all three
         assert seen[0].startswith(b"POST /a?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")
         assert b"\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n" in seen[0]
         server.close()
