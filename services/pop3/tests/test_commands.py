@@ -340,6 +340,24 @@ def test_auth_timeout_disconnects(pop3_factory) -> None:
     r.close()
 
 
+def test_each_command_restarts_the_idle_timer(pop3_factory) -> None:
+    # Commands 0.3 s apart keep a session with a 1 s limit open well past that limit; once the
+    # client stops, the limit runs from its last command.
+    proc = pop3_factory({"POP3_AUTH_TIMEOUT": "1"})
+    r = Raw(proc.port)
+    r.line()
+    started = time.monotonic()
+    while time.monotonic() - started < 3:
+        time.sleep(0.3)
+        assert r.cmd("CAPA") == b"+OK capability list follows"
+        assert b"UIDL" in r.multi()
+    last = time.monotonic()
+    assert r.line() == b"-ERR autologout: idle for too long"
+    assert 0.8 < time.monotonic() - last < 5
+    assert r.closed()
+    r.close()
+
+
 def test_pipelining(stack: Stack, box, raw) -> None:
     user, pw, _ = box
     r = raw()

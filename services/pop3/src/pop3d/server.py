@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from pop3d.auth import end_session_lease, log_key
 from pop3d.commands import dispatch
 from pop3d.context import Context
+from pop3d.idle import IdleTimer
 from pop3d.leases import LeaseKeeper
 from pop3d.prefetch import PrefetchBudget
 from pop3d.prefetch import release as release_prefetch
@@ -74,24 +75,36 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
     )
 
 
+def autologout(s: Session) -> None:
+    """The idle timer expired while waiting for a command: say so and close; the pending read
+    then sees the end of the stream."""
+    farewell = reply(False, "autologout: idle for too long")
+    with contextlib.suppress(Exception):
+        s.writer.write(farewell)
+        s.stats.octets_sent += len(farewell)
+        s.writer.close()
+
+
 async def run_session(s: Session) -> None:
     """Greeting, then one command at a time until QUIT, EOF, timeout or abuse."""
     await s.ok(f"POP3 server ready {s.timestamp}")
-    while not s.closing:
-        try:
-            async with asyncio.timeout(s.timeout):
+    idle = IdleTimer(lambda: autologout(s))
+    try:
+        while not s.closing:
+            idle.arm(s.timeout)
+            try:
                 line = await read_line(s.reader)
-        except TimeoutError:
-            s.result = "timeout"
-            await s.err("autologout: idle for too long")
-            return
-        except LineTooLong:
-            await s.bad("command line too long (255 octets at most)")
-            continue
-        if line is None:
-            s.result = "disconnected"
-            return
-        await dispatch(s, line)
+            except LineTooLong:
+                idle.disarm()
+                await s.bad("command line too long (255 octets at most)")
+                continue
+            idle.disarm()
+            if line is None:
+                s.result = "timeout" if idle.expired else "disconnected"
+                return
+            await dispatch(s, line)
+    finally:
+        idle.cancel()
 
 
 class Pop3Server:

@@ -165,6 +165,9 @@ class Session:
 
     async def drain(self) -> None:
         """Wait for the socket to take what was written, but not forever (slow readers)."""
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+            return  # all sent already: the usual case for a reply, with no timer to set up
         async with asyncio.timeout(self.ctx.settings.pop3_idle_timeout):
             await self.writer.drain()
 
