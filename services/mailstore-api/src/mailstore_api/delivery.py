@@ -18,7 +18,14 @@ from mailcommon.logging import get_logger
 from mailcommon.names import is_valid_username
 
 from mailstore_api.errors import ApiError
-from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
+from mailstore_api.maildir import (
+    LineEndings,
+    MailStore,
+    UnknownMailbox,
+    is_disk_full,
+    write_all,
+    write_synced,
+)
 from mailstore_api.state import State
 from mailstore_api.threads import in_thread
 
@@ -108,13 +115,16 @@ class DeliveryWriter:
         if self._buffered >= SPILL:
             await in_thread(self._executor, self._spill)
 
-    def _spill(self) -> None:
-        if self._fd is None:
-            self._fd, self._tmp = self._store.open_tmp(self._recipients[0])
+    def _take_buffered(self) -> bytes:
         data = b"".join(self._buffer)
         self._buffer.clear()
         self._buffered = 0
-        write_all(self._fd, data)
+        return data
+
+    def _spill(self) -> None:
+        if self._fd is None:
+            self._fd, self._tmp = self._store.open_tmp(self._recipients[0])
+        write_all(self._fd, self._take_buffered())
 
     async def commit(self) -> str:
         """Write the rest, fsync, link into every recipient's new/; returns the message id."""
@@ -124,11 +134,18 @@ class DeliveryWriter:
         return await in_thread(self._executor, self._commit)
 
     def _commit(self) -> str:
-        self._spill()
+        in_memory = self._fd is None
+        if in_memory:
+            self._fd, self._tmp = self._store.open_tmp(self._recipients[0])
+        else:
+            self._spill()
         assert self._fd is not None and self._tmp is not None
         fd, self._fd = self._fd, None
         try:
-            os.fsync(fd)
+            if in_memory:  # a small message: written and made durable in one system call
+                write_synced(fd, self._take_buffered())
+            else:
+                os.fsync(fd)
         finally:
             os.close(fd)
         name = self._store.link_into_new(
