@@ -284,8 +284,11 @@ async def measure(
         r = await load(port, users, c, args.seconds, full_session)
         if pids:
             cpu = cpu_seconds(pids)
+            sessions = max(r.per_s * r.seconds, 1.0)
             used = ", ".join(
-                f"{k} {(cpu[k] - cpu_before.get(k, 0)) / r.seconds * 100:.0f}%" for k in cpu
+                f"{k} {(cpu[k] - cpu_before.get(k, 0)) / r.seconds * 100:.0f}% "
+                f"({(cpu[k] - cpu_before.get(k, 0)) / sessions * 1000:.2f} ms/session)"
+                for k in cpu
             )
             print(f"  {'':16} CPU while measuring: {used}")
         out[f"sessions/s c={c}"] = r.per_s
