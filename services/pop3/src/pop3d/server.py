@@ -79,7 +79,7 @@ def autologout(s: Session) -> None:
     """The idle timer expired while waiting for a command: say so and close; the pending read
     then sees the end of the stream."""
     farewell = reply(False, "autologout: idle for too long")
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OSError, RuntimeError):  # the transport may be gone already
         s.writer.write(farewell)
         s.stats.octets_sent += len(farewell)
         s.writer.close()
