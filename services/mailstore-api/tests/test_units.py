@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +13,6 @@ from mailstore_api.maildir import (
     final_name,
     host_label,
     message_id_of,
-    write_synced,
 )
 
 
@@ -82,15 +78,3 @@ def test_apop_sealing():
 def test_apop_check_rejects_garbage(bad):
     box = ApopSecrets("t" * 40)
     assert not box.check("bob", box.seal("bob", "s"), "<t>", bad)
-
-
-@pytest.mark.parametrize("size", [0, 1, 4096, 3 * 1024 * 1024 + 7])
-def test_write_synced_writes_everything_from_the_start(tmp_path: Path, size: int) -> None:
-    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    path = tmp_path / "message"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        write_synced(fd, data)
-    finally:
-        os.close(fd)
-    assert path.read_bytes() == data

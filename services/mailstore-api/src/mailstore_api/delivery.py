@@ -1,8 +1,9 @@
-"""One delivery: the streamed body converted to LF, spilled to tmp/, fsynced, linked into new/.
+"""One delivery: the streamed body converted to LF, then made durable by the group committer.
 
-Small messages are held in memory until the end and written, fsynced and linked in one worker-thread
-call (one hop off the event loop per delivery); larger ones are spilled to the tmp file every
-``SPILL`` octets, so memory per delivery stays bounded whatever the message size.
+Small messages are held in memory until the end and handed whole to
+:class:`~mailstore_api.committer.GroupCommitter`, which writes, syncs and links them with the
+other deliveries of its batch; larger ones are spilled to a tmp file every ``SPILL`` octets (so
+memory per delivery stays bounded whatever the message size) and handed over as that file.
 """
 
 from __future__ import annotations
@@ -17,15 +18,9 @@ from typing import Any
 from mailcommon.logging import get_logger
 from mailcommon.names import is_valid_username
 
+from mailstore_api.committer import GroupCommitter
 from mailstore_api.errors import ApiError
-from mailstore_api.maildir import (
-    LineEndings,
-    MailStore,
-    UnknownMailbox,
-    is_disk_full,
-    write_all,
-    write_synced,
-)
+from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
 from mailstore_api.state import State
 from mailstore_api.threads import in_thread
 
@@ -66,7 +61,7 @@ async def store_delivery(
     limit = state.settings.max_message_size
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise _too_large(limit)
-    writer = DeliveryWriter(state.store, names, state.io)
+    writer = DeliveryWriter(state.store, names, state.io, state.committer)
     committed = False
     try:
         async for chunk in chunks:
@@ -91,10 +86,17 @@ async def store_delivery(
 class DeliveryWriter:
     """Collects one message for ``recipients``; :meth:`commit` makes it durable, :meth:`abort` not."""
 
-    def __init__(self, store: MailStore, recipients: list[str], executor: ThreadPoolExecutor):
+    def __init__(
+        self,
+        store: MailStore,
+        recipients: list[str],
+        executor: ThreadPoolExecutor,
+        committer: GroupCommitter,
+    ):
         self._store = store
         self._recipients = recipients
         self._executor = executor
+        self._committer = committer
         self._lines = LineEndings()
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -126,33 +128,25 @@ class DeliveryWriter:
             self._fd, self._tmp = self._store.open_tmp(self._recipients[0])
         write_all(self._fd, self._take_buffered())
 
+    def _finish_spill(self) -> None:
+        self._spill()
+        assert self._fd is not None
+        fd, self._fd = self._fd, None
+        os.close(fd)
+
     async def commit(self) -> str:
-        """Write the rest, fsync, link into every recipient's new/; returns the message id."""
+        """Hand the message to the committer: durable in every recipient's new/; its id."""
         tail = self._lines.finish()
         if tail:
             self._buffer.append(tail)
-        return await in_thread(self._executor, self._commit)
-
-    def _commit(self) -> str:
-        in_memory = self._fd is None
-        if in_memory:
-            self._fd, self._tmp = self._store.open_tmp(self._recipients[0])
-        else:
-            self._spill()
-        assert self._fd is not None and self._tmp is not None
-        fd, self._fd = self._fd, None
-        try:
-            if in_memory:  # a small message: written and made durable in one system call
-                write_synced(fd, self._take_buffered())
-            else:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        name = self._store.link_into_new(
-            self._tmp, self._recipients, self._lines.stored, self._lines.stored + self._lines.lfs
+        if self._fd is not None:
+            await in_thread(self._executor, self._finish_spill)
+        tmp, self._tmp = self._tmp, None  # the committer removes it from here on
+        data = b"" if tmp is not None else self._take_buffered()
+        stored = self._lines.stored
+        return await self._committer.commit(
+            self._recipients, stored, stored + self._lines.lfs, data, tmp
         )
-        self._tmp = None
-        return name
 
     async def abort(self) -> None:
         """Remove the tmp file, if any; safe to call at any point and more than once."""

@@ -13,7 +13,6 @@ import random
 import re
 import secrets
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,77 +93,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _Pending:
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.requested = 0  # tickets handed out
-        self.synced = 0  # every ticket up to this one is durable
-        self.running = False
-
-
-class DirSyncer:
-    """Group commit of directory fsyncs: one fsync covers every link made before it started.
-
-    Many deliveries into the same ``new/`` at once need one fsync of the directory each; a thread
-    whose link is already covered by an fsync that started after it waits for that one instead of
-    issuing its own. Fewer system calls, fewer GIL hand-offs, the same guarantee.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dirs: dict[Path, _Pending] = {}
-
-    def sync(self, path: Path) -> None:
-        """Return once everything linked into ``path`` before this call is durable."""
-        with self._lock:
-            pending = self._dirs.get(path)
-            if pending is None:
-                if len(self._dirs) > 10_000:
-                    self._dirs = {p: d for p, d in self._dirs.items() if d.running}
-                pending = self._dirs[path] = _Pending()
-        with pending.cond:
-            pending.requested += 1
-            ticket = pending.requested
-            while pending.synced < ticket:
-                if pending.running:
-                    pending.cond.wait()
-                    continue
-                pending.running = True
-                covers = pending.requested
-                pending.cond.release()
-                try:
-                    fsync_dir(path)
-                finally:
-                    pending.cond.acquire()
-                    pending.running = False
-                    pending.cond.notify_all()
-                pending.synced = max(pending.synced, covers)
-
-
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def write_synced(fd: int, data: bytes) -> None:
-    """Write ``data`` into the new, empty file ``fd`` and make it durable (as ``write`` and then
-    ``fdatasync`` would): one system call, and one GIL hand-off, where the kernel offers
-    ``RWF_DSYNC`` (Linux 4.7); otherwise, or after a short write, the rest and an ``fsync``."""
-    view = memoryview(data)
-    done = 0
-    if view:
-        try:
-            done = os.pwritev(fd, [view], 0, os.RWF_DSYNC)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-        if done == len(view):
-            return
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], done)
-    os.fsync(fd)
 
 
 def is_disk_full(exc: OSError) -> bool:
@@ -211,7 +144,6 @@ class MailStore:
     def __init__(self, root: Path, hostname: str) -> None:
         self.root = root
         self.host = host_label(hostname)
-        self._syncer = DirSyncer()
         root.mkdir(parents=True, exist_ok=True)
 
     def maildir(self, user: str) -> Path:
@@ -279,8 +211,11 @@ class MailStore:
             except FileNotFoundError as exc:
                 raise UnknownMailbox(user) from exc
 
-    def link_into_new(self, tmp_path: Path, users: list[str], stored: int, crlf: int) -> str:
-        """Hard-link the fsynced tmp file into every ``new/``, fsync them, unlink tmp; the id."""
+    def link_into_new(
+        self, tmp_path: Path, users: list[str], stored: int, crlf: int
+    ) -> tuple[str, list[Path]]:
+        """Hard-link the durable tmp file into every ``new/`` under a fresh final name: the name
+        and the links. Neither synced nor is tmp removed: :mod:`mailstore_api.committer` does both."""
         while True:
             name = final_name(base_name(self.host), stored, crlf)
             done: list[Path] = []
@@ -298,11 +233,7 @@ class MailStore:
             except BaseException:
                 _unlink_all(done)
                 raise
-            break
-        for target in done:
-            self._syncer.sync(target.parent)
-        os.unlink(tmp_path)
-        return name
+            return name, done
 
     # -- reading ---------------------------------------------------------------------------------
 

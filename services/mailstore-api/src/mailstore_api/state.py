@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mailstore_api.apop import ApopSecrets
+from mailstore_api.committer import GroupCommitter, VolumeSync
 from mailstore_api.db import Database
 from mailstore_api.maildir import MailStore
 from mailstore_api.passwords import Passwords
@@ -33,6 +34,7 @@ class State:
     apop: ApopSecrets
     redis: aioredis.Redis
     locks: MaildropLocks
+    committer: GroupCommitter
     # The user names, kept in memory: this process is the only writer of the database.
     users: set[str] = field(default_factory=set)
     # Worker threads for file-system and database work (IO_THREADS).
@@ -46,6 +48,7 @@ class State:
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+        await self.run_io(self.committer.stop)
         self.io.shutdown(wait=True)
         self.db.close()
 
@@ -70,6 +73,7 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
         apop=ApopSecrets(tokens.service),
         redis=client,
         locks=MaildropLocks(client),
+        committer=GroupCommitter(store, VolumeSync(store.root)),
     )
     state.users = db.usernames()
     state.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")

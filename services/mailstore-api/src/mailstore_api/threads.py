@@ -17,7 +17,14 @@ T = TypeVar("T")
 
 async def in_thread(executor: ThreadPoolExecutor, func: Callable[..., T], *args: object) -> T:
     """``func(*args)`` in ``executor``; returns (or raises) only once it has finished."""
-    future = asyncio.get_running_loop().run_in_executor(executor, func, *args)
+    return await wait_through_cancel(
+        asyncio.get_running_loop().run_in_executor(executor, func, *args)
+    )
+
+
+async def wait_through_cancel(future: asyncio.Future[T]) -> T:
+    """The outcome of ``future``, which a cancellation of the caller does not cut short: the
+    caller still waits for it, then the cancellation is re-raised."""
     cancelled = False
     while True:
         try:
