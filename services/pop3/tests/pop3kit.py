@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from mailstack.ports import free_port, tcp_ready
+from mailstack.ports import free_port, settle_logs, tcp_ready
 from mailstack.stack import Stack
 
 HOST = "127.0.0.1"
@@ -38,6 +38,7 @@ class Pop3Proc:
         return self.popen.pid
 
     def logs(self) -> str:
+        settle_logs()
         return self.log_path.read_text(errors="replace")
 
 

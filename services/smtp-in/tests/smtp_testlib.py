@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailstack.ports import free_port, tcp_ready, wait_until
+from mailstack.ports import free_port, settle_logs, tcp_ready, wait_until
 from mailstack.stack import Stack
 
 DOMAINS = "pokey.onl,example.test"
@@ -119,6 +119,7 @@ class SmtpProcess:
         wait_until(ready, 20, "smtp-in")
 
     def logs(self) -> str:
+        settle_logs()
         return self.log_path.read_text(errors="replace")
 
     def terminate(self, timeout: float = 20) -> int:

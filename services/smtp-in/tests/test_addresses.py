@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from smtp_in.addresses import check_recipient, check_sender, normalize_domain
+from smtp_in.protocol import SMTPProtocol
 
 LOCAL = frozenset({"pokey.onl", "example.test", "xn--bcher-kva.test"})
 
@@ -104,3 +111,34 @@ def test_sender_rules() -> None:
 )
 def test_normalize_domain(given: str, expected: str | None) -> None:
     assert normalize_domain(given) == expected
+
+
+class _Limits:
+    """What aiosmtpd's ``_getaddr`` reads of its instance."""
+
+    def __init__(self, local_part_limit: int) -> None:
+        self.local_part_limit = local_part_limit
+
+
+ADDRESS_LIKE = st.text(alphabet=st.sampled_from('<>@."\\ :,;()[]a-zA-Z0é+\x00'), max_size=40)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    arg=st.one_of(
+        ADDRESS_LIKE,
+        st.builds(lambda a, r: f"<{a}>{r}", ADDRESS_LIKE, ADDRESS_LIKE),
+        st.sampled_from(["", "<>", "<bob@pokey.onl> SIZE=10", "bob@pokey.onl", "<@a,@b:c@d>"]),
+    ),
+    limit=st.sampled_from([0, 5, 64]),
+)
+def test_our_address_parse_is_aiosmtpds(arg: str, limit: int) -> None:
+    def outcome(parse: Callable[[], object]) -> object:
+        try:
+            return parse()
+        except Exception as exc:  # the email parser's own slips (IndexError) on odd input
+            return type(exc)
+
+    ours = outcome(lambda: SMTPProtocol._getaddr(cast(SMTPProtocol, _Limits(limit)), arg))
+    theirs = outcome(lambda: SMTP._getaddr(cast(SMTP, _Limits(limit)), arg))
+    assert ours == ((None, None) if theirs is IndexError else theirs)

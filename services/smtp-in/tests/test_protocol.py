@@ -110,6 +110,17 @@ def test_every_reply_has_an_enhanced_code(mail: Mail) -> None:
     assert mail.stored(bob) == []  # the over-long message was not stored
 
 
+@pytest.mark.parametrize("address", [b"<a@", b"a@", b"<@", b"<"])
+def test_an_address_the_parser_trips_over_is_a_syntax_error(mail: Mail, address: bytes) -> None:
+    raw = Raw(mail.smtp_port)
+    raw.cmd(b"EHLO client.test")
+    assert raw.cmd(b"MAIL FROM:" + address) == b"553 5.1.3 Error: malformed address"
+    assert raw.cmd(b"MAIL FROM:<alice@pokey.onl>") == b"250 2.1.0 Ok"
+    assert raw.cmd(b"RCPT TO:" + address) == b"553 5.1.3 Error: malformed address"
+    assert raw.cmd(b"QUIT") == b"221 2.0.0 Bye"
+    raw.close()
+
+
 def test_size_declared_at_mail(mail: Mail) -> None:
     with smtplib.SMTP("127.0.0.1", mail.smtp_port) as client:
         client.ehlo()

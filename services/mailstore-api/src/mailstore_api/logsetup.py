@@ -1,21 +1,11 @@
-"""Logging set-up: mailcommon's JSON lines, written through a buffer flushed a few times a second.
-
-The standard library's StreamHandler flushes after every record: one ``write`` system call per
-request on the event loop thread, where each system call gives the GIL away to the worker threads
-doing fsyncs and costs up to a switch interval to get it back. Buffering makes that a few writes
-per second. The price: a process killed with SIGKILL loses at most ``interval`` seconds of log
-lines; a normal exit flushes.
-"""
+"""Logging set-up of the mailstore: mailcommon's buffered JSON lines, and a lean access line."""
 
 from __future__ import annotations
 
-import atexit
 import datetime
 import io
 import json
 import logging
-import sys
-import threading
 from typing import Any
 
 import structlog
@@ -25,49 +15,12 @@ _access = get_logger("mailstore_api.access")
 _fast: tuple[logging.Handler, io.TextIOBase] | None = None
 
 
-class _DeferredFlush(io.TextIOWrapper):
-    """A text stream whose ``flush`` does nothing; :meth:`really_flush` writes the buffer out."""
-
-    def flush(self) -> None:
-        pass
-
-    def really_flush(self) -> None:
-        super().flush()
-
-
-def setup_logging(level: str, fmt: str, interval: float = 0.2) -> None:
-    """mailcommon's logging for ``mailstore-api``, with the stdout handler buffered."""
-    configure_logging("mailstore-api", level, fmt)
-    stream = _DeferredFlush(
-        io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "w", closefd=False), 1 << 16),
-        encoding="utf-8",
-        line_buffering=False,
-        write_through=False,
-    )
-    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
-    for handler in handlers:
-        handler.setStream(stream)
+def setup_logging(level: str, fmt: str) -> None:
+    """mailcommon's logging for ``mailstore-api``; JSON access lines skip structlog."""
+    handler = configure_logging("mailstore-api", level, fmt)
     global _fast
-    if fmt == "json" and len(handlers) == 1:
-        _fast = (handlers[0], stream)
-
-    def flush() -> None:
-        for handler in handlers:
-            handler.acquire()
-            try:
-                stream.really_flush()
-            except (OSError, ValueError):
-                pass
-            finally:
-                handler.release()
-
-    def flusher() -> None:
-        while True:
-            threading.Event().wait(interval)
-            flush()
-
-    threading.Thread(target=flusher, name="log-flush", daemon=True).start()
-    atexit.register(flush)
+    if fmt == "json":
+        _fast = (handler, handler.stream)
 
 
 def access_line(fields: dict[str, Any]) -> None:

@@ -56,3 +56,13 @@ def wait_until(probe: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
         time.sleep(0.05)
+
+
+#: The services write their log output every 0.2 s (``mailcommon.logging.FLUSH_INTERVAL``);
+#: after this long, every line logged before a read has reached the log.
+LOG_SETTLE = 0.5
+
+
+def settle_logs() -> None:
+    """Wait until every line the services logged so far has been written out."""
+    time.sleep(LOG_SETTLE)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from mailstack.ports import free_port, http_ok, tcp_ready, wait_until
+from mailstack.ports import free_port, http_ok, settle_logs, tcp_ready, wait_until
 from mailstack.running import Running
 
 ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3")
@@ -258,6 +258,7 @@ class Stack(Running):
         return (self.secrets_dir / relative).read_bytes()
 
     def logs(self, name: str) -> str:
-        """What ``name`` has written so far."""
+        """What ``name`` has logged so far (once its buffered output is written out)."""
+        settle_logs()
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
