@@ -146,7 +146,7 @@ class GroupCommitter:
                     if delivery.error is None and not delivery.durable:
                         delivery.fail(exc)
             self.batches += 1
-            batch[0].future.get_loop().call_soon_threadsafe(_settle, batch)
+            _answer(batch)
         self._refuse_the_rest()
 
     def _refuse_the_rest(self) -> None:
@@ -158,7 +158,7 @@ class GroupCommitter:
                 return
             if delivery is not None:
                 delivery.fail(RuntimeError("the mailstore is stopping"))
-                delivery.future.get_loop().call_soon_threadsafe(_settle, [delivery])
+                _answer([delivery])
 
     def _commit(self, batch: list[Delivery]) -> None:
         live = [d for d in batch if self._write(d)]
@@ -208,6 +208,14 @@ class GroupCommitter:
             log.error("volume sync failed", error=str(exc), deliveries=len(live))
             for delivery in live:
                 delivery.fail(exc)
+
+
+def _answer(batch: list[Delivery]) -> None:
+    """From the committer thread: have the event loop settle ``batch`` (one wake-up)."""
+    try:
+        batch[0].future.get_loop().call_soon_threadsafe(_settle, batch)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        log.warning("deliveries answered after the event loop closed", deliveries=len(batch))
 
 
 def _settle(batch: list[Delivery]) -> None:
