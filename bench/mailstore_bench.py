@@ -7,6 +7,10 @@ creates the recipients, then for each concurrency level runs, side by side:
 - ``direct``: a minimal script doing the same Maildir writes itself, in threads:
               open tmp/ O_EXCL, write, fsync, link into new/, fsync new/, unlink tmp.
 
+The files and links are the same; the syncs are not: the mailstore group-commits (one syncfs for
+the files and one for the links of every delivery waiting, see docs/architecture.md), the minimal
+script syncs each message on its own, as a writer without a server around it would.
+
 Prints deliveries/s, p50 and p99 latency and the ratio api/direct. fsync is always on.
 
     uv run python bench/mailstore_bench.py [--seconds 5] [--concurrency 1 50] [--size 4096]

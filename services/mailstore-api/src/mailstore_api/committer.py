@@ -6,7 +6,7 @@ many deliveries at once a worker thread per message, each contending for the GIL
 loop. Instead, one thread takes every delivery waiting (up to :data:`MAX_BATCH`) and:
 
 1. writes each in-memory message into a new file in its first recipient's ``tmp/`` (a spilled
-   message is already there);
+   message is already there, its data flushed by its own worker thread);
 2. makes all those files durable with one ``syncfs(2)`` of the volume;
 3. hard-links each into every recipient's ``new/`` under its final name;
 4. makes all the links durable with a second ``syncfs(2)``;

@@ -129,10 +129,15 @@ class DeliveryWriter:
         write_all(self._fd, self._take_buffered())
 
     def _finish_spill(self) -> None:
+        """Write the rest and flush the data here, in this delivery's own worker thread, so the
+        committer's shared syncfs does not make a whole batch wait for megabytes of one message."""
         self._spill()
         assert self._fd is not None
         fd, self._fd = self._fd, None
-        os.close(fd)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     async def commit(self) -> str:
         """Hand the message to the committer: durable in every recipient's new/; its id."""
