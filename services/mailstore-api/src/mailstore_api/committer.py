@@ -103,7 +103,7 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
         self._thread.start()
-        self.batches = 0  # batches committed, for tests and logs
+        self.batches = 0  # batches committed so far: how many syncs the deliveries shared
 
     async def commit(
         self, recipients: list[str], stored: int, crlf: int, data: bytes, tmp: Path | None
