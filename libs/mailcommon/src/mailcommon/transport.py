@@ -191,8 +191,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             try:
                 conn.writer.writelines(payload)
-                async with asyncio.timeout(timeouts.get("write")):
-                    await conn.writer.drain()
+                transport = conn.writer.transport
+                # Mostly the socket took the whole request at once: no drain, and no timer for it.
+                if transport.is_closing() or transport.get_write_buffer_size():
+                    async with asyncio.timeout(timeouts.get("write")):
+                        await conn.writer.drain()
             except TimeoutError as exc:
                 raise httpx.WriteTimeout("writing to the mailstore") from exc
             except OSError as exc:
