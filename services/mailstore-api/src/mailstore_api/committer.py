@@ -26,7 +26,6 @@ its file system with heavy writers of other data (see docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import errno
 import os
@@ -38,7 +37,7 @@ from pathlib import Path
 
 from mailcommon.logging import get_logger
 
-from mailstore_api.maildir import MailStore, write_all
+from mailstore_api.maildir import MailStore, unlink_all, write_all
 from mailstore_api.threads import wait_through_cancel
 
 #: At most this many deliveries per batch (in-memory messages are at most 256 KiB each).
@@ -87,9 +86,7 @@ class Delivery:
     def fail(self, exc: BaseException) -> None:
         """Record ``exc`` and remove whatever this delivery left on the volume."""
         self.error = exc
-        for path in [*self.links, *([self.tmp] if self.tmp else [])]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        unlink_all([*self.links, *([self.tmp] if self.tmp else [])])
         self.links = []
         self.tmp = None
 
@@ -161,20 +158,13 @@ class GroupCommitter:
                 _answer([delivery])
 
     def _commit(self, batch: list[Delivery]) -> None:
-        live = [d for d in batch if self._write(d)]
-        if live:
-            self._sync_or_fail(live)
-        live = [d for d in live if d.error is None and self._link(d)]
-        if live:
-            self._sync_or_fail(live)
-        for delivery in live:
-            if delivery.error is None:
-                assert delivery.tmp is not None
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(delivery.tmp)  # not synced: a leftover is swept at start-up
-                delivery.tmp = None
-                delivery.links = []
-                delivery.durable = True
+        written = self._synced([d for d in batch if self._write(d)])
+        linked = self._synced([d for d in written if self._link(d)])
+        unlink_all([d.tmp for d in linked if d.tmp])  # not synced: a leftover is swept at start-up
+        for delivery in linked:
+            delivery.tmp = None
+            delivery.links = []
+            delivery.durable = True
 
     def _write(self, delivery: Delivery) -> bool:
         if delivery.tmp is not None:
@@ -201,13 +191,18 @@ class GroupCommitter:
             return False
         return True
 
-    def _sync_or_fail(self, live: list[Delivery]) -> None:
+    def _synced(self, live: list[Delivery]) -> list[Delivery]:
+        """``live`` once one sync made it durable; none, every one failed, when the sync fails."""
+        if not live:
+            return live
         try:
             self._sync()
         except OSError as exc:
             log.error("volume sync failed", error=str(exc), deliveries=len(live))
             for delivery in live:
                 delivery.fail(exc)
+            return []
+        return live
 
 
 def _answer(batch: list[Delivery]) -> None:

@@ -225,13 +225,13 @@ class MailStore:
                     os.link(tmp_path, target)
                     done.append(target)
             except FileExistsError:
-                _unlink_all(done)
+                unlink_all(done)
                 continue
             except FileNotFoundError as exc:
-                _unlink_all(done)
+                unlink_all(done)
                 raise UnknownMailbox(str(exc.filename)) from exc
             except BaseException:
-                _unlink_all(done)
+                unlink_all(done)
                 raise
             return name, done
 
@@ -314,7 +314,8 @@ class MailStore:
         return deleted, gone
 
 
-def _unlink_all(paths: list[Path]) -> None:
+def unlink_all(paths: list[Path]) -> None:
+    """Remove ``paths``; those already gone are no error."""
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
