@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from mailcommon.streams import drain_within
+
 MAX_HEADER_LINE = 64 * 1024
 MAX_HEADERS = 100
 #: Bodies with a Content-Length above this are streamed, not read whole.
@@ -191,11 +193,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             try:
                 conn.writer.writelines(payload)
-                transport = conn.writer.transport
-                # Mostly the socket took the whole request at once: no drain, and no timer for it.
-                if transport.is_closing() or transport.get_write_buffer_size():
-                    async with asyncio.timeout(timeouts.get("write")):
-                        await conn.writer.drain()
+                await drain_within(conn.writer, timeouts.get("write"))
             except TimeoutError as exc:
                 raise httpx.WriteTimeout("writing to the mailstore") from exc
             except OSError as exc:

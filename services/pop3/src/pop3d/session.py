@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from mailcommon.client import SnapshotEntry
 from mailcommon.locks import Lease
+from mailcommon.streams import drain_within
 
 from pop3d.protocol import reply
 
@@ -165,11 +166,7 @@ class Session:
 
     async def drain(self) -> None:
         """Wait for the socket to take what was written, but not forever (slow readers)."""
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() == 0 and not transport.is_closing():
-            return  # all sent already: the usual case for a reply, with no timer to set up
-        async with asyncio.timeout(self.ctx.settings.pop3_idle_timeout):
-            await self.writer.drain()
+        await drain_within(self.writer, self.ctx.settings.pop3_idle_timeout)
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
