@@ -32,12 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from mailstack.ports import free_port
 
 
 def make_message(size: int) -> bytes:

@@ -21,14 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+from mailstack.ports import free_port
 
 LIMIT = 300_000  # MAX_MESSAGE_SIZE of the shared mailstore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

@@ -2,19 +2,67 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
+
+#: ``free_port`` picks from here up to the start of the kernel's ephemeral range.
+LOWEST_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives to outgoing connections (Linux's default when unknown)."""
+    try:
+        low, high = _EPHEMERAL_RANGE.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _kernel_choice(host: str) -> int:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing uses now and that no outgoing connection will take later.
+
+    The port is picked below the kernel's ephemeral range: a port from that range (what binding
+    to port 0 returns) can become the source port of any connection made before the service
+    binds it, and the service then fails with "address already in use". This process never
+    hands out the same port twice.
+    """
+    low, _ = ephemeral_range()
+    if low - LOWEST_PORT < 1000:  # the kernel keeps (nearly) every port for outgoing connections
+        return _kernel_choice(host)
+    candidates = range(LOWEST_PORT, low)
+    for _attempt in range(200):
+        port = random.choice(candidates)
+        if port not in _handed_out and _bindable(host, port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port on {host} in {candidates.start}-{candidates.stop - 1}")
 
 
 def tcp_ready(host: str, port: int) -> bool:
