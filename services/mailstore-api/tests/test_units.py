@@ -7,13 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mailcommon.names import is_valid_message_id
 from mailstore_api.apop import ApopSecrets
-from mailstore_api.maildir import (
-    LineEndings,
-    base_name,
-    final_name,
-    host_label,
-    message_id_of,
-)
+from mailstore_api.maildir import LineEndings, base_name, final_name, host_label, message_id_of
 
 
 def convert(chunks: list[bytes]) -> bytes:

@@ -11,9 +11,9 @@ from mailstack.ports import LOWEST_PORT, ephemeral_range, free_port
 
 def test_ports_lie_below_the_ephemeral_range_and_are_never_repeated() -> None:
     low, _ = ephemeral_range()
-    ports = [free_port() for _ in range(300)]
-    assert all(LOWEST_PORT <= port < low for port in ports)
-    assert len(set(ports)) == len(ports)
+    handed = [free_port() for _ in range(300)]
+    assert all(LOWEST_PORT <= port < low for port in handed)
+    assert len(set(handed)) == len(handed)
 
 
 def test_a_handed_out_port_can_be_listened_on() -> None:

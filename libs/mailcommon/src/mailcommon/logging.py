@@ -17,6 +17,7 @@ import io
 import logging
 import sys
 import threading
+import time
 from typing import Any
 
 import structlog
@@ -54,9 +55,8 @@ def _buffered_stdout(handler: logging.StreamHandler[Any]) -> _DeferredFlush:
             handler.release()
 
     def flusher() -> None:
-        pause = threading.Event()
         while True:
-            pause.wait(FLUSH_INTERVAL)
+            time.sleep(FLUSH_INTERVAL)
             flush()
 
     threading.Thread(target=flusher, name="log-flush", daemon=True).start()

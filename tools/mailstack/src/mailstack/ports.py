@@ -10,6 +10,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from mailcommon.logging import FLUSH_INTERVAL
+
 #: ``free_port`` picks from here up to the start of the kernel's ephemeral range.
 LOWEST_PORT = 10_000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -25,24 +27,16 @@ def ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+def _bind(host: str, port: int) -> int | None:
+    """Bind ``host:port`` for a moment (port 0: the kernel's choice); the port, or None if taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
         except OSError:
-            return False
-        return True
-
-
-def _kernel_choice(host: str) -> int:
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+            return None
+        bound: int = sock.getsockname()[1]
+        return bound
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -54,12 +48,11 @@ def free_port(host: str = "127.0.0.1") -> int:
     hands out the same port twice.
     """
     low, _ = ephemeral_range()
-    if low - LOWEST_PORT < 1000:  # the kernel keeps (nearly) every port for outgoing connections
-        return _kernel_choice(host)
-    candidates = range(LOWEST_PORT, low)
+    # When the kernel keeps (nearly) every port for outgoing connections: its choice (port 0).
+    candidates = range(LOWEST_PORT, low) if low - LOWEST_PORT >= 1000 else range(1)
     for _attempt in range(200):
-        port = random.choice(candidates)
-        if port not in _handed_out and _bindable(host, port):
+        port = _bind(host, random.choice(candidates))
+        if port is not None and port not in _handed_out:
             _handed_out.add(port)
             return port
     raise RuntimeError(f"no free port on {host} in {candidates.start}-{candidates.stop - 1}")
@@ -106,9 +99,9 @@ def wait_until(probe: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-#: The services write their log output every 0.2 s (``mailcommon.logging.FLUSH_INTERVAL``);
-#: after this long, every line logged before a read has reached the log.
-LOG_SETTLE = 0.5
+#: The services write their log output every ``FLUSH_INTERVAL`` seconds; after this long, every
+#: line logged before a read has reached the log.
+LOG_SETTLE = 2 * FLUSH_INTERVAL + 0.1
 
 
 def settle_logs() -> None:
