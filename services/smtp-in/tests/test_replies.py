@@ -25,6 +25,10 @@ from smtp_in.protocol import with_enhanced_code
         ("550 5.7.1 Relay access denied", "550 5.7.1 Relay access denied"),
         ("502 EXPN not implemented", "502 5.5.1 EXPN not implemented"),
         ("599 odd", "599 5.0.0 odd"),
+        (
+            '500 Error: command "X\x00\x1b" not recognized',
+            "500 5.5.1 Error: command not recognized",
+        ),
         ("354 End data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"),
     ],
 )

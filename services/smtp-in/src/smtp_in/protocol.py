@@ -4,12 +4,32 @@ What this adds to aiosmtpd:
 
 - connection limits: beyond the global or per-address limit the client gets ``421 4.7.0`` and the
   connection is closed before the handler ever sees it;
-- an idle timeout between commands and a separate inactivity timeout while message data flows;
+- an idle timeout between commands and a separate inactivity timeout while message data flows,
+  each ending with ``421 4.4.2``;
+- a command line with a NUL octet is refused, ``501 5.5.2``, whatever the verb;
 - an RFC 3463 enhanced status code on every reply (RFC 2034: all but the greeting and the
   HELO/EHLO replies), rewriting the few aiosmtpd replies that lack one;
 - graceful shutdown: once the server drains, a new transaction gets ``421 4.3.2`` while the
   transactions already started run to their end;
+- every ``421`` reply closes the connection (aiosmtpd 1.4.6 closes only after its own);
 - one log line per refusal, with the session id bound through structlog's context variables.
+
+The checks run in an override of each ``smtp_<VERB>`` method (aiosmtpd's documented extension
+point); ``tests/test_protocol.py`` fails when aiosmtpd has a verb this class does not override.
+aiosmtpd is pinned exactly (``pyproject.toml``). What this module still uses of aiosmtpd that is not
+its public API, each guarded by a test that fails when aiosmtpd changes it:
+
+- ``_getaddr`` is overridden: measured, aiosmtpd's creates a ``typing.Protocol`` class on every call
+  (about 5 % of smtp-in's CPU per message); ``tests/test_addresses.py`` fails when aiosmtpd's
+  differs from ours (or is gone), ``tests/test_protocol.py`` (``<a@`` refused as malformed) when
+  MAIL and RCPT stop going through ours;
+- ``_reader`` (the connection's ``StreamReader``) is swapped for a :class:`MeteredReader` during
+  DATA, which grows the DATA memory reservation as octets arrive (aiosmtpd's DATA loop reads only
+  through it); ``tests/test_memory_budget.py`` (an undeclared message outgrowing the room left is
+  closed with a 421) fails when aiosmtpd reads message data elsewhere.
+
+aiosmtpd's own timer (``timeout=``) is set so far off that it never fires: ours, armed at every
+command and every octet of message data, closes with a ``421``.
 """
 
 from __future__ import annotations
@@ -20,10 +40,10 @@ import functools
 import re
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from typing import AnyStr, cast
+from typing import Any, AnyStr, TypeVar, cast
 
 import structlog
 from aiosmtpd.smtp import SMTP, syntax
@@ -75,8 +95,19 @@ _ENHANCED_BY_CODE = {
 }
 
 
+# aiosmtpd's reply to an unknown verb repeats the verb, control characters and all: not ours.
+_UNKNOWN_COMMAND = re.compile(r'500 Error: command ".*" not recognized', re.DOTALL)
+_NUL_REPLY = "501 5.5.2 Syntax error: NUL octet in command line"
+_SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, try again later"
+_TIMEOUT_REPLY = "421 4.4.2 Timeout exceeded, closing connection"
+# aiosmtpd's own timeout, never reached: our timer (idle or DATA) closes first, with a 421.
+_LIBRARY_TIMEOUT = 10 * 365 * 24 * 3600.0
+
+
 def with_enhanced_code(reply: str) -> str:
     """``reply`` with an RFC 3463 status code after the reply code (unchanged if it has one)."""
+    if _UNKNOWN_COMMAND.fullmatch(reply):
+        return "500 5.5.1 Error: command not recognized"
     reply = _REWRITES.get(reply, reply)
     if _HAS_ENHANCED.match(reply):
         return reply
@@ -86,6 +117,34 @@ def with_enhanced_code(reply: str) -> str:
     code, sep, text = match.groups()
     enhanced = _ENHANCED_BY_CODE.get(code, f"{code[0]}.0.0")
     return f"{code}{sep}{enhanced} {text}".rstrip()
+
+
+_Verb = TypeVar("_Verb", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def _command(method: _Verb) -> _Verb:
+    """``smtp_<VERB>``: aiosmtpd's (or our) ``method`` behind our checks for every command.
+
+    A NUL octet refuses the line; while the server drains, anything but QUIT outside a transaction
+    gets the 421 that closes; the idle timer restarts (as aiosmtpd's does, at every known verb)."""
+    verb = method.__name__.removeprefix("smtp_")
+
+    @functools.wraps(method)  # keeps aiosmtpd's @syntax attributes for HELP
+    async def run(self: SMTPProtocol, arg: str | None) -> None:
+        self._arm_timer(self._idle_timeout)
+        self._command = verb
+        try:
+            if arg is not None and "\0" in arg:
+                await self.push(_NUL_REPLY)
+            elif self._registry.draining and verb != "QUIT" and not self._in_transaction():
+                await self.push(_SHUTDOWN_REPLY)
+            else:
+                self._busy = True
+                await method(self, arg)
+        finally:
+            self._command, self._busy = None, False
+
+    return cast(_Verb, run)
 
 
 class SMTPProtocol(SMTP):
@@ -111,7 +170,7 @@ class SMTPProtocol(SMTP):
             ident="ESMTP",
             tls_context=tls_context,
             require_starttls=False,
-            timeout=settings.smtp_idle_timeout,
+            timeout=_LIBRARY_TIMEOUT,
             auth_require_tls=True,
             auth_exclude_mechanism=["LOGIN", "PLAIN"],
             loop=loop,
@@ -121,7 +180,9 @@ class SMTPProtocol(SMTP):
         self._registry = registry
         self._budget = budget
         self._budget_wait = settings.smtp_data_budget_wait
+        self._idle_timeout = settings.smtp_idle_timeout
         self._data_timeout = settings.smtp_data_timeout
+        self._timer: asyncio.TimerHandle | None = None
         self.session_id = secrets.token_hex(6)
         self._ip = "unknown"
         self._registered = False
@@ -132,12 +193,9 @@ class SMTPProtocol(SMTP):
         self._command: str | None = None
         # Set by the handler when it has logged the outcome of the reply being sent (DATA).
         self.reply_logged = False
-        self._smtp_methods = {
-            name: self._guarded(name, method) for name, method in self._smtp_methods.items()
-        }
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's address parse (``MAIL``/``RCPT``) with the same parser, without the
+        """Private in aiosmtpd, overridden as measured: aiosmtpd's address parse (``MAIL``/``RCPT``) with the same parser, without the
         ``typing.Protocol`` class aiosmtpd defines on every call (that class creation was about
         5 % of smtp-in's CPU per message), and with an address the parser trips over
         (``<a@``: IndexError, which aiosmtpd lets out as a 451) refused as malformed, 553 5.1.3.
@@ -161,6 +219,7 @@ class SMTPProtocol(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._registered:  # the TLS transport after STARTTLS: same connection
             super().connection_made(transport)
+            self._arm_timer(self._idle_timeout)
             return
         peer = transport.get_extra_info("peername")
         self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
@@ -170,36 +229,40 @@ class SMTPProtocol(SMTP):
             log.info(
                 "refused", session=self.session_id, client=self._ip, reply="421", reason=refusal
             )
-            assert isinstance(transport, asyncio.Transport)
-            reply = (
-                "421 4.3.2 Service shutting down, try again later"
+            _close_with(
+                transport,
+                _SHUTDOWN_REPLY
                 if refusal == "shutting_down"
-                else "421 4.7.0 Too many connections, try again later"
+                else "421 4.7.0 Too many connections, try again later",
             )
-            transport.write(f"{reply}\r\n".encode())
-            transport.close()
             return
         self._registered = True
         # The task aiosmtpd starts below copies this context: every line it logs has the session.
         structlog.contextvars.bind_contextvars(session=self.session_id, client=self._ip)
         super().connection_made(transport)
+        self._arm_timer(self._idle_timeout)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
+        if self._timer is not None:
+            self._timer.cancel()
         self._registry.release(self, self._ip)
         super().connection_lost(error)
 
-    def _timeout_cb(self) -> None:
+    def _arm_timer(self, seconds: float) -> None:
+        """Close with a 421 unless another command or octet of data comes within ``seconds``."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
         log.info("timeout", data=self._in_data)
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(b"421 4.4.2 Timeout exceeded, closing connection\r\n")
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
+        _close_with(self.transport, _TIMEOUT_REPLY)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_data and self.transport is not None:
-            self._reset_timeout(self._data_timeout)
+        if self._in_data:
+            self._arm_timer(self._data_timeout)
         super().data_received(data)
 
     # Graceful shutdown ----------------------------------------------------------------------
@@ -212,31 +275,11 @@ class SMTPProtocol(SMTP):
 
     def close_for_shutdown(self) -> None:
         """Tell an idle client we are going away (RFC 5321 3.8) and close."""
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(b"421 4.3.2 Service shutting down, try again later\r\n")
-            transport.close()
+        _close_with(self.transport, _SHUTDOWN_REPLY)
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-    def _guarded(
-        self, name: str, method: Callable[[str | None], Awaitable[None]]
-    ) -> Callable[[str | None], Awaitable[None]]:
-        @functools.wraps(method)  # keeps aiosmtpd's @syntax attributes for HELP
-        async def run(arg: str | None) -> None:
-            if self._registry.draining and name != "QUIT" and not self._in_transaction():
-                await self.push("421 4.3.2 Service shutting down, try again later")
-                self.abort()
-                return
-            self._command, self._busy = name, True
-            try:
-                await method(arg)
-            finally:
-                self._command, self._busy = None, False
-
-        return run
 
     # Commands -------------------------------------------------------------------------------
     def _declared_size(self) -> int | None:
@@ -249,6 +292,7 @@ class SMTPProtocol(SMTP):
                 return int(value)
         return None
 
+    @_command
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         # A transaction may send what it declared (with slack for clients that count line ends
@@ -280,7 +324,7 @@ class SMTPProtocol(SMTP):
             self._reader = cast(asyncio.StreamReader, meter)
         full_limit, self.data_size_limit = self.data_size_limit, limit
         self._in_data = True
-        self._reset_timeout(self._data_timeout)
+        self._arm_timer(self._data_timeout)
         try:
             await super().smtp_DATA(arg)
         except BudgetExhausted as exc:
@@ -288,7 +332,6 @@ class SMTPProtocol(SMTP):
             # data would be read as commands): say why and close; the sender retries later.
             log.warning("data_budget_exhausted", reserved=self._budget.reserved, detail=str(exc))
             await self.push("421 4.3.1 Insufficient system resources, closing connection")
-            self.abort()
         finally:
             if meter is not None:
                 self._reader = meter.inner
@@ -296,10 +339,24 @@ class SMTPProtocol(SMTP):
             await self._budget.release(first if meter is None else meter.reserved)
             self._in_data = False
             if self.transport is not None:
-                self._reset_timeout()
+                self._arm_timer(self._idle_timeout)
 
+    @_command
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 AUTH is not offered by this mail exchanger")
+
+    # aiosmtpd's own verbs, behind the same checks.
+    smtp_HELO = _command(SMTP.smtp_HELO)
+    smtp_EHLO = _command(SMTP.smtp_EHLO)
+    smtp_NOOP = _command(SMTP.smtp_NOOP)
+    smtp_QUIT = _command(SMTP.smtp_QUIT)
+    smtp_STARTTLS = _command(SMTP.smtp_STARTTLS)
+    smtp_HELP = _command(SMTP.smtp_HELP)
+    smtp_VRFY = _command(SMTP.smtp_VRFY)
+    smtp_MAIL = _command(SMTP.smtp_MAIL)
+    smtp_RCPT = _command(SMTP.smtp_RCPT)
+    smtp_RSET = _command(SMTP.smtp_RSET)
+    smtp_EXPN = _command(SMTP.smtp_EXPN)
 
     def _create_envelope(self) -> Transaction:
         return Transaction()
@@ -314,7 +371,17 @@ class SMTPProtocol(SMTP):
         if text[:1] in {"4", "5"} and not self.reply_logged:
             log.info("refused", command=self._command, reply=text)
         self.reply_logged = False
+        if text.startswith("421"):  # "closing transmission channel" (RFC 5321 4.2.2)
+            _close_with(self.transport, text)
+            return
         await super().push(text)
+
+
+def _close_with(transport: asyncio.BaseTransport | None, reply: str) -> None:
+    """Send ``reply`` (a 421) and close, unless the connection is closing already."""
+    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        transport.write(f"{reply}\r\n".encode())
+        transport.close()
 
 
 def protocol_factory(
