@@ -81,6 +81,22 @@ def test_tricks_name_no_user(address: str) -> None:
     assert check.reply.split()[:2] in (["550", "5.1.1"], ["501", "5.1.3"], ["550", "5.7.1"])
 
 
+@pytest.mark.parametrize("address", ["bob@a\u200db.de", "bob@xn--zz.de", "bob@bad_name.test"])
+def test_a_domain_that_is_no_name_is_refused_553(address: str) -> None:
+    check = check_recipient(address, LOCAL)
+    assert check.username is None
+    assert check.reply == f"553 5.1.2 <{address}>: Bad destination domain name"
+
+
+def test_idna_2008_domains() -> None:
+    local = frozenset({"xn--strae-oqa.de"})
+    assert check_recipient("bob@straße.de", local).username == "bob"
+    assert check_recipient("bob@xn--strae-oqa.de", local).username == "bob"
+    check = check_recipient("bob@strasse.de", local)
+    assert check.username is None and check.reply is not None
+    assert check.reply.startswith("550 5.7.1 ")
+
+
 @pytest.mark.parametrize("address", ["bob", "bob@", "bob\r\n@pokey.onl", "bob@pokey\x00.onl"])
 def test_malformed_addresses(address: str) -> None:
     check = check_recipient(address, LOCAL)
@@ -102,6 +118,15 @@ def test_sender_rules() -> None:
         ("Pokey.ONL", "pokey.onl"),
         ("pokey.onl.", "pokey.onl"),
         ("bücher.test", "xn--bcher-kva.test"),
+        # IDNA 2008 (UTS 46, non-transitional): ß is kept, not mapped to "ss" as IDNA 2003 does.
+        ("straße.de", "xn--strae-oqa.de"),
+        ("Straße.DE", "xn--strae-oqa.de"),
+        ("XN--STRAE-OQA.de", "xn--strae-oqa.de"),
+        ("faß.de", "xn--fa-hia.de"),
+        ("strasse.de", "strasse.de"),
+        ("a\u200db.de", None),  # a joiner outside its context (IDNA 2008 CONTEXTJ)
+        ("xn--zz.de", None),  # an A-label that does not decode
+        ("-bücher.test", None),
         ("[127.0.0.1]", None),
         ("bad_name.test", None),
         ("-x.test", None),

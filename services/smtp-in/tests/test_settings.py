@@ -27,6 +27,11 @@ def test_domains_list_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.smtp_bind_host, settings.smtp_bind_port) == ("0.0.0.0", 2525)
 
 
+def test_domains_are_idna_2008(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAIL_DOMAINS", "straße.de,xn--strae-oqa.de,strasse.de")
+    assert SmtpSettings().mail_domains == ["xn--strae-oqa.de", "strasse.de"]
+
+
 def run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "VIRTUAL_ENV"}}
     base.update(
@@ -56,6 +61,7 @@ def run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"SERVICE_TOKEN": "change-me"}, "example value"),
         ({"MAIL_DOMAINS": ""}, "MAIL_DOMAINS"),
         ({"MAIL_DOMAINS": "ok.test,bad_domain"}, "bad_domain"),
+        ({"MAIL_DOMAINS": "ok.test,xn--zz.de"}, "xn--zz.de"),
         ({"SMTP_BIND_PORT": "smtp"}, "SMTP_BIND_PORT"),
         ({"MAX_MESSAGE_SIZE": "100"}, "MAX_MESSAGE_SIZE"),
         ({"TLS_CERT_FILE": "/nonexistent/cert.pem"}, "TLS_CERT_FILE"),
@@ -66,6 +72,7 @@ def run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         "example-token",
         "no-domains",
         "bad-domain",
+        "bad-a-label",
         "bad-port",
         "tiny-size",
         "half-tls",
