@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from smtp_testlib import Mail, SmtpProcess, read_reply, split_trace, wait_for
@@ -94,6 +94,25 @@ def test_connection_limits_global_and_per_address(limited: SmtpProcess) -> None:
     logs = limited.logs()
     assert '"reason": "too_many_connections_from_address"' in logs
     assert '"reason": "too_many_connections"' in logs
+
+
+def test_connections_closed_at_once_give_their_slot_back(
+    mail: Mail, spawn_smtp: Callable[..., SmtpProcess]
+) -> None:
+    # Health probes' connect-and-close. aiosmtpd keeps a connection half open after the client's
+    # EOF until its session task closes it, which on uvloop it never did: each probe held its
+    # slot until the idle timeout (the default 300 s here, far beyond the wait below).
+    server = spawn_smtp(mail.stack, SMTP_MAX_CONNECTIONS="3")
+    for _ in range(6):
+        socket.create_connection(("127.0.0.1", server.port), timeout=10).close()
+
+    def all_admitted() -> bool:
+        socks = [connect(server.port) for _ in range(3)]
+        for sock, _, _ in socks:
+            sock.close()
+        return all(greeting.startswith(b"220 ") for _, _, greeting in socks)
+
+    wait_for(all_admitted, 10, "the probes' slots")
 
 
 def test_idle_timeout(limited: SmtpProcess) -> None:

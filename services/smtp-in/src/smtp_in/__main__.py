@@ -11,6 +11,7 @@ import logging
 import ssl
 import sys
 
+import uvloop
 from mailcommon.client import MailstoreClient
 from mailcommon.logging import configure_logging, get_logger
 from mailcommon.memory import pin_mmap_threshold
@@ -49,8 +50,10 @@ def main() -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     # httpx logs every request to the mailstore at INFO; the message line covers it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    loop_factory = uvloop.new_event_loop if settings.smtp_uvloop else None
     try:
-        asyncio.run(run(settings, token, context))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(run(settings, token, context))
     except OSError as exc:  # the listening address is taken or not ours
         get_logger(__name__).error("cannot_listen", error=str(exc))
         print(f"smtp-in: cannot listen: {exc}", file=sys.stderr)

@@ -250,6 +250,13 @@ class SMTPProtocol(SMTP):
         self._registry.release(self, self._ip)
         super().connection_lost(error)
 
+    def eof_received(self) -> bool:
+        # aiosmtpd ends the session on EOF (it cancels its task) but keeps the transport half
+        # open for that task to close; on uvloop, seen with health probes (connect and close),
+        # the connection then stayed open, holding its slot until the idle timeout.
+        super().eof_received()
+        return False  # the transport closes now
+
     def _arm_timer(self, seconds: float) -> None:
         """Close with a 421 unless another command or octet of data comes within ``seconds``."""
         if self._timer is not None:
@@ -379,9 +386,11 @@ class SMTPProtocol(SMTP):
 
 def _close_with(transport: asyncio.BaseTransport | None, reply: str) -> None:
     """Send ``reply`` (a 421) and close, unless the connection is closing already."""
-    if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-        transport.write(f"{reply}\r\n".encode())
-        transport.close()
+    if transport is None or transport.is_closing():
+        return
+    # A socket transport (uvloop's are no subclasses of asyncio's transport classes).
+    cast(asyncio.WriteTransport, transport).write(f"{reply}\r\n".encode())
+    transport.close()
 
 
 def protocol_factory(
