@@ -14,8 +14,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mailstore_api.apop import ApopSecrets
-from mailstore_api.committer import GroupCommitter, VolumeSync
-from mailstore_api.db import Database
+from mailstore_api.committer import GroupCommitter, open_sync
+from mailstore_api.db import Database, DeliveryKeys
 from mailstore_api.maildir import MailStore
 from mailstore_api.passwords import Passwords
 from mailstore_api.settings import MailstoreSettings, Tokens
@@ -58,6 +58,10 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.data_dir / "users.sqlite3")
     store = MailStore(settings.data_dir / "mail", settings.mail_hostname)
+    sync = open_sync(store.root)
+    # The keys' commits ride on the committer's syncfs only when it covers their file system.
+    covered = sync is not None and settings.data_dir.stat().st_dev == store.root.stat().st_dev
+    keys = DeliveryKeys(settings.data_dir / "deliveries.sqlite3", fsync_commits=not covered)
     client = aioredis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=2.0,
@@ -73,7 +77,7 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
         apop=ApopSecrets(tokens.service),
         redis=client,
         locks=MaildropLocks(client),
-        committer=GroupCommitter(store, VolumeSync(store.root)),
+        committer=GroupCommitter(store, keys, sync, settings.delivery_key_retention),
     )
     state.users = db.usernames()
     state.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
