@@ -188,6 +188,7 @@ class GroupCommitter:
         self.failure: BaseException | None = None  # what stopped the thread
         self._batch = keys.last_batch()
         self._settled = self._batch  # the last batch with keys whose outcome is final
+        self._settled_written = self._batch  # ... as the database has it
         self._forget: set[str] = set()  # keys recorded for deliveries that then failed
         self._pruned = 0.0
         self._recover()
@@ -336,8 +337,10 @@ class GroupCommitter:
                 first[delivery.key] = delivery
         forget = set(self._forget)
         with self._keys.batch() as tx:
-            tx.forget(forget)
-            tx.settle(self._settled)
+            if forget:
+                tx.forget(forget)
+            if self._settled > self._settled_written:
+                tx.settle(self._settled)
             known = tx.lookup(list(first))
             new = [d for k, d in first.items() if k not in known]
             if new:
@@ -353,6 +356,7 @@ class GroupCommitter:
                 if pruned:
                     log.info("delivery keys pruned", keys=pruned)
         self._forget -= forget
+        self._settled_written = self._settled
         for delivery in new:
             delivery.recorded = True
         for key, row in known.items():
@@ -466,7 +470,6 @@ class GroupCommitter:
         with self._keys.batch() as tx:
             tx.forget(gone)
             tx.settle(self._batch)
-        self._settled = self._batch
         log.warning(
             "deliveries in doubt after a crash resolved",
             completed=len(doubtful) - len(gone),
