@@ -1,4 +1,5 @@
-"""The accounts database: users, password hashes, APOP secrets (encrypted) and fencing numbers.
+"""The accounts database (users, password hashes, APOP secrets (encrypted), fencing numbers) and,
+apart, the delivery keys (:class:`DeliveryKeys`, ``deliveries.sqlite3``).
 
 SQLite in WAL mode on the data volume. The mailstore is the single writer, and every call is short:
 one lock guards two connections, both on the same file. Accounts are committed with
@@ -7,8 +8,8 @@ with ``synchronous=NORMAL``: committed to the WAL, which survives a crash of the
 fsync per POP3 login (that fsync, taken under the one lock, capped logins at one per fsync). A power
 loss may forget the last numbers registered; the Redis holder check still stands in front of every
 expunge, and Redis's counter only grows, so a later session still gets a higher number (see
-docs/architecture.md, "The maildrop lock and fencing"). The methods are blocking; callers run them in a worker
-thread.
+docs/architecture.md, "The maildrop lock and fencing"). The methods are blocking; callers run them
+in a worker thread.
 """
 
 from __future__ import annotations
