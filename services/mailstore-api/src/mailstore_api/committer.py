@@ -26,9 +26,10 @@ system lets it remove things: clean-up never raises, it logs what it could not r
 **Fail stop.** Every delivery handed over is answered, whatever happens. Disk errors fail
 messages, as above; anything else raised in the thread (a bug, a broken keys database) stops the
 committer: it answers every delivery it holds or that is queued with :class:`CommitterStopped`
-(the API's 503, smtp-in's 451), refuses every later one the same way, and :attr:`alive` turns
-false, which fails ``/healthz`` and ``/readyz`` so that the container is restarted. A restart
-repeats the start-up recovery below instead of serving on in an unknown state.
+(the API's 503, smtp-in's 451), refuses every later one the same way, :attr:`alive` turns false,
+which fails ``/healthz`` and ``/readyz``, and ``on_stop`` is called (the server ends itself a
+little later, see :mod:`mailstore_api.state`, so that its restart policy starts it again). A
+restart repeats the start-up recovery below instead of serving on in an unknown state.
 
 **Which sync.** ``syncfs`` reports a write-back error of the file system only since Linux 5.8
 (before, it returned 0 after losing data). At start-up :func:`open_sync` checks the kernel's
@@ -172,9 +173,16 @@ class GroupCommitter:
     """
 
     def __init__(
-        self, store: MailStore, keys: DeliveryKeys, sync: VolumeSync | None, retention: float
+        self,
+        store: MailStore,
+        keys: DeliveryKeys,
+        sync: VolumeSync | None,
+        retention: float,
+        *,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_stop = on_stop  # called in the thread once it stopped on a failure
         self._keys = keys
         self._volume = sync
         self._retention = retention
@@ -287,6 +295,8 @@ class GroupCommitter:
             if delivery.answer is None and delivery.error is None:
                 self._discard(delivery, stopped)
         _answer(batch)
+        if self._on_stop is not None:
+            self._on_stop()
 
     def _commit(self, batch: list[Delivery]) -> None:
         written = [d for d in batch if self._write(d)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +25,18 @@ from mailstore_api.settings import MailstoreSettings, Tokens
 from mailstore_api.threads import in_thread
 
 T = TypeVar("T")
+#: Seconds from the delivery thread stopping on a failure to the process ending itself (SIGTERM to
+#: itself: uvicorn drains, answering 503): time for a health check to see the failure; then the
+#: restart policy (compose: ``restart: unless-stopped``) starts it again. Docker does not restart a
+#: container for being unhealthy, only for having ended.
+END_AFTER_STOP = 10.0
+
+
+def _end_process_soon() -> None:
+    """From the stopped delivery thread: SIGTERM to this process in :data:`END_AFTER_STOP` s."""
+    timer = threading.Timer(END_AFTER_STOP, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
 
 
 @dataclass
@@ -77,7 +92,9 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
         apop=ApopSecrets(tokens.service),
         redis=client,
         locks=MaildropLocks(client),
-        committer=GroupCommitter(store, keys, sync, settings.delivery_key_retention),
+        committer=GroupCommitter(
+            store, keys, sync, settings.delivery_key_retention, on_stop=_end_process_soon
+        ),
     )
     state.users = db.usernames()
     state.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
