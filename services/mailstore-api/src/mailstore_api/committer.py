@@ -14,8 +14,8 @@ loop. Instead, one thread takes every delivery waiting (up to :data:`MAX_BATCH`)
 3. makes the files and those rows durable with one ``syncfs(2)`` of the volume;
 4. hard-links each file into every recipient's ``new/`` under its final name;
 5. makes all the links durable with a second ``syncfs(2)``;
-6. answers every delivery of the batch with one wake-up of the event loop, then removes the
-   ``tmp/`` names (not synced: a leftover is swept at start-up).
+6. removes the ``tmp/`` names (not synced: a leftover is swept at start-up) and answers every
+   delivery of the batch with one wake-up of the event loop.
 
 Per message, the order is the one of DESIGN.md (file durable, then link, then link durable, then
 success). A failure of one message (its Maildir gone, the volume full) fails that message alone; a
