@@ -276,36 +276,27 @@ def main() -> None:
         for concurrency in args.concurrency:
             directs: list[Result] = []
             apis: list[Result] = []
-            # warm-up (threads, connections, caches), not counted
-            direct_run(direct_root, users, message, concurrency, 1.0)
-            asyncio.run(
-                api_run(
-                    process,
-                    port,
-                    service,
-                    users,
-                    message,
-                    concurrency=concurrency,
-                    seconds=1.0,
-                    keys=args.idempotency_keys,
-                )
-            )
-            for _ in range(args.rounds):  # alternate, so both see the same machine load
-                directs.append(direct_run(direct_root, users, message, concurrency, args.seconds))
-                apis.append(
-                    asyncio.run(
-                        api_run(
-                            process,
-                            port,
-                            service,
-                            users,
-                            message,
-                            concurrency=concurrency,
-                            seconds=args.seconds,
-                            keys=args.idempotency_keys,
-                        )
+
+            def through_api(seconds: float, concurrency: int = concurrency) -> Result:
+                return asyncio.run(
+                    api_run(
+                        process,
+                        port,
+                        service,
+                        users,
+                        message,
+                        concurrency=concurrency,
+                        seconds=seconds,
+                        keys=args.idempotency_keys,
                     )
                 )
+
+            # warm-up (threads, connections, caches), not counted
+            direct_run(direct_root, users, message, concurrency, 1.0)
+            through_api(1.0)
+            for _ in range(args.rounds):  # alternate, so both see the same machine load
+                directs.append(direct_run(direct_root, users, message, concurrency, args.seconds))
+                apis.append(through_api(args.seconds))
             direct = sorted(directs, key=lambda r: r.rate)[len(directs) // 2]
             api = sorted(apis, key=lambda r: r.rate)[len(apis) // 2]
             print(direct.line(concurrency))

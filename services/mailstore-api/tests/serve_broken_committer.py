@@ -12,12 +12,8 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-from mailcommon.startup import load_settings
-from mailstore_api.app import create_app
+from launch import configured_app
 from mailstore_api.fastpath import MailstoreASGI
-from mailstore_api.logsetup import setup_logging
-from mailstore_api.settings import MailstoreSettings, resolve_tokens
-from mailstore_api.volume import hold_data_lock
 
 
 def broken_link(source: Path, target: Path) -> None:
@@ -25,11 +21,7 @@ def broken_link(source: Path, target: Path) -> None:
 
 
 def main() -> None:
-    settings = load_settings(MailstoreSettings)
-    tokens = resolve_tokens(settings)
-    hold_data_lock(settings.data_dir)
-    setup_logging(settings.log_level, settings.log_format)
-    app = create_app(settings, tokens, volume_locked=True)
+    settings, tokens, app = configured_app()
     served = app.router.lifespan_context
 
     @asynccontextmanager
