@@ -11,9 +11,13 @@ The files and links are the same; the syncs are not: the mailstore group-commits
 the files and one for the links of every delivery waiting, see docs/architecture.md), the minimal
 script syncs each message on its own, as a writer without a server around it would.
 
-Prints deliveries/s, p50 and p99 latency and the ratio api/direct. fsync is always on.
+Prints deliveries/s, p50 and p99 latency, CPU time per delivery (of the mailstore process for
+``api``, of the writer threads for ``direct``: the figure to compare on a shared machine) and the
+ratio api/direct. fsync is always on. ``--idempotency-keys`` sends a fresh ``Idempotency-Key``
+with every delivery, as smtp-in does.
 
     uv run python bench/mailstore_bench.py [--seconds 5] [--concurrency 1 50] [--size 4096]
+        [--idempotency-keys]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 from mailstack.ports import free_port
 
 
@@ -48,8 +53,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Result:
-    def __init__(self, name: str, count: int, elapsed: float, latencies: list[float]) -> None:
+    def __init__(
+        self, name: str, count: int, elapsed: float, latencies: list[float], cpu: float
+    ) -> None:
         self.name = name
+        self.cpu_us = cpu / count * 1e6 if count else float("nan")
         self.rate = count / elapsed
         self.p50 = percentile(latencies, 0.50) * 1000
         self.p99 = percentile(latencies, 0.99) * 1000
@@ -58,7 +66,8 @@ class Result:
     def line(self, concurrency: int) -> str:
         return (
             f"{self.name:<7} c={concurrency:<3} {self.rate:9.1f} deliveries/s   "
-            f"p50 {self.p50:7.2f} ms   p99 {self.p99:7.2f} ms   (n={self.count})"
+            f"p50 {self.p50:7.2f} ms   p99 {self.p99:7.2f} ms   "
+            f"CPU {self.cpu_us:6.0f} us/delivery   (n={self.count})"
         )
 
 
@@ -99,11 +108,13 @@ def direct_run(root: Path, users: list[str], message: bytes, concurrency: int, s
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     start = time.perf_counter()
+    cpu = time.process_time()  # only the writer threads run meanwhile
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return Result("direct", len(latencies), time.perf_counter() - start, latencies)
+    cpu = time.process_time() - cpu
+    return Result("direct", len(latencies), time.perf_counter() - start, latencies, cpu)
 
 
 # -- through the API ---------------------------------------------------------------------------
@@ -137,8 +148,21 @@ class Connection:
         self.writer.close()
 
 
+def server_cpu(server: psutil.Process) -> float:
+    times = server.cpu_times()
+    return times.user + times.system
+
+
 async def api_run(
-    port: int, token: str, users: list[str], message: bytes, *, concurrency: int, seconds: float
+    server: psutil.Process,
+    port: int,
+    token: str,
+    users: list[str],
+    message: bytes,
+    *,
+    concurrency: int,
+    seconds: float,
+    keys: bool,
 ):
     latencies: list[float] = []
     query = "&".join(f"recipient={u}" for u in users)
@@ -147,25 +171,35 @@ async def api_run(
         f"Host: 127.0.0.1:{port}\r\n"
         f"Authorization: Bearer {token}\r\n"
         "Content-Type: message/rfc822\r\n"
-        f"Content-Length: {len(message)}\r\n\r\n"
+        f"Content-Length: {len(message)}\r\n"
     ).encode()
+    prefix = secrets.token_hex(8)
+    sent = 0
+
+    def next_head() -> bytes:
+        nonlocal sent
+        sent += 1
+        return head + (f"Idempotency-Key: {prefix}-{sent}\r\n\r\n" if keys else "\r\n").encode()
+
     connections = [await Connection.open(port) for _ in range(concurrency)]
     deadline = time.perf_counter() + seconds
 
     async def worker(conn: Connection) -> None:
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            status, body = await conn.request(head, message)
+            status, body = await conn.request(next_head(), message)
             if status != 201:
                 raise SystemExit(f"delivery failed: {status} {body[:200]!r}")
             latencies.append(time.perf_counter() - t0)
 
     start = time.perf_counter()
+    cpu = server_cpu(server)
     await asyncio.gather(*(worker(c) for c in connections))
+    cpu = server_cpu(server) - cpu
     elapsed = time.perf_counter() - start
     for conn in connections:
         conn.close()
-    return Result("api", len(latencies), elapsed, latencies)
+    return Result("api", len(latencies), elapsed, latencies, cpu)
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -208,6 +242,9 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=1, help="recipients per message")
     parser.add_argument("--log-level", default="INFO", help="the mailstore's LOG_LEVEL")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the data (a disk)")
+    parser.add_argument(
+        "--idempotency-keys", action="store_true", help="a fresh Idempotency-Key per delivery"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="mailstore-bench-", dir=args.dir))
@@ -216,6 +253,7 @@ def main() -> None:
     port = free_port()
     work.joinpath("data").mkdir()
     server = start_server(work / "data", work / "secrets", port, args.log_level)
+    process = psutil.Process(server.pid)
     try:
         url = f"http://127.0.0.1:{port}"
         admin = (work / "secrets" / "admin_token").read_text().strip()
@@ -233,30 +271,32 @@ def main() -> None:
                 (direct_root / user / sub).mkdir(parents=True)
         print(
             f"message {len(message)} octets, {len(users)} recipient(s), {args.seconds:g} s "
-            f"per run, data in {work}"
+            f"per run, idempotency keys {'on' if args.idempotency_keys else 'off'}, data in {work}"
         )
         for concurrency in args.concurrency:
             directs: list[Result] = []
             apis: list[Result] = []
-            # warm-up (threads, connections, caches), not counted
-            direct_run(direct_root, users, message, concurrency, 1.0)
-            asyncio.run(
-                api_run(port, service, users, message, concurrency=concurrency, seconds=1.0)
-            )
-            for _ in range(args.rounds):  # alternate, so both see the same machine load
-                directs.append(direct_run(direct_root, users, message, concurrency, args.seconds))
-                apis.append(
-                    asyncio.run(
-                        api_run(
-                            port,
-                            service,
-                            users,
-                            message,
-                            concurrency=concurrency,
-                            seconds=args.seconds,
-                        )
+
+            def through_api(seconds: float, concurrency: int = concurrency) -> Result:
+                return asyncio.run(
+                    api_run(
+                        process,
+                        port,
+                        service,
+                        users,
+                        message,
+                        concurrency=concurrency,
+                        seconds=seconds,
+                        keys=args.idempotency_keys,
                     )
                 )
+
+            # warm-up (threads, connections, caches), not counted
+            direct_run(direct_root, users, message, concurrency, 1.0)
+            through_api(1.0)
+            for _ in range(args.rounds):  # alternate, so both see the same machine load
+                directs.append(direct_run(direct_root, users, message, concurrency, args.seconds))
+                apis.append(through_api(args.seconds))
             direct = sorted(directs, key=lambda r: r.rate)[len(directs) // 2]
             api = sorted(apis, key=lambda r: r.rate)[len(apis) // 2]
             print(direct.line(concurrency))

@@ -13,20 +13,12 @@ import os
 from typing import Any
 
 import uvicorn
-from mailcommon.startup import load_settings
-from mailstore_api.app import create_app
+from launch import configured_app
 from mailstore_api.fastpath import MailstoreASGI
-from mailstore_api.logsetup import setup_logging
-from mailstore_api.settings import MailstoreSettings, resolve_tokens
-from mailstore_api.volume import hold_data_lock
 
 
 def main() -> None:
-    settings = load_settings(MailstoreSettings)
-    tokens = resolve_tokens(settings)
-    hold_data_lock(settings.data_dir)
-    setup_logging(settings.log_level, settings.log_format)
-    app = create_app(settings, tokens, volume_locked=True)
+    settings, tokens, app = configured_app()
     common: dict[str, Any] = {
         "host": settings.api_bind_host,
         "log_config": None,

@@ -115,7 +115,12 @@ def test_health_ready_and_openapi(mailstore):
     assert httpx.get(mailstore.url + "/healthz").json() == {"status": "ok"}
     r = httpx.get(mailstore.url + "/readyz")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"database": "ok", "volume": "ok", "redis": "ok"}
+    assert r.json()["checks"] == {
+        "delivery": "ok",
+        "database": "ok",
+        "volume": "ok",
+        "redis": "ok",
+    }
     assert httpx.get(mailstore.url + "/docs").status_code == 200
     spec = httpx.get(mailstore.url + "/openapi.json").json()
     for path in (

@@ -1,15 +1,30 @@
-"""The group committer on real files: batching, per-message failures, failed syncs, cancellation."""
+"""The group committer on real files: batching, per-message failures, failed syncs, cancellation,
+failures of clean-up, fail stop, the per-file fsync mode, idempotency keys and crash recovery.
+
+Faults are injected into the real thread only through its system-call attributes (``syncfs``,
+``fsync``, ``link``, ``unlink``) or by a real read-only remount of a tmpfs."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import os
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mailstore_api.committer import GroupCommitter, VolumeSync
+from mailstore_api.committer import (
+    CommitterStopped,
+    GroupCommitter,
+    Stored,
+    VolumeSync,
+    open_sync,
+    syncfs_reports_errors,
+)
+from mailstore_api.db import DeliveryKeys
 from mailstore_api.maildir import MailStore, UnknownMailbox, sizes_from_name
 
 USERS = ("alice", "bob", "carol")
@@ -56,12 +71,32 @@ def files(store: MailStore, user: str, sub: str) -> list[str]:
     return sorted(os.listdir(store.maildir(user) / sub))
 
 
-async def deliver(committer: GroupCommitter, recipients: list[str], data: bytes) -> str:
-    return await committer.commit(recipients, len(data), len(data) + data.count(b"\n"), data, None)
+def make(
+    store: MailStore, sync: VolumeSync | str | None = "syncfs", keys: Path | None = None
+) -> GroupCommitter:
+    """A committer on ``store`` with its keys beside the Maildirs; ``sync`` "syncfs" is the
+    real one, None the per-file mode."""
+    volume = VolumeSync(store.root) if sync == "syncfs" else sync
+    assert not isinstance(volume, str)
+    database = DeliveryKeys(keys or store.root.parent / "deliveries.sqlite3", fsync_commits=False)
+    return GroupCommitter(store, database, volume, 86400.0)
+
+
+async def deliver(
+    committer: GroupCommitter, recipients: list[str], data: bytes, key: str | None = None
+) -> str:
+    return (await deliver_keyed(committer, recipients, data, key)).id
+
+
+async def deliver_keyed(
+    committer: GroupCommitter, recipients: list[str], data: bytes, key: str | None
+) -> Stored:
+    crlf = len(data) + data.count(b"\n")
+    return await committer.commit(recipients, len(data), crlf, data, None, key=key)
 
 
 def test_concurrent_deliveries_are_batched_and_each_lands_once(store: MailStore) -> None:
-    committer = GroupCommitter(store, VolumeSync(store.root))
+    committer = make(store)
     messages = {
         i: (list(USERS[: 1 + i % 3]), f"Subject: {i}\n\n".encode() + b"line\n" * i)
         for i in range(200)
@@ -89,7 +124,7 @@ def test_concurrent_deliveries_are_batched_and_each_lands_once(store: MailStore)
 
 
 def test_one_failing_delivery_does_not_fail_its_batch(store: MailStore) -> None:
-    committer = GroupCommitter(store, VolumeSync(store.root))
+    committer = make(store)
 
     async def run() -> list[str | BaseException]:
         return await asyncio.gather(
@@ -117,7 +152,7 @@ def test_one_failing_delivery_does_not_fail_its_batch(store: MailStore) -> None:
 def test_a_failed_sync_fails_the_delivery_and_leaves_nothing(
     store: MailStore, failing: set[int]
 ) -> None:
-    committer = GroupCommitter(store, FailingSync(store.root, failing))
+    committer = make(store, FailingSync(store.root, failing))
 
     async def run() -> tuple[BaseException | str, str]:
         try:
@@ -137,14 +172,15 @@ def test_a_failed_sync_fails_the_delivery_and_leaves_nothing(
 
 
 def test_a_spilled_message_is_committed_from_its_tmp_file(store: MailStore) -> None:
-    committer = GroupCommitter(store, VolumeSync(store.root))
+    committer = make(store)
     data = b"Subject: big\n\n" + b"x" * 300_000 + b"\n"
     fd, tmp = store.open_tmp("carol")
     os.write(fd, data)
     os.close(fd)
 
     async def run() -> str:
-        return await committer.commit(["carol", "bob"], len(data), len(data) + 3, b"", tmp)
+        stored = await committer.commit(["carol", "bob"], len(data), len(data) + 3, b"", tmp)
+        return stored.id
 
     try:
         name = asyncio.run(run())
@@ -157,7 +193,7 @@ def test_a_spilled_message_is_committed_from_its_tmp_file(store: MailStore) -> N
 
 def test_a_cancelled_caller_waits_for_its_delivery_to_be_settled(store: MailStore) -> None:
     sync = BlockingSync(store.root)
-    committer = GroupCommitter(store, sync)
+    committer = make(store, sync)
 
     async def run() -> None:
         task = asyncio.create_task(deliver(committer, ["alice"], b"in flight\n"))
@@ -176,3 +212,260 @@ def test_a_cancelled_caller_waits_for_its_delivery_to_be_settled(store: MailStor
         committer.stop()
     assert len(files(store, "alice", "new")) == 1  # committed: the caller only stopped waiting
     assert files(store, "alice", "tmp") == []
+
+
+# -- clean-up failures and fail stop -----------------------------------------------------------
+
+
+def test_a_failing_clean_up_still_answers_every_waiter(store: MailStore) -> None:
+    committer = make(store, FailingSync(store.root, {1}))
+
+    def refuse(path: Path) -> None:
+        raise OSError(errno.EIO, "unlink: injected", str(path))
+
+    committer.unlink = refuse
+
+    async def run() -> list[str | BaseException]:
+        return await asyncio.gather(
+            *(deliver(committer, ["alice", "bob"], f"m{i}\n".encode()) for i in range(20)),
+            return_exceptions=True,
+        )
+
+    try:
+        results = asyncio.run(run())
+        assert all(isinstance(r, OSError) for r in results), results
+        assert committer.alive
+        committer.unlink = os.unlink
+        kept = asyncio.run(deliver(committer, ["alice"], b"kept\n"))
+    finally:
+        committer.stop()
+    assert kept in files(store, "alice", "new")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs of its own (the test remounts it read-only); skipped when not root."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("needs root to mount a tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_read_only_volume_fails_deliveries_and_the_thread_serves_on(tmpfs: Path) -> None:
+    store = MailStore(tmpfs / "mail", "test.example")
+    for user in USERS:
+        store.create(user)
+    committer = make(store, keys=tmpfs.parent / "keys.sqlite3")
+    data = b"Subject: spilled\n\n" + b"x" * 1000 + b"\n"
+    fd, spilled = store.open_tmp("alice")
+    os.write(fd, data)
+    os.close(fd)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+
+        async def run() -> list[Stored | BaseException]:
+            return await asyncio.gather(
+                committer.commit(["alice", "bob"], len(data), len(data) + 3, b"", spilled),
+                deliver_keyed(committer, ["bob"], b"in memory\n", None),
+                return_exceptions=True,
+            )
+
+        results = asyncio.run(run())
+        # The link fails with EROFS and so does the removal of the spilled file: still answered.
+        assert [getattr(r, "errno", r) for r in results] == [errno.EROFS, errno.EROFS]
+        assert spilled.exists()  # could not be removed (logged); swept at the next start-up
+        assert committer.alive
+        subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
+        kept = asyncio.run(deliver(committer, ["bob"], b"after\n"))
+    finally:
+        committer.stop()
+    assert files(store, "bob", "new") == [kept]
+
+
+def test_a_fault_outside_disk_errors_stops_the_committer_and_every_delivery_is_answered(
+    store: MailStore,
+) -> None:
+    committer = make(store)
+
+    def broken(source: Path, target: Path) -> None:
+        raise RuntimeError("injected: a bug in the delivery thread")
+
+    committer.link = broken
+
+    async def run() -> list[str | BaseException]:
+        return await asyncio.gather(
+            *(deliver(committer, ["alice"], f"m{i}\n".encode(), f"k{i}") for i in range(10)),
+            return_exceptions=True,
+        )
+
+    try:
+        results = asyncio.run(run())
+        assert all(isinstance(r, CommitterStopped) for r in results), results
+        assert not committer.alive
+        with pytest.raises(CommitterStopped):  # refused at once, not queued for nobody
+            asyncio.run(deliver(committer, ["alice"], b"later\n"))
+    finally:
+        committer.stop()
+    assert files(store, "alice", "new") == []
+    assert files(store, "alice", "tmp") == []
+
+
+# -- which sync --------------------------------------------------------------------------------
+
+
+def test_the_kernel_release_decides_the_sync_mode(tmp_path: Path) -> None:
+    assert not syncfs_reports_errors("5.7.19-generic")
+    assert not syncfs_reports_errors("4.19.0")
+    assert not syncfs_reports_errors("weird")
+    assert syncfs_reports_errors("5.8.0")
+    assert syncfs_reports_errors("6.18.44-fc-v1098")
+    assert open_sync(tmp_path, "5.4.0-150-generic") is None
+    sync = open_sync(tmp_path, "6.1.0")
+    assert isinstance(sync, VolumeSync)
+    sync.close()
+
+
+def test_the_per_file_mode_fsyncs_every_file_and_each_new_directory(store: MailStore) -> None:
+    committer = make(store, None)
+    synced: list[str] = []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        os.fsync(fd)
+
+    committer.fsync = fsync
+
+    async def run() -> list[str]:
+        return await asyncio.gather(
+            *(deliver(committer, ["alice", "bob"], f"m{i}\n".encode()) for i in range(30))
+        )
+
+    try:
+        names = asyncio.run(run())
+    finally:
+        committer.stop()
+    for user in ("alice", "bob"):
+        assert files(store, user, "new") == sorted(names)
+        assert files(store, user, "tmp") == []
+        assert str(store.maildir(user) / "new") in synced
+    assert sum("/alice/tmp/" in path for path in synced) == 30  # each file, as written
+    assert synced.count(str(store.maildir("alice") / "new")) <= committer.batches
+
+
+# -- idempotency keys --------------------------------------------------------------------------
+
+
+def test_a_key_already_stored_is_answered_as_the_first_time(store: MailStore) -> None:
+    committer = make(store)
+
+    async def run() -> list[Stored]:
+        first = await deliver_keyed(committer, ["alice", "bob"], b"once\n", "tx-1")
+        again = await deliver_keyed(committer, ["alice", "bob"], b"once\n", "tx-1")
+        together = await asyncio.gather(
+            *(deliver_keyed(committer, ["carol"], b"same batch\n", "tx-2") for _ in range(5))
+        )
+        return [first, again, *together]
+
+    try:
+        first, again, *together = asyncio.run(run())
+    finally:
+        committer.stop()
+    assert again == first
+    assert files(store, "alice", "new") == files(store, "bob", "new") == [first.id]
+    assert all(answer == together[0] for answer in together)
+    assert files(store, "carol", "new") == [together[0].id]
+
+
+def test_a_key_whose_delivery_failed_may_store_again(store: MailStore) -> None:
+    committer = make(store, FailingSync(store.root, {1}))
+
+    async def run() -> tuple[BaseException | Stored, Stored]:
+        try:
+            failed: BaseException | Stored = await deliver_keyed(
+                committer, ["alice"], b"retry me\n", "tx-f"
+            )
+        except OSError as exc:
+            failed = exc
+        return failed, await deliver_keyed(committer, ["alice"], b"retry me\n", "tx-f")
+
+    try:
+        failed, stored = asyncio.run(run())
+    finally:
+        committer.stop()
+    assert isinstance(failed, OSError)
+    assert files(store, "alice", "new") == [stored.id]
+
+
+CRASH = """
+import os, sys
+from pathlib import Path
+from mailstore_api.committer import GroupCommitter, VolumeSync
+from mailstore_api.db import DeliveryKeys
+from mailstore_api.maildir import MailStore
+import asyncio
+
+store = MailStore(Path(sys.argv[1]), "test.example")
+committer = GroupCommitter(
+    store, DeliveryKeys(Path(sys.argv[2]), fsync_commits=False), VolumeSync(store.root), 86400.0
+)
+links = []
+
+def link(source, target):
+    if sys.argv[3] == "after-first-link" and links:
+        os._exit(9)  # the process dies between two links, with no clean-up at all
+    if sys.argv[3] == "before-links":
+        os._exit(9)
+    os.link(source, target)
+    links.append(target)
+
+committer.link = link
+asyncio.run(committer.commit(["alice", "bob"], 6, 7, b"crash\\n", None, key="tx-crash"))
+"""
+
+
+@pytest.mark.parametrize("when", ["after-first-link", "before-links"])
+def test_a_crash_in_a_batch_leaves_one_copy_per_recipient_for_the_retry(
+    store: MailStore, tmp_path: Path, when: str
+) -> None:
+    keys = tmp_path / "keys.sqlite3"
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH, str(store.root), str(keys), when], check=False
+    )
+    assert crashed.returncode == 9
+    store.start_up(0)
+    committer = make(store, keys=keys)  # start-up resolves the key in doubt
+    try:
+        retry = asyncio.run(deliver_keyed(committer, ["alice", "bob"], b"crash\n", "tx-crash"))
+    finally:
+        committer.stop()
+    for user in ("alice", "bob"):  # rolled forward, or stored by the retry: once for each
+        assert files(store, user, "new") == [retry.id]
+        assert (store.maildir(user) / "new" / retry.id).read_bytes() == b"crash\n"
+        assert files(store, user, "tmp") == []
+
+
+def test_a_settled_key_stays_stored_after_the_message_was_expunged(
+    store: MailStore, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.sqlite3"
+    committer = make(store, keys=keys)
+    try:
+        first = asyncio.run(deliver_keyed(committer, ["alice"], b"read and gone\n", "tx-e"))
+        store.delete("alice", [first.id])
+        asyncio.run(deliver_keyed(committer, ["bob"], b"another batch\n", "tx-other"))
+    finally:
+        committer.stop()
+    committer = make(store, keys=keys)  # a restart: the first batch was settled by the second
+    try:
+        again = asyncio.run(deliver_keyed(committer, ["alice"], b"read and gone\n", "tx-e"))
+    finally:
+        committer.stop()
+    assert again == first
+    assert files(store, "alice", "new") == []

@@ -3,7 +3,9 @@
 Small messages are held in memory until the end and handed whole to
 :class:`~mailstore_api.committer.GroupCommitter`, which writes, syncs and links them with the
 other deliveries of its batch; larger ones are spilled to a tmp file every ``SPILL`` octets (so
-memory per delivery stays bounded whatever the message size) and handed over as that file.
+memory per delivery stays bounded whatever the message size) and handed over as that file. A
+delivery with an ``Idempotency-Key`` already stored is answered as the first time (the committer
+looks the key up in its batch, see :mod:`mailstore_api.committer`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from mailcommon.logging import get_logger
 from mailcommon.names import is_valid_username
 
-from mailstore_api.committer import GroupCommitter
+from mailstore_api.committer import CommitterStopped, GroupCommitter, Stored
 from mailstore_api.errors import ApiError
 from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
 from mailstore_api.state import State
@@ -26,6 +28,8 @@ from mailstore_api.threads import in_thread
 
 SPILL = 256 * 1024
 MAX_RECIPIENTS = 1000
+#: The longest ``Idempotency-Key`` (smtp-in's transaction ids are far shorter).
+MAX_KEY = 200
 log = get_logger(__name__)
 
 
@@ -42,6 +46,18 @@ def check_recipients(state: State, given: list[str]) -> list[str]:
     return names
 
 
+def check_idempotency_key(key: str | None) -> None:
+    """422 ``invalid_idempotency_key`` unless ``key`` is None or 1-200 printable ASCII chars."""
+    if key is None:
+        return
+    if not 0 < len(key) <= MAX_KEY or not (key.isascii() and key.isprintable()):
+        raise ApiError(
+            422,
+            "invalid_idempotency_key",
+            f"Idempotency-Key: 1 to {MAX_KEY} printable ASCII characters",
+        )
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "message_too_large", f"the message exceeds {limit} octets", limit=limit)
 
@@ -51,12 +67,17 @@ async def store_delivery(
     recipients: list[str],
     content_length: str | None,
     chunks: AsyncIterator[bytes],
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Stream ``chunks`` into every recipient's Maildir; the 201 body once durably on disk.
 
-    Raises :class:`ApiError` (404, 413, 422, 507); a client that goes away mid-body propagates
-    from ``chunks``. Nothing is left behind in tmp/ on any failure.
+    With ``idempotency_key`` (the ``Idempotency-Key`` header), a key already stored within
+    ``DELIVERY_KEY_RETENTION`` is not stored again: the answer is the first one's 201 body.
+    Raises :class:`ApiError` (404, 413, 422, 503 when the delivery thread has stopped, 507); a
+    client that goes away mid-body propagates from ``chunks``. Nothing is left behind in tmp/ on
+    any failure.
     """
+    check_idempotency_key(idempotency_key)
     names = check_recipients(state, recipients)
     limit = state.settings.max_message_size
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
@@ -68,10 +89,14 @@ async def store_delivery(
             if writer.received + len(chunk) > limit:
                 raise _too_large(limit)
             await writer.feed(chunk)
-        message_id = await writer.commit()
+        stored = await writer.commit(idempotency_key)
         committed = True
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
+    except CommitterStopped as exc:
+        raise ApiError(
+            503, "delivery_unavailable", "the mailstore cannot store mail until it restarts"
+        ) from exc
     except OSError as exc:
         if is_disk_full(exc):
             log.error("volume full", error=str(exc))
@@ -80,7 +105,7 @@ async def store_delivery(
     finally:
         if not committed:
             await writer.abort()
-    return {"id": message_id, "recipients": names, "size": writer.stored}
+    return {"id": stored.id, "recipients": stored.recipients, "size": stored.size}
 
 
 class DeliveryWriter:
@@ -103,10 +128,6 @@ class DeliveryWriter:
         self._fd: int | None = None
         self._tmp: Path | None = None
         self.received = 0
-
-    @property
-    def stored(self) -> int:
-        return self._lines.stored
 
     async def feed(self, chunk: bytes) -> None:
         self.received += len(chunk)
@@ -139,8 +160,9 @@ class DeliveryWriter:
         finally:
             os.close(fd)
 
-    async def commit(self) -> str:
-        """Hand the message to the committer: durable in every recipient's new/; its id."""
+    async def commit(self, key: str | None) -> Stored:
+        """Hand the message to the committer: durable in every recipient's new/ (once per
+        ``key``); what its 201 says."""
         tail = self._lines.finish()
         if tail:
             self._buffer.append(tail)
@@ -150,7 +172,7 @@ class DeliveryWriter:
         data = b"" if tmp is not None else self._take_buffered()
         stored = self._lines.stored
         return await self._committer.commit(
-            self._recipients, stored, stored + self._lines.lfs, data, tmp
+            self._recipients, stored, stored + self._lines.lfs, data, tmp, key=key
         )
 
     async def abort(self) -> None:

@@ -126,11 +126,13 @@ def _recipients(scope: Scope) -> list[str]:
 async def _deliver(call: Call) -> Answer:
     """The message is the body, streamed; the recipients are in the query string."""
     recipients = _recipients(call.scope)
-    length = None
+    length = key = None
     for name, value in call.scope["headers"]:
         if name == b"content-length":
             length = value.decode("latin-1")
-    result = await store_delivery(call.state, recipients, length, _body(call.receive))
+        elif name == b"idempotency-key":
+            key = value.decode("latin-1")
+    result = await store_delivery(call.state, recipients, length, _body(call.receive), key)
     call.log["message_id"] = result["id"]
     call.log["size"] = result["size"]
     return json_answer(201, result)

@@ -211,30 +211,6 @@ class MailStore:
             except FileNotFoundError as exc:
                 raise UnknownMailbox(user) from exc
 
-    def link_into_new(
-        self, tmp_path: Path, users: list[str], stored: int, crlf: int
-    ) -> tuple[str, list[Path]]:
-        """Hard-link the durable tmp file into every ``new/`` under a fresh final name: the name
-        and the links. Neither synced nor is tmp removed: :mod:`mailstore_api.committer` does both."""
-        while True:
-            name = final_name(base_name(self.host), stored, crlf)
-            done: list[Path] = []
-            try:
-                for user in users:
-                    target = self.maildir(user) / "new" / name
-                    os.link(tmp_path, target)
-                    done.append(target)
-            except FileExistsError:
-                unlink_all(done)
-                continue
-            except FileNotFoundError as exc:
-                unlink_all(done)
-                raise UnknownMailbox(str(exc.filename)) from exc
-            except BaseException:
-                unlink_all(done)
-                raise
-            return name, done
-
     # -- reading ---------------------------------------------------------------------------------
 
     def messages(self, user: str) -> list[MessageEntry]:
@@ -312,13 +288,6 @@ class MailStore:
             fsync_dir(box / "new")
             fsync_dir(box / "cur")
         return deleted, gone
-
-
-def unlink_all(paths: list[Path]) -> None:
-    """Remove ``paths``; those already gone are no error."""
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
 
 def _measure(path: Path) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mailcommon.secrets import InsecureTokenError, resolve_token
 from mailcommon.settings import CommonSettings
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 
@@ -30,6 +30,8 @@ class MailstoreSettings(CommonSettings):
     # in the journal, but each thread also contends for the GIL with the event loop: 16 measured
     # best at 50 concurrent deliveries on 2 cores.
     io_threads: int = 16
+    # Seconds a delivery's Idempotency-Key is remembered (a retry within it is not stored again).
+    delivery_key_retention: float = Field(default=86400.0, gt=0)
     # Seconds uvicorn waits for in-flight requests on SIGTERM.
     shutdown_grace: int = 30
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,14 +17,26 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mailstore_api.apop import ApopSecrets
-from mailstore_api.committer import GroupCommitter, VolumeSync
-from mailstore_api.db import Database
+from mailstore_api.committer import GroupCommitter, open_sync
+from mailstore_api.db import Database, DeliveryKeys
 from mailstore_api.maildir import MailStore
 from mailstore_api.passwords import Passwords
 from mailstore_api.settings import MailstoreSettings, Tokens
 from mailstore_api.threads import in_thread
 
 T = TypeVar("T")
+#: Seconds from the delivery thread stopping on a failure to the process ending itself (SIGTERM to
+#: itself: uvicorn drains, answering 503): time for a health check to see the failure; then the
+#: restart policy (compose: ``restart: unless-stopped``) starts it again. Docker does not restart a
+#: container for being unhealthy, only for having ended.
+END_AFTER_STOP = 10.0
+
+
+def _end_process_soon() -> None:
+    """From the stopped delivery thread: SIGTERM to this process in :data:`END_AFTER_STOP` s."""
+    timer = threading.Timer(END_AFTER_STOP, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
 
 
 @dataclass
@@ -58,6 +73,10 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.data_dir / "users.sqlite3")
     store = MailStore(settings.data_dir / "mail", settings.mail_hostname)
+    sync = open_sync(store.root)
+    # The keys' commits ride on the committer's syncfs only when it covers their file system.
+    covered = sync is not None and settings.data_dir.stat().st_dev == store.root.stat().st_dev
+    keys = DeliveryKeys(settings.data_dir / "deliveries.sqlite3", fsync_commits=not covered)
     client = aioredis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=2.0,
@@ -73,7 +92,9 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
         apop=ApopSecrets(tokens.service),
         redis=client,
         locks=MaildropLocks(client),
-        committer=GroupCommitter(store, VolumeSync(store.root)),
+        committer=GroupCommitter(
+            store, keys, sync, settings.delivery_key_retention, on_stop=_end_process_soon
+        ),
     )
     state.users = db.usernames()
     state.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")

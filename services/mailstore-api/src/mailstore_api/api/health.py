@@ -1,4 +1,8 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (database, volume and Redis usable)."""
+"""``/healthz`` (the process serves) and ``/readyz`` (database, volume and Redis usable).
+
+Both fail (503) once the delivery thread has stopped (:mod:`mailstore_api.committer`): nothing can
+be stored until a restart, and the container health check (``/healthz``) is what restarts it.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +22,24 @@ router = APIRouter(tags=["health"])
 StateDep = Annotated[State, Depends(get_state)]
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Alive."""
+_STOPPED = "the delivery thread has stopped"
+
+
+@router.get(
+    "/healthz",
+    response_model=None,
+    responses={503: {"model": ErrorResponse, "description": "delivery_stopped"}},
+)
+async def healthz(state: StateDep) -> dict[str, str] | JSONResponse:
+    """Alive: the process answers and its delivery thread runs."""
+    if not state.committer.alive:
+        return error_response(503, "delivery_stopped", _STOPPED)
     return {"status": "ok"}
+
+
+async def _committer_alive(state: State) -> None:
+    if not state.committer.alive:
+        raise RuntimeError(_STOPPED)
 
 
 def _volume_writable(data_dir: Path) -> None:
@@ -48,8 +66,10 @@ async def _check(results: dict[str, str], name: str, coro: Any) -> None:
     responses={503: {"model": ErrorResponse, "description": "not_ready: a check failed"}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
-    """Ready when the database answers, the volume is writable and Redis answers PING."""
+    """Ready when the delivery thread runs, the database answers, the volume is writable and Redis
+    answers PING."""
     results: dict[str, str] = {}
+    await _check(results, "delivery", _committer_alive(state))
     await _check(results, "database", state.run_io(state.db.ping))
     await _check(results, "volume", state.run_io(_volume_writable, state.settings.data_dir))
     await _check(results, "redis", state.redis.ping())

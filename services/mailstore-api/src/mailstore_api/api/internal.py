@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
@@ -80,21 +80,36 @@ async def recipient(username: str, state: StateDep) -> Recipient:
 @router.post(
     "/deliveries",
     status_code=201,
-    responses=documented(404, 413, 507, e404="unknown_user (nothing stored)"),
+    responses=documented(
+        404,
+        413,
+        503,
+        507,
+        e404="unknown_user (nothing stored)",
+        e503="delivery_unavailable: the delivery thread has stopped (restart the mailstore)",
+    ),
 )
 async def deliver(
     request: Request,
     state: StateDep,
     recipient: Annotated[list[str], Query(min_length=1)],
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     """Store the request body (message/rfc822, CRLF or LF) once for every recipient.
+
+    With ``Idempotency-Key`` (1-200 printable ASCII characters, else 422), a key already stored
+    within ``DELIVERY_KEY_RETENTION`` is stored no more: the answer is the first 201 body.
 
     Served by :class:`mailstore_api.fastpath.MailstoreASGI` (the same code without FastAPI's
     routing and dependency machinery); this route documents it and serves as the fallback.
     """
     try:
         result = await store_delivery(
-            state, recipient, request.headers.get("content-length"), request.stream()
+            state,
+            recipient,
+            request.headers.get("content-length"),
+            request.stream(),
+            idempotency_key,
         )
     except ClientDisconnect:
         return error_response(400, "client_disconnected", "the client went away")
