@@ -233,3 +233,12 @@ def make_mailstore(redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:
     for store in started:
         if store.proc is not None:
             store.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for a test that stops it."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
