@@ -235,36 +235,10 @@ def make_mailstore(redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:
             store.stop(signal.SIGKILL)
 
 
-@dataclass
-class ServedTwice:
-    """One mailstore application on two ports (``serve_twice.py``), with a Redis of its own."""
-
-    store: Mailstore
-    bare_url: str  # the FastAPI application alone; ``store.url`` is the fast path in front of it
-    redis: RedisServer
-
-
-@pytest.fixture(scope="module")
-def served_twice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedTwice]:
-    redis = RedisServer()
-    redis.start()
-    bare_port = free_port()
-    store = Mailstore(
-        tmp_path_factory.mktemp("twice"),
-        redis.url,
-        env_extra={
-            "BARE_PORT": str(bare_port),
-            "LOG_LEVEL": "INFO",
-            "APOP_ENABLED": "true",
-            "MAX_MESSAGE_SIZE": str(2 * 1024 * 1024),
-        },
-        argv=[sys.executable, str(Path(__file__).with_name("serve_twice.py"))],
-    )
-    try:
-        store.start()
-        bare_url = f"http://127.0.0.1:{bare_port}"
-        assert httpx.get(f"{bare_url}/healthz", timeout=10).status_code == 200
-        yield ServedTwice(store, bare_url, redis)
-    finally:
-        store.stop(signal.SIGKILL)
-        redis.stop()
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for a test that stops it."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()

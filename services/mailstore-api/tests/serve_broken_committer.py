@@ -6,33 +6,39 @@ environment.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 from launch import configured_app
-from mailstore_api.fastpath import MailstoreASGI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def broken_link(source: Path, target: Path) -> None:
     raise RuntimeError("injected: a bug in the delivery thread")
 
 
+def with_broken_committer(app: ASGIApp) -> ASGIApp:
+    """``app`` whose committer gets the broken ``link`` once start-up has built the state."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def send_after_start(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                scope["state"]["store"].committer.link = broken_link  # the injection point
+            await send(message)
+
+        await app(scope, receive, send_after_start)
+
+    return serve
+
+
 def main() -> None:
-    settings, tokens, app = configured_app()
-    served = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with served(app):
-            app.state.store.committer.link = broken_link  # the committer's injection point
-            yield
-
-    app.router.lifespan_context = lifespan
+    settings, _, app = configured_app()
     uvicorn.run(
-        MailstoreASGI(app, tokens.service),
+        with_broken_committer(app),
         host=settings.api_bind_host,
         port=settings.api_bind_port,
         log_config=None,

@@ -13,7 +13,6 @@ from mailcommon.secrets import InsecureTokenError
 from mailcommon.startup import ConfigError, load_settings
 
 from mailstore_api.app import create_app
-from mailstore_api.fastpath import MailstoreASGI
 from mailstore_api.logsetup import setup_logging
 from mailstore_api.settings import MailstoreSettings, Tokens, resolve_tokens
 from mailstore_api.volume import VolumeBusy, hold_data_lock
@@ -73,7 +72,7 @@ def main() -> None:
     setup_logging(settings.log_level, settings.log_format)
     # Worker threads doing file I/O get the GIL back sooner after each system call.
     sys.setswitchinterval(0.001)
-    app = MailstoreASGI(create_app(settings, tokens, volume_locked=True), tokens.service)
+    app = create_app(settings, tokens, volume_locked=True)
     # uvicorn drains on SIGTERM, puts back the handlers it found and raises the signal again: with
     # this one in place that ends in a normal exit (status 0, atexit flushes the log buffer)
     # instead of death by the signal, which would lose the last buffered log lines.
@@ -85,6 +84,10 @@ def main() -> None:
         host=settings.api_bind_host,
         port=settings.api_bind_port,
         workers=1,
+        # What the package depends on (uvicorn's "auto" would fall back to asyncio and h11).
+        loop="uvloop",
+        http="httptools",
+        ws="none",
         log_config=None,
         access_log=False,
         proxy_headers=False,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +12,7 @@ from mailcommon.logging import get_logger
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = get_logger(__name__)
 
@@ -102,12 +103,14 @@ def unauthorized() -> JSONResponse:
 def error_answer(exc: Exception) -> tuple[int, dict[str, Any]]:
     """The status and body for an exception a route raised (logged as it deserves).
 
-    ``ApiError`` as it says, a Redis error 503 ``redis_unavailable``, anything else 500
-    ``internal_error``. The FastAPI handlers and the fast path (:mod:`mailstore_api.fastpath`)
-    both answer with this.
+    ``ApiError`` as it says, a client gone mid-body 400 ``client_disconnected``, a Redis error
+    503 ``redis_unavailable``, anything else 500 ``internal_error``. The admin API's handlers
+    and the internal router (:mod:`mailstore_api.api.internal`) both answer with this.
     """
     if isinstance(exc, ApiError):
         return exc.status, error_body(exc.code, exc.message, **exc.extra)
+    if isinstance(exc, ClientDisconnect):
+        return 400, error_body("client_disconnected", "the client went away")
     if isinstance(exc, RedisError):
         log.warning("redis unavailable", error=f"{type(exc).__name__}: {exc}")
         return 503, error_body("redis_unavailable", "the lock service (Redis) is unreachable")
@@ -120,8 +123,8 @@ async def _answer(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own errors (no such route, another method) in the one shape."""
     if (
         exc.status_code == 400
     ):  # FastAPI: a body it could not even decode; invalid input all the same
@@ -129,6 +132,11 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return http_error_response(exc)
 
 
 def _clean(error: Any) -> dict[str, Any]:
@@ -140,18 +148,19 @@ def _clean(error: Any) -> dict[str, Any]:
     }
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    details = [_clean(e) for e in exc.errors()]
-    first = details[0] if details else {"loc": [], "msg": "invalid request"}
-    where = ".".join(str(p) for p in first["loc"])
+def validation_error(errors: Sequence[Any], where: tuple[str, ...] = ()) -> ApiError:
+    """422 ``validation_error`` for pydantic's ``errors``, their locations under ``where``
+    (``("body",)``), the first one in the message; never the input (it may be a password)."""
+    details = [_clean({**e, "loc": (*where, *e.get("loc", ()))}) for e in errors]
+    first = details[0] if details else {"loc": list(where), "msg": "invalid request"}
+    place = ".".join(str(p) for p in first["loc"])
     what = str(first["msg"])
-    return error_response(
-        422,
-        "validation_error",
-        f"{where}: {what}" if where else what,
-        details=details,
-    )
+    return ApiError(422, "validation_error", f"{place}: {what}" if place else what, details=details)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return await _answer(request, validation_error(exc.errors()))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,7 +1,8 @@
-"""The internal API's calls as plain functions: what a route does once its input is parsed.
+"""The internal API's calls as plain functions, and their models: what a route does once its
+input is parsed.
 
-Both ways in call these: the FastAPI routes (:mod:`mailstore_api.api.internal`, the documented
-reference) and the fast path (:mod:`mailstore_api.fastroutes`). Errors are raised as
+The router (:mod:`mailstore_api.api.internal`) validates request bodies with these models, calls
+these functions and documents both in OpenAPI. Errors are raised as
 :class:`~mailstore_api.errors.ApiError` (Redis errors propagate: 503 ``redis_unavailable``).
 """
 
@@ -66,6 +67,26 @@ class BatchRequest(BaseModel):
 class ExpungeResult(BaseModel):
     deleted: list[str]
     already_gone: list[str]
+
+
+class DeliveryResult(BaseModel):
+    id: str
+    recipients: list[str]
+    size: int
+
+
+class SnapshotMessage(BaseModel):
+    id: str
+    size: int  # W: octets with CRLF line ends (what POP3 reports)
+    stored_size: int  # S: octets as stored (what the message and batch reads return)
+
+
+class Snapshot(BaseModel):
+    """What :func:`snapshot` answers (serialized without the models: see there)."""
+
+    messages: list[SnapshotMessage]
+    highest_fence: int
+    credential_tag: str  # changes whenever the account's password does
 
 
 class Batch(NamedTuple):

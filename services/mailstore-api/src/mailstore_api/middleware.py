@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids and one JSON log line per request; bearer-token checks.
+"""Pure ASGI middleware around both APIs: request ids and one JSON log line per request;
+bearer-token checks.
 
 Authentication runs before routing and body parsing, so without the right token every path under
 ``/api/`` and ``/internal/`` (even an unknown one) answers 401 and reveals nothing.

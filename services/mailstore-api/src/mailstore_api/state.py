@@ -1,4 +1,5 @@
-"""Everything a request handler needs, built once at start-up and kept on ``app.state.store``."""
+"""Everything a request handler needs, built once at start-up and handed to every request as the
+lifespan state ``store`` (``scope["state"]``, ``request.state.store``)."""
 
 from __future__ import annotations
 
@@ -103,4 +104,4 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
 
 async def get_state(request: Request) -> State:
     """FastAPI dependency: the application state (async: a sync dependency costs a thread hop)."""
-    return cast(State, request.app.state.store)
+    return cast(State, request.state.store)
