@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from mailcommon.locks import Lease, MaildropLocks
+from mailstack.logs import records, wait_for_records
 from mailstore_api.api.internal import router
 from mailstore_api.fastroutes import BODY_LIMIT, EXPUNGE_LIMIT, ROUTES, match
 
@@ -70,11 +70,11 @@ class Twice:
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
-    def access_lines(self) -> dict[str, dict[str, Any]]:
-        time.sleep(0.5)  # the log buffer is flushed five times a second
-        lines = [
-            json.loads(x) for x in self.store.log_file.read_text().splitlines() if x[:1] == "{"
-        ]
+    def access_lines(self, last: str) -> dict[str, dict[str, Any]]:
+        """The access lines by request id, once the one of request ``last`` is out."""
+        log = self.store.log_file.read_text
+        wait_for_records(log, {"event": "request", "request_id": last})
+        lines = records(log())
         return {x["request_id"]: x for x in lines if x.get("event") == "request"}
 
 
@@ -433,7 +433,7 @@ def test_the_same_access_lines(twice: Twice) -> None:
         twice.bare.post("/internal/v1/auth", json={}, headers={"X-Request-ID": "b-none"})
     finally:
         release(twice.store.redis_url, lease)
-    lines = twice.access_lines()
+    lines = twice.access_lines(last="b-none")
     varying = {"ms", "timestamp", "request_id"}
     for n in [*range(len(cases)), "-none"]:
         fast, bare = lines[f"f{n}"], lines[f"b{n}"]
