@@ -14,13 +14,13 @@ import signal
 import smtplib
 import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from mailstack.ports import wait_until
 from mailstack.stack import Stack
 
 pytestmark = [pytest.mark.local_only, pytest.mark.slow]
@@ -77,16 +77,17 @@ def pop_login(port: int, user: str, password: str = "secret-password") -> poplib
     return pop
 
 
-def pop_login_when_free(port: int, user: str, within: float = 15.0) -> poplib.POP3:
+def pop_login_when_free(port: int, user: str, within: float = 30.0) -> poplib.POP3:
     """Log in, waiting out a lock left by a session that died (it expires after its TTL)."""
-    deadline = time.monotonic() + within
-    while True:
+
+    def attempt() -> poplib.POP3 | None:
         try:
             return pop_login(port, user)
         except poplib.error_proto as exc:
             assert b"[IN-USE]" in exc.args[0], exc
-            assert time.monotonic() < deadline, f"{user}'s lock never expired"
-            time.sleep(0.5)
+            return None
+
+    return wait_until(attempt, within, f"{user}'s lock to expire")
 
 
 @contextlib.contextmanager
@@ -136,8 +137,15 @@ def test_mailstore_killed_during_500_smtp_deliveries(fault_stack: Stack) -> None
     for thread in threads:
         thread.start()
     assert sent_ok.wait(120), "no deliveries got through before the kill"
+    with lock:
+        failed_before = sum(r != "250" for r in outcomes.values())
+
+    def failed_since() -> bool:
+        with lock:
+            return sum(r != "250" for r in outcomes.values()) > failed_before
+
     stack.kill_service("mailstore-api")
-    time.sleep(1.0)
+    wait_until(failed_since, 60, "a delivery failing while the mailstore is down")
     stack.start_service("mailstore-api")
     for thread in threads:
         thread.join(300)
@@ -305,8 +313,8 @@ def test_expired_lock_cannot_expunge_after_takeover(fault_stack: Stack) -> None:
     assert pop3_process is not None
     pop3_process.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(4.5)  # longer than POP3_LOCK_TTL=3: A's lease expires unrenewed
-        session_b = pop_login(replica["pop3"], "hank")
+        # B gets in once A's lease has expired unrenewed (POP3_LOCK_TTL=3)
+        session_b = pop_login_when_free(replica["pop3"], "hank")
         assert session_b.stat()[0] == 3
     finally:
         pop3_process.send_signal(signal.SIGCONT)

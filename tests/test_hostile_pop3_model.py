@@ -22,6 +22,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mailstack.ports import wait_until
 
 HOST = "127.0.0.1"
 TIMEOUT = 15.0
@@ -68,10 +69,10 @@ class Pop3Conn:
         self.sock.close()
 
 
-def login(port: int, user: str, password: str, wait: float = 10.0) -> tuple[Pop3Conn, bytes]:
+def login(port: int, user: str, password: str) -> tuple[Pop3Conn, bytes]:
     """Log in, retrying while a previous session of the user still holds the maildrop lock."""
-    deadline = time.monotonic() + wait
-    while True:
+
+    def attempt() -> tuple[Pop3Conn, bytes] | None:
         conn = Pop3Conn(port)
         assert conn.line().startswith(b"+OK")
         assert conn.cmd(f"USER {user}").startswith(b"+OK")
@@ -80,8 +81,9 @@ def login(port: int, user: str, password: str, wait: float = 10.0) -> tuple[Pop3
             return conn, reply
         conn.close()
         assert b"[IN-USE]" in reply, reply
-        assert time.monotonic() < deadline, f"maildrop still locked: {reply!r}"
-        time.sleep(0.05)
+        return None
+
+    return wait_until(attempt, 30, f"{user}'s maildrop free")
 
 
 def message_body(i: int, variant: int) -> bytes:

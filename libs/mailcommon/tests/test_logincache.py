@@ -16,7 +16,7 @@ def test_login_cache_hits_expires_and_forgets() -> None:
     cache.forget("bob")
     assert cache.hit("bob", "pw") is None
     cache.remember("bob", "pw", "again")
-    time.sleep(0.25)
+    time.sleep(0.25)  # the behaviour: past the 0.2 s TTL
     assert cache.hit("bob", "pw") is None
     off: LoginCache[str] = LoginCache(ttl=0)
     off.remember("bob", "pw", "x")

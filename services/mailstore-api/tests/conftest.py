@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from mailstack.ports import free_port
+from mailstack.ports import free_port, wait_until
 
 LIMIT = 300_000  # MAX_MESSAGE_SIZE of the shared mailstore
 
@@ -53,16 +52,16 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def pong() -> bool:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
+                    return s.recv(16).startswith(b"+PONG")
             except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+                return False
+
+        wait_until(pong, 30, "redis-server")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -126,16 +125,17 @@ class Mailstore:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
                 raise RuntimeError(f"mailstore exited: {self.log_file.read_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("mailstore did not start")
+                return False
+
+        wait_until(healthy, 30, "the mailstore")
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None:

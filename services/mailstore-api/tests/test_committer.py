@@ -199,7 +199,7 @@ def test_a_cancelled_caller_waits_for_its_delivery_to_be_settled(store: MailStor
         task = asyncio.create_task(deliver(committer, ["alice"], b"in flight\n"))
         await asyncio.to_thread(sync.entered.wait, 10)
         task.cancel()
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # the behaviour: a window in which it must not finish
         assert not task.done()  # still waiting for the committer, not racing it
         sync.release.set()
         with pytest.raises(asyncio.CancelledError):

@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+from mailstack.ports import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -27,13 +28,6 @@ def start_upload(port: int, token: str, user: str, length: int) -> socket.socket
         ).encode()
     )
     return s
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +100,7 @@ def test_kill_9_mid_delivery_leaves_nothing_partial_and_start_up_cleans_tmp(make
     upload.sendall(
         b"Subject: partial\r\n\r\n" + (b"x" * 99 + b"\r\n") * 3000
     )  # past the spill size
-    wait_for(lambda: len(store.files("kim", "tmp")) == 1)  # it is being written
+    wait_until(lambda: len(store.files("kim", "tmp")) == 1, 30, "kim's file in tmp/")
     assert store.stop(signal.SIGKILL) == -signal.SIGKILL
     upload.close()
     assert len(store.files("kim", "tmp")) == 1  # the partial message, in tmp/ only
@@ -155,10 +149,10 @@ def test_sigterm_finishes_the_delivery_in_flight(make_mailstore):
     body = b"Subject: drained\r\n\r\n" + b"y" * 1000 + b"\r\n"
     upload = start_upload(store.port, store.service_token, "tom", len(body))
     upload.sendall(body[:500])
-    time.sleep(0.2)
+    time.sleep(0.2)  # no event shows that the server has read the headers: a margin for that
     assert store.proc is not None
     store.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    time.sleep(0.3)  # the behaviour: a window in which it must not exit while a delivery runs
     assert store.proc.poll() is None  # still draining
     upload.sendall(body[500:])
     answer = upload.recv(65536)

@@ -8,12 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from mailstack.ports import free_port, settle_logs, tcp_ready
+from mailstack.ports import free_port, tcp_ready, wait_until
 from mailstack.stack import Stack
 
 HOST = "127.0.0.1"
@@ -38,7 +37,7 @@ class Pop3Proc:
         return self.popen.pid
 
     def logs(self) -> str:
-        settle_logs()
+        """What it has written to its log so far (wait for a line with ``wait_for_records``)."""
         return self.log_path.read_text(errors="replace")
 
 
@@ -108,16 +107,17 @@ def start_pop3(stack: Stack, workdir: Path, overrides: dict[str, str]) -> Pop3Pr
         start_new_session=True,
     )
     log.close()
-    deadline = time.monotonic() + 30
-    while not (
-        tcp_ready(HOST, port) and (not int(env["POP3S_BIND_PORT"]) or tcp_ready(HOST, sport))
-    ):
+
+    def ready() -> bool:
         if popen.poll() is not None:
             raise RuntimeError(log_path.read_text())
-        if time.monotonic() > deadline:
-            popen.kill()
-            raise TimeoutError(log_path.read_text())
-        time.sleep(0.05)
+        return tcp_ready(HOST, port) and (not int(env["POP3S_BIND_PORT"]) or tcp_ready(HOST, sport))
+
+    try:
+        wait_until(ready, 30, "pop3d")
+    except TimeoutError as exc:
+        popen.kill()
+        raise TimeoutError(f"{exc}: {log_path.read_text()}") from None
     return Pop3Proc(popen, port, sport, log_path)
 
 

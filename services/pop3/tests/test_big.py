@@ -30,7 +30,7 @@ class PeakRss(threading.Thread):
     def run(self) -> None:
         while self.running:
             self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.01)
+            time.sleep(0.01)  # the sampling period: no event marks a peak
 
     def stop(self) -> int:
         self.running = False
@@ -57,7 +57,7 @@ def test_25_mib_byte_exact_with_bounded_memory(stack: Stack, mail: Mail, pop3_pi
     assert r.cmd("RETR 1") == f"+OK {expected_w} octets".encode()
     # A slow reader first: 1 MiB, then a pause during which the server must wait, not buffer.
     got = bytearray(r.file.read(MiB))
-    time.sleep(1.5)
+    time.sleep(1.5)  # the behaviour: a reader that pauses; the server must not buffer meanwhile
     paused_rss = psutil.Process(pop3_pid).memory_info().rss
     while not got.endswith(b"\r\n.\r\n"):
         chunk = r.file.read1(1 << 20)

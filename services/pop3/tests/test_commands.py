@@ -348,7 +348,7 @@ def test_each_command_restarts_the_idle_timer(pop3_factory) -> None:
     r.line()
     started = time.monotonic()
     while time.monotonic() - started < 3:
-        time.sleep(0.3)
+        time.sleep(0.3)  # the behaviour: a pause shorter than the idle limit
         assert r.cmd("CAPA") == b"+OK capability list follows"
         assert b"UIDL" in r.multi()
     last = time.monotonic()

@@ -3,28 +3,16 @@ working the moment the password changes or the account goes."""
 
 from __future__ import annotations
 
-import json
 import poplib
-import time
 
 import pytest
 from mailstack.stack import Stack
 from pop3kit import HOST, Mail
 
 
-def session_lines(stack: Stack, user: str) -> list[dict[str, object]]:
-    lines = []
-    for line in (stack.log_dir / "pop3.log").read_text(errors="replace").splitlines():
-        if line.startswith("{") and f'"user": "{user}"' in line and '"event": "session"' in line:
-            lines.append(json.loads(line))
-    return lines
-
-
 def cached_logins(stack: Stack, user: str, sessions: int) -> list[bool]:
     """``cached_login`` of the first ``sessions`` session lines of ``user`` (waits for them)."""
-    deadline = time.monotonic() + 10
-    while len(found := session_lines(stack, user)) < sessions and time.monotonic() < deadline:
-        time.sleep(0.05)
+    found = stack.wait_for_log("pop3", {"event": "session", "user": user}, count=sessions)
     return [bool(line["cached_login"]) for line in found[:sessions]]
 
 

@@ -6,11 +6,10 @@ read from pop3d's session log line (``batches``, ``prefetched``).
 
 from __future__ import annotations
 
-import json
 import secrets
-import time
 from collections.abc import Callable
 
+from mailstack.logs import wait_for_records
 from mailstack.stack import Stack
 from pop3kit import Mail, Pop3Proc, Raw
 
@@ -47,17 +46,8 @@ def fetch(r: Raw, command: str) -> tuple[bytes, bytes]:
     return status, b"".join(line + b"\r\n" for line in lines)
 
 
-def session_lines(logs: str, user: str) -> list[dict[str, object]]:
-    events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    return [e for e in events if e.get("event") == "session" and e.get("user") == user]
-
-
-def wait_for_session(logs: Callable[[], str], user: str, count: int = 1) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 10
-    while len(found := session_lines(logs(), user)) < count:
-        assert time.monotonic() < deadline, logs()[-2000:]
-        time.sleep(0.05)
-    return found
+def wait_for_session(logs: Callable[[], str], user: str) -> list[dict[str, object]]:
+    return wait_for_records(logs, {"event": "session", "user": user})
 
 
 def test_sequential_retr_is_byte_exact_and_batched(stack: Stack, mail: Mail) -> None:

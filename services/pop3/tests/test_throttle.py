@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import random
 import socket
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from mailstack.logs import wait_for_records
 from pop3d.auth import log_key, user_tag
 from pop3kit import HOST, Mail, Pop3Proc, Raw
 
@@ -66,9 +66,10 @@ def test_successes_are_not_failures_and_parallel_guesses_are_counted_first(
     held.cmd("QUIT")
     held.close()
 
-    time.sleep(0.3)
-    refusals = [e for e in events(proc) if e.get("event") == "refusal"]
     tag = user_tag(log_key(mail.stack.service_token), user)
+    wait_for_records(proc.logs, {"event": "refusal", "user_hash": tag}, count=12 + 1)
+    wait_for_records(proc.logs, {"event": "refusal", "user": other})
+    refusals = [e for e in events(proc) if e.get("event") == "refusal"]
     mine = [e for e in refusals if e.get("user_hash") == tag]
     assert sorted(str(e["reason"]) for e in mine) == sorted(
         ["bad_credentials"] * LIMIT + ["throttled"] * (12 - LIMIT + 1)

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mailstack.logs import wait_for_records
 from mailstack.stack import Stack
-from smtp_testlib import DOMAINS, Mail, SmtpProcess, split_trace
+from smtp_testlib import DOMAINS, Mail, SmtpProcess, split_trace, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_mailstore_refusing_the_size_gives_552(faulty: Mail, tmp_path: Path) -> 
             code, text = client.data(b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 100)
             assert (code, text[:5]) == (552, b"5.3.4")
         assert faulty.stored(bob) == []
-        assert '"result": "too_large"' in generous.logs()
+        wait_for_records(generous.logs, {"event": "message", "result": "too_large"})
     finally:
         generous.terminate()
 
@@ -95,7 +96,7 @@ def test_mailstore_stopped_mid_run(faulty: Mail) -> None:
                     client.rset()
                 with lock:
                     outcomes[token] = (code, text)
-                if code != 250:
+                if code != 250:  # a client's pause before it tries again: no event to wait for
                     time.sleep(0.02)
             client.quit()
         except BaseException as exc:  # reported by the main thread
@@ -104,11 +105,18 @@ def test_mailstore_stopped_mid_run(faulty: Mail) -> None:
     threads = [threading.Thread(target=sender, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+
+    def count(accepted: bool) -> int:
+        with lock:
+            return sum((code == 250) == accepted for code, _ in outcomes.values())
+
+    wait_for(lambda: count(accepted=True) >= 30, 60, "deliveries before the stop")
+    refused_before = count(accepted=False)
     faulty.stack.stop_service("mailstore-api")
-    time.sleep(1.0)
+    wait_for(lambda: count(accepted=False) > refused_before, 60, "a refusal while it is down")
     faulty.stack.start_service("mailstore-api")
-    time.sleep(1.0)
+    before = count(accepted=True)
+    wait_for(lambda: count(accepted=True) >= before + 30, 60, "deliveries after the restart")
     stop.set()
     for t in threads:
         t.join(60)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from mailstack.logs import wait_for_records
 from smtp_testlib import Mail, SmtpProcess, read_reply, split_trace, wait_for
 
 LIMITS = {
@@ -91,9 +92,8 @@ def test_connection_limits_global_and_per_address(limited: SmtpProcess) -> None:
     wait_for(admitted, 5, "a freed slot")
     for sock in (a2, a3, b1, c1):
         sock.close()
-    logs = limited.logs()
-    assert '"reason": "too_many_connections_from_address"' in logs
-    assert '"reason": "too_many_connections"' in logs
+    for reason in ("too_many_connections_from_address", "too_many_connections"):
+        wait_for_records(limited.logs, {"event": "refused", "reason": reason})
 
 
 def test_connections_closed_at_once_give_their_slot_back(
@@ -136,10 +136,11 @@ def test_data_timeout_is_inactivity_not_total_time(mail: Mail, limited: SmtpProc
     ):
         sock.sendall(line + b"\r\n")
         read_reply(sock, buf)
-    # A trickle with pauses shorter than SMTP_DATA_TIMEOUT, for longer than both timeouts.
-    for i in range(6):
+    # A trickle with pauses shorter than SMTP_DATA_TIMEOUT, for longer than both timeouts: the
+    # timing is the behaviour (0.7 s of slack per pause for a loaded machine).
+    for i in range(9):
         sock.sendall(f"line {i}\r\n".encode())
-        time.sleep(0.45)
+        time.sleep(0.3)
     sock.sendall(b".\r\n")
     assert read_reply(sock, buf).startswith(b"250 2.0.0 ")
     # Now a stall inside DATA.

@@ -12,7 +12,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from mailstack.ports import free_port, greets, settle_logs, wait_until
+from mailstack.ports import free_port, greets, wait_until
 from mailstack.running import Running
 
 HOST = "127.0.0.1"
@@ -103,6 +103,6 @@ class ComposeStack(Running):
         return self.compose("exec", "-T", "mailstore-api", "cat", f"/secrets/{relative}").encode()
 
     def logs(self, name: str) -> str:
-        """What ``name`` has logged so far (once its buffered output is written out)."""
-        settle_logs()
-        return self.compose("logs", "--no-color", name, check=False)
+        """What ``name`` has written to its log so far (lines logged a moment ago may be missing:
+        wait for them with ``wait_for_log``)."""
+        return self.compose("logs", "--no-color", "--no-log-prefix", name, check=False)

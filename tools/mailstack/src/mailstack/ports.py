@@ -9,13 +9,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-
-from mailcommon.logging import FLUSH_INTERVAL
+from typing import TypeVar
 
 #: ``free_port`` picks from here up to the start of the kernel's ephemeral range.
 LOWEST_PORT = 10_000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()
+_T = TypeVar("_T")
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -90,20 +90,12 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def wait_until(probe: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``probe()`` until it is true; raise TimeoutError naming ``what`` otherwise."""
+def wait_until(probe: Callable[[], _T | None], timeout: float, what: str) -> _T:
+    """Poll ``probe()`` until it returns something true, and return that; raise TimeoutError
+    naming ``what`` after ``timeout`` seconds. The one polling loop of the tests and tools."""
     deadline = time.monotonic() + timeout
-    while not probe():
+    while not (result := probe()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
         time.sleep(0.05)
-
-
-#: The services write their log output every ``FLUSH_INTERVAL`` seconds; after this long, every
-#: line logged before a read has reached the log.
-LOG_SETTLE = 2 * FLUSH_INTERVAL + 0.1
-
-
-def settle_logs() -> None:
-    """Wait until every line the services logged so far has been written out."""
-    time.sleep(LOG_SETTLE)
+    return result

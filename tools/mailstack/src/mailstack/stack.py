@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from mailstack.ports import free_port, http_ok, settle_logs, tcp_ready, wait_until
+from mailstack.logs import mark_http, mark_pop3, mark_smtp
+from mailstack.ports import free_port, http_ok, tcp_ready, wait_until
 from mailstack.running import Running
 
 ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3")
@@ -258,7 +259,23 @@ class Stack(Running):
         return (self.secrets_dir / relative).read_bytes()
 
     def logs(self, name: str) -> str:
-        """What ``name`` has logged so far (once its buffered output is written out)."""
-        settle_logs()
+        """What ``name`` has written to its log so far (lines logged a moment ago may be missing:
+        wait for them with ``wait_for_log``)."""
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs_until_now(self, name: str) -> str:
+        """The log of ``name`` with at least every line it logged before this call.
+
+        The service is made to log a line of its own (``mailstack.logs``) and the log is read
+        once that line is out; redis writes each line as it logs it.
+        """
+        proc = self.processes[name]
+        base = name.split("#", 1)[0]
+        if base == "mailstore-api":
+            self.wait_for_log(name, mark_http(self.api_url))
+        elif base == "smtp-in":
+            self.wait_for_log(name, mark_smtp(HOST, proc.ports["smtp"]))
+        elif base == "pop3":
+            self.wait_for_log(name, mark_pop3(HOST, proc.ports["pop3"]))
+        return self.logs(name)
