@@ -1,11 +1,12 @@
 """POP3 benchmark: our stack (redis + mailstore-api + pop3d) against Dovecot, in the same run.
 
     uv run python bench/pop3_bench.py [--seconds 8] [--concurrency 1,10,50] [--idle 2000]
-                                      [--no-dovecot]
+                                      [--no-dovecot] [--shared DIR]
 
-Dovecot (the peers of /work/shared/peers/peers.sh): ``bash /work/shared/peers/peers.sh install``
-once; this program runs ``peers.sh start`` itself when 127.0.0.1:2110/2111 are not listening, and
-stops the Dovecot instances it started afterwards (default process model on 2110, tuned on 2111).
+Dovecot (the peers of ``../shared/peers/peers.sh``, beside the repository; ``--shared DIR`` names
+another folder): ``bash ../shared/peers/peers.sh install`` once; this program runs ``peers.sh
+start`` itself when 127.0.0.1:2110/2111 are not listening, and stops the Dovecot instances it
+started afterwards (default process model on 2110, tuned on 2111).
 
 Fixtures, the same on both sides: u0..u99 with 100 messages of 4 KiB (the bytes of peers'
 mkmaildir.py), u100 empty, ``big`` with one 10 MiB message; passwords ``pw<N>`` / ``pwbig``. Ours are
@@ -44,7 +45,7 @@ import psutil
 from mailstack.stack import Stack
 
 HOST = "127.0.0.1"
-PEERS = Path("/work/shared/peers/peers.sh")
+REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = Path(os.environ.get("PEERS_DIR", "/tmp/peers"))
 DOVECOT = {"dovecot default": 2110, "dovecot tuned": 2111}
 MiB = 1024 * 1024
@@ -357,20 +358,21 @@ def port_open(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def start_dovecot() -> bool:
+def start_dovecot(shared: Path) -> bool:
     """Ensure the peers listen; returns True when this program started Dovecot."""
     if all(port_open(p) for p in DOVECOT.values()):
         return False
-    if not PEERS.exists():
-        raise RuntimeError(f"{PEERS} not found")
+    peers = shared / "peers" / "peers.sh"
+    if not peers.exists():
+        raise RuntimeError(f"{peers} not found (--shared DIR: the folder that holds peers/)")
     # peers.sh start also starts Postfix (and fails at that step when it already runs);
     # the Dovecot instances are up by then.
-    subprocess.run(["bash", str(PEERS), "start"], check=False, capture_output=True)
+    subprocess.run(["bash", str(peers), "start"], check=False, capture_output=True)
     for _ in range(50):
         if all(port_open(p) for p in DOVECOT.values()):
             return True
         time.sleep(0.2)
-    raise RuntimeError("Dovecot did not start (run: bash /work/shared/peers/peers.sh install)")
+    raise RuntimeError(f"Dovecot did not start (run: bash {peers} install)")
 
 
 def stop_dovecot() -> None:
@@ -434,7 +436,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
                 results["pop3d"][f"RSS MB, {opened} idle"] = total / MiB
     if not args.no_dovecot:
-        started = start_dovecot()
+        started = start_dovecot(args.shared)
         try:
             for name, port in DOVECOT.items():
                 print(f"{name} (127.0.0.1:{port}):")
@@ -455,6 +457,12 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=2000, help="idle logged-in sessions (0: skip)")
     ap.add_argument("--big-rounds", type=int, default=5, help="RETRs of the 10 MiB message")
     ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument(
+        "--shared",
+        type=Path,
+        default=REPO.parent / "shared",
+        help="the shared folder with peers/peers.sh (default: ../shared beside the repository)",
+    )
     ap.add_argument(
         "--env",
         action="append",

@@ -2,8 +2,9 @@
 
     uv run python bench/smtp_bench.py [--seconds 9] [--rounds 3] [--concurrency 1,10,50] [--no-postfix]
 
-Start Postfix first (as root): ``bash /work/shared/peers/peers.sh install`` once, then
-``bash /work/shared/peers/peers.sh start``; stop it afterwards with ``peers.sh stop``.
+Start Postfix first (as root; ``../shared`` is the shared folder beside the repository):
+``bash ../shared/peers/peers.sh install`` once, then ``bash ../shared/peers/peers.sh start``; stop
+it afterwards with ``peers.sh stop``.
 
 What is measured, for 4 KiB messages, at each concurrency (clients each holding one connection
 and sending one message after the other, as an MTA with N connections does):

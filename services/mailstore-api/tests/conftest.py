@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from mailstack.ports import free_port, wait_until
+from mailstack.stack import with_huge_pages
 
 LIMIT = 300_000  # MAX_MESSAGE_SIZE of the shared mailstore
 
@@ -121,7 +122,7 @@ class Mailstore:
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
-                env=self.env(),
+                env=with_huge_pages(self.env()),  # as compose and mailstack start it
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

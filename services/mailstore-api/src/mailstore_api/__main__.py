@@ -17,27 +17,6 @@ from mailstore_api.logsetup import setup_logging
 from mailstore_api.settings import MailstoreSettings, Tokens, resolve_tokens
 from mailstore_api.volume import VolumeBusy, hold_data_lock
 
-#: glibc tunable: malloc asks for transparent huge pages on what it maps. With the pinned mmap
-#: threshold every argon2id block is a fresh 19 MiB mapping; faulted in as 4 KiB pages that cost
-#: about 12 ms of CPU per hash (measured: 36-40 ms instead of 23-27 ms), as 2 MiB pages nothing.
-HUGE_PAGES = "glibc.malloc.hugetlb=1"
-
-
-def _with_huge_pages() -> None:
-    """glibc reads GLIBC_TUNABLES only when a process starts: run again (same pid) with it set.
-
-    Done here so it holds however the mailstore is started (compose, the local launcher). An
-    operator's own ``glibc.malloc.hugetlb`` setting is left alone; on another libc it is inert.
-    """
-    current = os.environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" in current:
-        return
-    os.environ["GLIBC_TUNABLES"] = f"{current}:{HUGE_PAGES}" if current else HUGE_PAGES
-    try:
-        os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - this interpreter, this command line
-    except OSError:
-        return  # without huge pages: slower hashing, nothing else
-
 
 def _configure() -> tuple[MailstoreSettings, Tokens]:
     try:
@@ -58,7 +37,6 @@ def _exit_after_drain(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    _with_huge_pages()
     # Everything on the volume is the mailstore's alone: the users database (password hashes),
     # Maildirs and messages are created 0600 / 0700, whatever the umask of the caller.
     os.umask(0o077)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from mailcommon.healthcheck import greeting_problem
+
 #: ``free_port`` picks from here up to the start of the kernel's ephemeral range.
 LOWEST_PORT = 10_000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -71,14 +73,9 @@ def greets(host: str, port: int) -> bool:
     """True when the server on ``host:port`` sends a positive greeting (``+OK`` or ``220``).
 
     A bare TCP connect is not enough behind docker-proxy, which accepts before the container
-    listens.
+    listens. The same probe as the containers' health check.
     """
-    try:
-        with socket.create_connection((host, port), timeout=2.0) as sock:
-            sock.settimeout(2.0)
-            return sock.recv(64).startswith((b"+OK", b"220"))
-    except OSError:
-        return False
+    return greeting_problem(host, port, (b"+OK", b"220")) is None
 
 
 def http_ok(url: str) -> bool:

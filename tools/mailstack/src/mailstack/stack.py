@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -24,6 +25,8 @@ ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3")
 MODULES = {"mailstore-api": "mailstore_api", "smtp-in": "smtp_in", "pop3": "pop3d"}
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
+#: What docker-compose.yml gives the mailstore (the reason is there): malloc's huge pages.
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
 @dataclass
@@ -46,6 +49,17 @@ class Process:
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+
+def with_huge_pages(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a mailstore: ``HUGE_PAGES`` added to GLIBC_TUNABLES unless it sets its own.
+
+    glibc reads the variable only when a process starts, so the launcher sets it.
+    """
+    current = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in current:
+        return dict(env)
+    return {**env, "GLIBC_TUNABLES": f"{current}:{HUGE_PAGES}" if current else HUGE_PAGES}
 
 
 class Stack(Running):
@@ -171,7 +185,9 @@ class Stack(Running):
         proc = self.processes.get(name) or self._build(name)
         if proc.running():
             return proc
-        if proc.name != "redis":
+        if proc.name == "mailstore-api":
+            proc.env = with_huge_pages({**self.environment(), **proc.extra_env})
+        elif proc.name != "redis":
             proc.env = {**self.environment(), **proc.extra_env}
         proc.log_file = proc.log_path.open("ab")
         proc.popen = subprocess.Popen(
