@@ -47,8 +47,6 @@ def main() -> None:
     pin_mmap_threshold()
     # aiosmtpd logs every command at INFO; our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-    # httpx logs every request to the mailstore at INFO; the message line covers it.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         asyncio.run(run(settings, token, context))
     except OSError as exc:  # the listening address is taken or not ours
