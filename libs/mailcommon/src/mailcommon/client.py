@@ -38,6 +38,9 @@ MAX_RESPONSE = BATCH_MAX_BYTES + 64 * 1024
 #: Most octets one step of a streamed message yields.
 STREAM_CHUNK = 64 * 1024
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Seconds an idle pooled connection is kept: below uvicorn's 5 s, so that the client, not the
+#: server, ends an idle connection (a POST sent as the server closes it fails; it is not resent).
+KEEPALIVE = 4.0
 
 
 class MailstoreError(Exception):
@@ -238,7 +241,9 @@ class MailstoreClient:
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, keepalive_timeout=KEEPALIVE
+                ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
