@@ -398,7 +398,7 @@ def test_the_shared_client_speaks_this_api(mailstore, redis_server, new_user):
             snap = (await client.snapshot(user, lease.token, lease.fence)).entries
             assert [e.id for e in snap] == [delivery.id]
             async with client.open_message(user, delivery.id) as response:
-                data = b"".join([c async for c in response.aiter_bytes()])
+                data = b"".join([c async for c in response.aiter_raw()])
             assert snap[0].size == len(data) + data.count(b"\n")
             with pytest.raises(LockConflict):
                 await client.expunge(user, [delivery.id], "not-the-token", lease.fence)

@@ -3,6 +3,16 @@
 Every failure is mapped to one exception class, so the front ends can choose a protocol reply
 without looking at HTTP: :class:`MailstoreUnavailable` means "try again later" (4xx in SMTP,
 ``[SYS/TEMP]`` in POP3); the other :class:`MailstoreError` subclasses are definite answers.
+
+HTTP is aiohttp's client (one ``ClientSession`` per process). It was chosen by measurement
+(``bench/http_client_bench.py``, figures in ``bench/RESULTS.md``): about 150-200 µs of CPU per
+call against uvicorn on loopback, like h11 under a pool of our own, where httpx costs 700-1,100 µs
+(httpcore's pool rescans every connection, through anyio, on each state change). What the front
+ends rely on, each pinned by a test over real sockets (``tests/test_client_http.py``): interim
+1xx replies are skipped; a reply that arrives while the body is still being sent (an early 413)
+is the reply; only idempotent methods are resent after a pooled connection turns out closed, so a
+POST never is (aiohttp's ``IDEMPOTENT_METHODS``); and this module reads no response body past
+:data:`MAX_RESPONSE` octets except one that is streamed (:meth:`MailstoreClient.open_message`).
 """
 
 from __future__ import annotations
@@ -14,15 +24,23 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
-
-from mailcommon.transport import LeanTransport, RawResponse
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 INTERNAL = "/internal/v1"
 #: The batch read's limits (the mailstore refuses more): ids per call, stored octets per call.
 BATCH_MAX_IDS = 256
 BATCH_MAX_BYTES = 1024 * 1024
 SIZES_HEADER = "x-message-sizes"
+#: The longest response body read whole: a full batch, plus room for its JSON neighbours.
+MAX_RESPONSE = BATCH_MAX_BYTES + 64 * 1024
+#: Most octets one step of a streamed message yields.
+STREAM_CHUNK = 64 * 1024
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: Seconds an idle pooled connection is kept: below uvicorn's 5 s, so that the client, not the
+#: server, ends an idle connection (a POST sent as the server closes it fails; it is not resent).
+KEEPALIVE = 4.0
 
 
 class MailstoreError(Exception):
@@ -119,8 +137,72 @@ def _error_from(status: int, body: bytes) -> MailstoreError:
     return _BY_STATUS.get(status, MailstoreError)(status, code, message, detail)
 
 
-def _unreachable(exc: httpx.HTTPError) -> MailstoreUnavailable:
+def _unreachable(exc: BaseException) -> MailstoreUnavailable:
     return MailstoreUnavailable(0, "unreachable", f"{type(exc).__name__}: {exc}", {})
+
+
+#: What aiohttp raises when the mailstore cannot be reached, times out or breaks the protocol.
+_HTTP_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+def _dropped_after_sending(exc: BaseException | None) -> bool:
+    """The connection failed after it was open, not for want of one or of time: the mailstore
+    may or may not have seen (and acted on) the request."""
+    if isinstance(exc, aiohttp.ClientConnectorError | TimeoutError):
+        return False  # never connected (nothing was sent), or slow: retrying adds load
+    return isinstance(
+        exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError
+    )
+
+
+class TooLong(Exception):
+    """A response body over the limit the caller set."""
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, refused (:class:`TooLong`) past ``limit`` octets however it is framed:
+    by its ``Content-Length`` before reading, chunked or close-delimited as it arrives."""
+    if response.content_length is not None:
+        if response.content_length > limit:
+            raise TooLong(f"{response.content_length} octets announced, at most {limit} read")
+        return await response.read()
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in response.content.iter_any():
+        total += len(chunk)
+        if total > limit:
+            raise TooLong(f"over {limit} octets without a length")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A response read whole: status, headers and body."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+class MessageStream:
+    """One stored message being received (what :meth:`MailstoreClient.open_message` yields)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.headers = response.headers
+
+    async def aread(self) -> bytes:
+        """The whole message; more than :data:`MAX_RESPONSE` octets is MailstoreUnavailable."""
+        try:
+            return await _read_bounded(self._response, MAX_RESPONSE)
+        except TooLong as exc:
+            raise MailstoreUnavailable(200, "too_long", str(exc), {}) from exc
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The message in pieces of at most :data:`STREAM_CHUNK` octets, read as asked for."""
+        async for chunk in self._response.content.iter_chunked(STREAM_CHUNK):
+            yield chunk
 
 
 def _segment(name: str) -> str:
@@ -131,8 +213,8 @@ def _segment(name: str) -> str:
 class MailstoreClient:
     """One connection pool to the mailstore; share one instance per process.
 
-    Calls go through :meth:`LeanTransport.request` (bytes in, the response read whole); httpx's
-    client, over the same pool, serves the one that streams its body (:meth:`open_message`).
+    The aiohttp session is made on the first call, inside the running event loop (aiohttp binds
+    it to that loop), so the client can be built before the loop starts.
     """
 
     def __init__(
@@ -142,53 +224,76 @@ class MailstoreClient:
         timeout: float = 30.0,
         max_connections: int = 8,
     ) -> None:
-        origin = httpx.URL(base_url.rstrip("/"))
-        self._origin = origin
-        self._prefix = origin.path.rstrip("/") + INTERNAL
-        self._auth = b"Bearer " + service_token.encode()
-        self._timeouts: dict[str, float | None] = {
-            "connect": min(timeout, 5.0),
-            "read": timeout,
-            "write": timeout,
-            "pool": timeout,
-        }
-        self._transport = LeanTransport(max_connections)
-        self._http = httpx.AsyncClient(
-            base_url=str(origin) + INTERNAL,
-            headers={"Authorization": self._auth.decode()},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            transport=self._transport,
+        self._base = base_url.rstrip("/") + INTERNAL
+        self._headers = {"Authorization": f"Bearer {service_token}"}
+        self._max_connections = max_connections
+        # ``connect`` covers the wait for a pooled connection as well as opening one.
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout, connect=timeout, sock_connect=min(timeout, 5.0)
         )
+        # A stream lasts as long as its reader needs; each read still has ``timeout``.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=min(timeout, 5.0), sock_read=timeout
+        )
+        self._http: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, keepalive_timeout=KEEPALIVE
+                ),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            )
+        return self._http
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _url(self, path: str) -> URL:
+        return URL(self._base + path, encoded=True)
 
     async def _request(
-        self, method: str, path: str, *, json_body: object = None, content: bytes = b""
-    ) -> RawResponse:
-        headers = [(b"Authorization", self._auth)]
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: object = None,
+        content: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        sent = dict(headers or {})
         if json_body is not None:
             content = json.dumps(json_body, separators=(",", ":")).encode()
-            headers.append((b"Content-Type", b"application/json"))
+            sent["Content-Type"] = "application/json"
         elif content:
-            headers.append((b"Content-Type", b"message/rfc822"))
+            sent["Content-Type"] = "message/rfc822"
         try:
-            response = await self._transport.request(
-                self._origin,
+            async with self._session().request(
                 method,
-                self._prefix + path,
-                headers=headers,
-                body=content,
-                timeouts=self._timeouts,
-            )
-        except httpx.HTTPError as exc:  # connect errors, timeouts, protocol errors
+                self._url(path),
+                data=content or None,
+                headers=sent,
+                timeout=self._timeout,
+            ) as response:
+                try:
+                    body = await _read_bounded(response, MAX_RESPONSE)
+                except TooLong as exc:
+                    response.close()  # the rest is never read: the connection cannot be reused
+                    raise MailstoreUnavailable(response.status, "too_long", str(exc), {}) from exc
+        except _HTTP_ERRORS as exc:
             raise _unreachable(exc) from exc
         if response.status >= 400:
-            raise _error_from(response.status, response.body)
-        return response
+            raise _error_from(response.status, body)
+        return Response(response.status, response.headers, body)
 
     @staticmethod
-    def _json(response: RawResponse) -> Any:
+    def _json(response: Response) -> Any:
         try:
             return json.loads(response.body)
         except ValueError as exc:
@@ -210,7 +315,7 @@ class MailstoreClient:
         )
         return self._verified(response)
 
-    def _verified(self, response: RawResponse) -> Verified | None:
+    def _verified(self, response: Response) -> Verified | None:
         body = self._json(response)
         if not body.get("valid"):
             return None
@@ -225,10 +330,29 @@ class MailstoreClient:
             return False
         return True
 
-    async def deliver(self, recipients: list[str], message: bytes) -> Delivery:
-        """Store ``message`` once for all ``recipients``; returns when it is durably on disk."""
+    async def deliver(
+        self, recipients: list[str], message: bytes, idempotency_key: str | None = None
+    ) -> Delivery:
+        """Store ``message`` once for all ``recipients``; returns when it is durably on disk.
+
+        With ``idempotency_key`` (smtp-in passes its transaction id) the request carries
+        ``Idempotency-Key``, and one whose connection dropped after it was sent (the mailstore
+        may have stored the message, or not) is sent once more, here and only here. That is safe
+        because the mailstore stores a delivery with a key it has already stored only once and
+        answers the repeat as it answered the first. Without a key nothing is resent: a POST is
+        never replayed by the HTTP layer, since a second copy in every mailbox is worse than a
+        451 that makes the sender try again. Timeouts are not retried (the mailstore is slow,
+        not gone), nor is a connection that never opened (a request that was never sent).
+        """
         path = "/deliveries?" + urlencode([("recipient", r) for r in recipients])
-        body = self._json(await self._request("POST", path, content=message))
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key is not None else None
+        try:
+            response = await self._request("POST", path, content=message, headers=headers)
+        except MailstoreUnavailable as exc:
+            if idempotency_key is None or not _dropped_after_sending(exc.__cause__):
+                raise
+            response = await self._request("POST", path, content=message, headers=headers)
+        body = self._json(response)
         return Delivery(id=body["id"], recipients=list(body["recipients"]), size=int(body["size"]))
 
     async def snapshot(self, username: str, lock_token: str, fence: int) -> MailboxSnapshot:
@@ -263,7 +387,7 @@ class MailstoreClient:
         )
         body = response.body
         try:
-            sizes = [int(v) for v in response.headers[SIZES_HEADER.encode()].split(b",")]
+            sizes = [int(v) for v in response.headers[SIZES_HEADER].split(",")]
         except (KeyError, ValueError):
             sizes = []
         if len(sizes) != len(message_ids) or sum(sizes) != len(body) or min(sizes) < 0:
@@ -278,16 +402,23 @@ class MailstoreClient:
         return out
 
     @asynccontextmanager
-    async def open_message(self, username: str, message_id: str) -> AsyncIterator[httpx.Response]:
-        """Stream one message as stored (LF line ends): iterate ``response.aiter_bytes()``."""
-        url = f"/mailboxes/{_segment(username)}/messages/{_segment(message_id)}"
+    async def open_message(self, username: str, message_id: str) -> AsyncIterator[MessageStream]:
+        """One message as stored (LF line ends): ``await stream.aread()`` for all of it, or
+        iterate ``stream.aiter_raw()``. The connection is held until the block ends."""
+        path = f"/mailboxes/{_segment(username)}/messages/{_segment(message_id)}"
         try:
-            async with self._http.stream("GET", url) as response:
-                if response.is_error:
-                    await response.aread()
-                    raise _error_from(response.status_code, response.content)
-                yield response
-        except httpx.HTTPError as exc:
+            async with self._session().get(
+                self._url(path), timeout=self._stream_timeout
+            ) as response:
+                if response.status >= 400:
+                    try:
+                        body = await _read_bounded(response, MAX_RESPONSE)
+                    except TooLong:
+                        response.close()
+                        body = b""
+                    raise _error_from(response.status, body)
+                yield MessageStream(response)
+        except _HTTP_ERRORS as exc:
             raise _unreachable(exc) from exc
 
     async def expunge(

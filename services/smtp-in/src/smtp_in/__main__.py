@@ -48,8 +48,6 @@ def main() -> None:
     pin_mmap_threshold()
     # aiosmtpd logs every command at INFO; our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-    # httpx logs every request to the mailstore at INFO; the message line covers it.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     loop_factory = uvloop.new_event_loop if settings.smtp_uvloop else None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:

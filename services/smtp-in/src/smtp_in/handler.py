@@ -158,7 +158,7 @@ class MailHandler:
         )
         message_id: str | None = None
         try:
-            delivery = await self._deliver(envelope.users, trace + content)
+            delivery = await self._deliver(envelope, trace + content)
         except MessageTooLarge:
             result, reply = "too_large", "552 5.3.4 Message too big for system"
         except InsufficientStorage:
@@ -188,9 +188,13 @@ class MailHandler:
             asyncio.get_running_loop().call_soon(memory.trim)
         return reply
 
-    async def _deliver(self, users: list[str], message: bytes) -> Delivery:
-        """Deliver in a task of its own: a client that disconnects does not cut the upload short."""
-        task = asyncio.ensure_future(self.mailstore.deliver(users, message))
+    async def _deliver(self, envelope: Transaction, message: bytes) -> Delivery:
+        """Deliver in a task of its own: a client that disconnects does not cut the upload short.
+        The transaction id is the delivery's idempotency key: a retry after a dropped connection
+        is stored once (see ``MailstoreClient.deliver``)."""
+        task = asyncio.ensure_future(
+            self.mailstore.deliver(envelope.users, message, idempotency_key=envelope.transaction_id)
+        )
         self.deliveries.add(task)
         task.add_done_callback(self._delivery_done)
         return await asyncio.shield(task)
