@@ -82,7 +82,7 @@ def test_admin_api_conforms_to_its_openapi(stack: Any) -> None:
     operations, failures = fuzz_openapi(
         stack, {GenerationMode.POSITIVE: ALL_CHECKS, GenerationMode.NEGATIVE: ALL_CHECKS}
     )
-    assert len(operations) >= 11, operations  # the admin API of DESIGN.md, and health
+    assert len(operations) >= 11, operations  # the admin API of the design brief, and health
     assert not failures, "\n\n".join(failures)
 
 

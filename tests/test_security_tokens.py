@@ -113,7 +113,7 @@ def test_every_endpoint_refuses_missing_or_wrong_tokens(
 ) -> None:
     prefix = "/api/v1/" if audience == "admin" else "/internal/v1/"
     ops = operations(openapi, prefix)
-    # What DESIGN.md and docs/architecture.md name, at least.
+    # What the design brief and docs/architecture.md name, at least.
     assert len(ops) >= (10 if audience == "admin" else 7), ops
     problems: list[str] = []
     client = httpx.Client(base_url=stack.api_url, timeout=30)

@@ -17,7 +17,7 @@ loop. Instead, one thread takes every delivery waiting (up to :data:`MAX_BATCH`)
 6. removes the ``tmp/`` names (not synced: a leftover is swept at start-up) and answers every
    delivery of the batch with one wake-up of the event loop.
 
-Per message, the order is the one of DESIGN.md (file durable, then link, then link durable, then
+Per message, the order is the design's durable-delivery rule (file durable, then link, then link durable, then
 success). A failure of one message (its Maildir gone, the volume full) fails that message alone; a
 failed sync (a write-back error anywhere on the file system since the last call) fails every
 message of its batch. A failed message leaves nothing in ``tmp/`` or ``new/``, as far as the file
