@@ -66,6 +66,8 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
             settings.pop3_auth_fail_window,
             settings.pop3_auth_fail_max_per_ip,
             settings.pop3_auth_fail_max_per_user,
+            settings.pop3_auth_fail_max_per_known_net,
+            known_ttl=settings.pop3_known_network_ttl,
         ),
         limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
         logins=LoginCache(settings.auth_cache_ttl),
