@@ -31,7 +31,10 @@ from mailcommon.locks import Lease
 from mailcommon.logging import get_logger
 from redis.exceptions import RedisError
 
-from pop3d.session import LeaseState, Session, Snapshot, State
+from pop3d.leases import LeaseState
+from pop3d.session import Session
+from pop3d.snapshot import Snapshot
+from pop3d.state import State
 from pop3d.throttle import Attempt, Outcome
 
 log = get_logger(__name__)

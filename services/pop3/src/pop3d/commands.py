@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from mailcommon.client import MailstoreError, NotFound
 from mailcommon.logging import get_logger
 
-from pop3d import __version__, prefetch
+from pop3d import __version__
 from pop3d.auth import (
     SaslError,
     decode_plain,
@@ -33,7 +33,9 @@ from pop3d.protocol import (
     read_line,
     reply,
 )
-from pop3d.session import AbortSession, Session, Snapshot, State
+from pop3d.session import Session
+from pop3d.snapshot import Snapshot
+from pop3d.state import AbortSession, State
 from pop3d.transfer import encode_message, stream_message
 
 log = get_logger(__name__)
@@ -287,17 +289,7 @@ async def _send_message(s: Session, n: int, top: int | None) -> None:
     assert s.user is not None
     size = snap.sizes[n - 1]
     head = reply(True, f"{size} octets" if top is None else "top of message follows")
-    data: bytes | None = None
-    if s.prefetch is not None:
-        data = s.prefetch.take(n)
-        if data is None:  # not the next one: the client went elsewhere
-            prefetch.release(s)
-        else:
-            s.stats.prefetched += 1
-            if not s.prefetch:
-                prefetch.release(s)
-    if data is None and size <= SMALL_MESSAGE and s.ctx.settings.pop3_prefetch_bytes:
-        data = await prefetch.fetch(s, n, SMALL_MESSAGE)
+    data = await s.prefetch.read(s.user, snap, n, SMALL_MESSAGE)
     if data is not None:
         await s.send(head + encode_message(data, top))
         if top is None:
@@ -345,8 +337,7 @@ async def cmd_dele(s: Session, arg: bytes) -> None:
     (n,) = parse_args(arg, (Arg.MSG,), len(_snapshot(s)))
     msg = _live_msg(s, n)
     _snapshot(s).mark(msg)
-    if s.prefetch is not None:
-        s.prefetch.discard(msg)
+    s.prefetch.discard(msg)
     await s.ok(f"message {msg} deleted")
 
 
@@ -393,9 +384,6 @@ TABLE: dict[State, dict[bytes, Handler]] = {
     State.UPDATE: {},
 }
 KNOWN: frozenset[bytes] = frozenset(name for table in TABLE.values() for name in table)
-#: Commands that keep the prefetch: a sequential download (RETR or TOP, with DELE in between as
-#: fetchmail and ``keep off`` clients do). Anything else drops it at once.
-KEEPS_PREFETCH: frozenset[bytes] = frozenset((b"RETR", b"TOP", b"DELE"))
 
 
 async def dispatch(s: Session, line: bytes) -> None:
@@ -403,8 +391,7 @@ async def dispatch(s: Session, line: bytes) -> None:
     s.commands += 1
     name, _, arg = line.partition(b" ")
     key = name.upper()
-    if s.prefetch is not None and key not in KEEPS_PREFETCH:
-        prefetch.release(s)
+    s.prefetch.after(key)
     handler = TABLE[s.state].get(key)
     if handler is None:
         await s.bad("command not valid in this state" if key in KNOWN else "unknown command")
