@@ -1,7 +1,7 @@
 """The command table: (state, command) → one small handler, like Dovecot's pop3-commands.c.
 
 Every handler takes the session and the raw argument bytes (the line after the command and one
-space) and parses them with :func:`pop3d.parser.parse_args`.
+space) and parses them with :class:`pop3d.parser.Args`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pop3d.auth import (
     refuse,
     usable_name,
 )
-from pop3d.parser import Arg, ArgError, NoSuchMessage, parse_args
+from pop3d.parser import ArgError, Args, NoSuchMessage
 from pop3d.protocol import (
     MAX_SASL_LINE,
     LineTooLong,
@@ -54,9 +54,8 @@ def _snapshot(s: Session) -> Snapshot:
     return s.snapshot
 
 
-def _live_msg(s: Session, value: int | bytes | None) -> int:
+def _live_msg(s: Session, value: int) -> int:
     """A parsed message number that must not be marked as deleted."""
-    assert isinstance(value, int)
     if _snapshot(s).is_deleted(value):
         raise NoSuchMessage(f"message {value} already deleted")
     return value
@@ -79,12 +78,12 @@ def capabilities(s: Session) -> list[bytes]:
 
 
 async def cmd_capa(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     await s.send(multiline(b"+OK capability list follows\r\n", capabilities(s)))
 
 
 async def cmd_quit(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     s.closing = True
     if s.state is State.TRANSACTION:
         await update(s)
@@ -143,8 +142,9 @@ async def refused_without_tls(s: Session) -> bool:
 
 
 async def cmd_user(s: Session, arg: bytes) -> None:
-    (name,) = parse_args(arg, (Arg.WORD,))
-    assert isinstance(name, bytes)
+    args = Args(arg)
+    name = args.word()
+    args.done()
     if await refused_without_tls(s):
         return
     s.user_hint = name
@@ -152,8 +152,7 @@ async def cmd_user(s: Session, arg: bytes) -> None:
 
 
 async def cmd_pass(s: Session, arg: bytes) -> None:
-    (password,) = parse_args(arg, (Arg.REST,))
-    assert isinstance(password, bytes)
+    password = Args(arg).rest()
     if await refused_without_tls(s):
         return
     if s.user_hint is None:
@@ -178,8 +177,9 @@ async def login_failed_early(s: Session, raw_name: bytes) -> None:
 
 
 async def cmd_apop(s: Session, arg: bytes) -> None:
-    name_b, digest = parse_args(arg, (Arg.WORD, Arg.WORD))
-    assert isinstance(name_b, bytes) and isinstance(digest, bytes)
+    args = Args(arg)
+    name_b, digest = args.word(), args.word()
+    args.done()
     if not s.ctx.settings.apop_enabled:
         await s.err("[AUTH] APOP is not enabled on this server")
         return
@@ -192,13 +192,14 @@ async def cmd_apop(s: Session, arg: bytes) -> None:
 
 
 async def cmd_auth(s: Session, arg: bytes) -> None:
-    mech, initial = parse_args(arg, (Arg.OPT_WORD, Arg.OPT_WORD))
+    args = Args(arg)
+    mech, initial = args.opt_word(), args.opt_word()
+    args.done()
     if mech is None:  # RFC 1734-style mechanism list, which some clients ask for
         await s.send(
             multiline(b"+OK SASL mechanisms follow\r\n", [b"PLAIN"] if s.plaintext_ok else [])
         )
         return
-    assert isinstance(mech, bytes)
     if mech.upper() != b"PLAIN":
         await s.err("unsupported authentication mechanism")
         return
@@ -219,7 +220,6 @@ async def cmd_auth(s: Session, arg: bytes) -> None:
             await s.err("authentication cancelled")
             return
         initial = response
-    assert isinstance(initial, bytes)
     try:
         name, password = decode_plain(initial)
     except SaslError:
@@ -229,7 +229,7 @@ async def cmd_auth(s: Session, arg: bytes) -> None:
 
 
 async def cmd_stls(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     if s.tls:
         await s.err("already using TLS")
         return
@@ -251,14 +251,16 @@ async def cmd_stls(s: Session, arg: bytes) -> None:
 
 
 async def cmd_stat(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     count, size = _snapshot(s).stat()
     await s.ok(f"{count} {size}")
 
 
 async def cmd_list(s: Session, arg: bytes) -> None:
     snap = _snapshot(s)
-    (n,) = parse_args(arg, (Arg.OPT_MSG,), len(snap))
+    args = Args(arg, len(snap))
+    n = args.opt_msg()
+    args.done()
     if n is not None:
         msg = _live_msg(s, n)
         await s.ok(f"{msg} {snap.sizes[msg - 1]}")
@@ -270,7 +272,9 @@ async def cmd_list(s: Session, arg: bytes) -> None:
 
 async def cmd_uidl(s: Session, arg: bytes) -> None:
     snap = _snapshot(s)
-    (n,) = parse_args(arg, (Arg.OPT_MSG,), len(snap))
+    args = Args(arg, len(snap))
+    n = args.opt_msg()
+    args.done()
     if n is not None:
         msg = _live_msg(s, n)
         await s.ok(f"{msg} {snap.ids[msg - 1]}")
@@ -323,18 +327,23 @@ async def _send_message(s: Session, n: int, top: int | None) -> None:
 
 
 async def cmd_retr(s: Session, arg: bytes) -> None:
-    (n,) = parse_args(arg, (Arg.MSG,), len(_snapshot(s)))
+    args = Args(arg, len(_snapshot(s)))
+    n = args.msg()
+    args.done()
     await _send_message(s, _live_msg(s, n), None)
 
 
 async def cmd_top(s: Session, arg: bytes) -> None:
-    n, lines = parse_args(arg, (Arg.MSG, Arg.COUNT), len(_snapshot(s)))
-    assert isinstance(lines, int)
+    args = Args(arg, len(_snapshot(s)))
+    n, lines = args.msg(), args.lines()
+    args.done()
     await _send_message(s, _live_msg(s, n), lines)
 
 
 async def cmd_dele(s: Session, arg: bytes) -> None:
-    (n,) = parse_args(arg, (Arg.MSG,), len(_snapshot(s)))
+    args = Args(arg, len(_snapshot(s)))
+    n = args.msg()
+    args.done()
     msg = _live_msg(s, n)
     _snapshot(s).mark(msg)
     s.prefetch.discard(msg)
@@ -342,12 +351,12 @@ async def cmd_dele(s: Session, arg: bytes) -> None:
 
 
 async def cmd_noop(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     await s.ok()
 
 
 async def cmd_rset(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     snap = _snapshot(s)
     snap.reset()
     count, size = snap.stat()
