@@ -10,6 +10,10 @@ from its own loopback address so that they do not share the per-address counter:
   spray        10 connections from one address, a different user name for every guess
   distributed  one connection from each of 20 addresses against one account
 
+and, meanwhile, the owner of the account under distributed attack: logged in once before the attack
+from 127.0.1.1 (a network of its own, not the attackers' 127.0.0.0/24), then tries the right
+password every 3 s from 10 s into the attack on: is the owner locked out?
+
 A guess "checked" is one whose password was really compared: the reply is ``+OK`` or
 ``-ERR [AUTH]``; ``-ERR [LOGIN-DELAY]`` means the throttle refused it unchecked.
 
@@ -35,6 +39,7 @@ from mailstack.stack import Stack
 from pop3d.settings import Pop3Settings
 
 HOST = "127.0.0.1"
+OWNER_SOURCE = "127.0.1.1"
 
 
 @dataclass
@@ -67,11 +72,11 @@ class Tally:
         return self.replies["+OK"] + self.replies["[AUTH]"]
 
 
-def create_user(stack: Stack) -> str:
+def create_user(stack: Stack, password: str | None = None) -> str:
     name = f"victim{secrets.token_hex(4)}"
     response = httpx.post(
         f"{stack.api_url}/api/v1/users",
-        json={"username": name, "password": secrets.token_urlsafe(24)},
+        json={"username": name, "password": password or secrets.token_urlsafe(24)},
         headers={"Authorization": f"Bearer {stack.admin_token}"},
         timeout=30,
     )
@@ -114,6 +119,49 @@ def attacker(
             time.sleep(0.2)
 
 
+@dataclass
+class Owner:
+    tries: int = 0
+    refused: int = 0
+    first_in: float | None = None
+    replies: Counter[str] = field(default_factory=Counter)
+
+
+def owner_login(stack: Stack, ctx: ssl.SSLContext, user: str, password: str) -> bytes:
+    raw = socket.create_connection(
+        (HOST, stack.pop3s_port), timeout=30, source_address=(OWNER_SOURCE, 0)
+    )
+    with ctx.wrap_socket(raw) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(f"USER {user}\r\nPASS {password}\r\nQUIT\r\n".encode())
+        f.readline()
+        return f.readline()
+
+
+def owner(
+    *,
+    stack: Stack,
+    ctx: ssl.SSLContext,
+    user: str,
+    password: str,
+    tally: Owner,
+    started: float,
+    deadline: float,
+) -> None:
+    """The account's owner, from a network it logged in from before: tries every 3 s."""
+    time.sleep(10)
+    while time.monotonic() < deadline - 3:
+        reply = owner_login(stack, ctx, user, password)
+        tally.tries += 1
+        if reply.startswith(b"+OK"):
+            tally.first_in = tally.first_in or time.monotonic() - started
+        else:
+            tally.refused += 1
+            tally.replies[reply[:20].decode(errors="replace")] += 1
+        time.sleep(3)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=75.0, help="seconds (default 75)")
@@ -145,7 +193,11 @@ def main() -> int:
             )
         )
         plans.append((Tally("spray", 1, 10), [("127.0.0.12", None)] * 10))
-        spread = create_user(stack)
+        owner_password = secrets.token_urlsafe(24)
+        spread = create_user(stack, owner_password)
+        before = owner_login(stack, ctx, spread, owner_password)
+        assert before.startswith(b"+OK"), before
+        owner_tally = Owner()
         plans.append(
             (Tally("distributed", 20, 20), [(f"127.0.0.{20 + i}", [spread]) for i in range(20)])
         )
@@ -175,6 +227,20 @@ def main() -> int:
             for tally, connections in plans
             for source, names in connections
         ]
+        threads.append(
+            threading.Thread(
+                target=owner,
+                kwargs={
+                    "stack": stack,
+                    "ctx": ctx,
+                    "user": spread,
+                    "password": owner_password,
+                    "tally": owner_tally,
+                    "started": started,
+                    "deadline": deadline,
+                },
+            )
+        )
         for t in threads:
             t.start()
         for t in threads:
@@ -211,6 +277,12 @@ def main() -> int:
         }
         if other:
             print(f"{'':<12} other replies: {other}")
+    first = f"{owner_tally.first_in:.1f} s" if owner_tally.first_in is not None else "never"
+    print(
+        f"owner of the distributed attack's account, from {OWNER_SOURCE} (logged in before): "
+        f"{owner_tally.tries} tries from 10 s on, {owner_tally.refused} refused "
+        f"{dict(owner_tally.replies)}, first in at {first}"
+    )
     print()
     print(
         f"steady state with the defaults (one window after another): at most {per_user} checked "

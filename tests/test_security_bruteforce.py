@@ -5,8 +5,9 @@ attacker's would). Each test speaks from its own loopback address (127.0.0.x), s
 counts per client address too. The limits are read from the pop3 service's settings.
 
 - after ``POP3_AUTH_FAIL_MAX_PER_USER`` failures for one user name, even the right password is
-  refused, over USER/PASS and AUTH PLAIN, with the same reply (and about the same delay) as for a
-  user name that does not exist;
+  refused from networks the account never logged in from, over USER/PASS and AUTH PLAIN, with the
+  same reply (and about the same delay) as for a user name that does not exist; from the network
+  (/24) the owner logged in from before, the right password still gets in;
 - after ``POP3_AUTH_FAIL_MAX_PER_IP`` failures from one address (spread over many names), even a
   user that never failed is refused from that address, while other addresses still log in;
 - however many guesses are sent at once, at most ``POP3_AUTH_FAIL_MAX_PER_USER`` are checked;
@@ -99,11 +100,11 @@ def parallel(
 def test_throttle_per_user_refuses_even_the_right_password(
     bf_stack: Stack, tls: ssl.SSLContext
 ) -> None:
-    source = "127.0.0.2"
+    source, home = "127.0.0.2", "127.0.9.2"  # the attacker's network, the owner's
     alice, password = new_user(bf_stack)
     ghost = f"ghost{secrets.token_hex(4)}"  # no such user
-    # The control: the right password works before any failure.
-    reply, _ = attempt(bf_stack, tls, source, alice, password)
+    # The control: the right password works before any failure (and makes home a known network).
+    reply, _ = attempt(bf_stack, tls, home, alice, password)
     assert reply.startswith(b"+OK"), reply
 
     wrong = [(alice, f"wrong-{i}") for i in range(MAX_PER_USER)]
@@ -124,6 +125,9 @@ def test_throttle_per_user_refuses_even_the_right_password(
     assert unknown == right, (unknown, right)
     assert abs(unknown_time - right_time) < 0.5, (unknown_time, right_time)
     assert right_time >= FAIL_DELAY * 0.8, right_time
+    # The owner is not locked out: from another address of the network it logged in from.
+    reply, _ = attempt(bf_stack, tls, "127.0.9.3", alice, password)
+    assert reply.startswith(b"+OK"), reply
 
     # The throttle is per user name: another user from the same address still logs in.
     carol, carol_password = new_user(bf_stack)

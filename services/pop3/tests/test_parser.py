@@ -5,14 +5,26 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pop3d.parser import Arg, ArgError, NoSuchMessage, parse_args, parse_msg
+from pop3d.parser import ArgError, Args, NoSuchMessage, parse_msg
 
-MSG = (Arg.MSG,)
+
+def only_msg(arg: bytes, count: int) -> int:
+    args = Args(arg, count)
+    n = args.msg()
+    args.done()
+    return n
+
+
+def msg_lines(arg: bytes, count: int) -> tuple[int, int]:
+    args = Args(arg, count)
+    values = args.msg(), args.lines()
+    args.done()
+    return values
 
 
 @pytest.mark.parametrize("token", [b"1", b"5", b"10"])
 def test_valid_message_numbers(token: bytes) -> None:
-    assert parse_args(token, MSG, 10) == [int(token)]
+    assert only_msg(token, 10) == int(token)
 
 
 @pytest.mark.parametrize(
@@ -38,40 +50,43 @@ def test_valid_message_numbers(token: bytes) -> None:
 )
 def test_invalid_message_numbers(arg: bytes) -> None:
     with pytest.raises(ArgError) as info:
-        parse_args(arg, MSG, 10)
+        only_msg(arg, 10)
     assert not isinstance(info.value, NoSuchMessage)
 
 
 @pytest.mark.parametrize("arg", [b"0", b"11", b"2147483647"])
 def test_out_of_range_is_no_such_message(arg: bytes) -> None:
     with pytest.raises(NoSuchMessage):
-        parse_args(arg, MSG, 10)
+        only_msg(arg, 10)
 
 
 def test_optional_and_count() -> None:
-    assert parse_args(b"", (Arg.OPT_MSG,), 3) == [None]
-    assert parse_args(b"2", (Arg.OPT_MSG,), 3) == [2]
-    assert parse_args(b"2 0", (Arg.MSG, Arg.COUNT), 3) == [2, 0]
-    assert parse_args(b"2 15", (Arg.MSG, Arg.COUNT), 3) == [2, 15]
+    assert Args(b"", 3).opt_msg() is None
+    assert Args(b"2", 3).opt_msg() == 2
+    assert msg_lines(b"2 0", 3) == (2, 0)
+    assert msg_lines(b"2 15", 3) == (2, 15)
     for bad in (b"2", b"2 -1", b"2 x", b"2 1 1", b"2  1", b"2 1 "):
         with pytest.raises(ArgError):
-            parse_args(bad, (Arg.MSG, Arg.COUNT), 3)
+            msg_lines(bad, 3)
 
 
 def test_no_arguments_allowed() -> None:
-    assert parse_args(b"", ()) == []
+    Args(b"").done()
     with pytest.raises(ArgError):
-        parse_args(b"x", ())
+        Args(b"x").done()
 
 
 def test_words_and_rest() -> None:
-    assert parse_args(b"bob", (Arg.WORD,)) == [b"bob"]
+    assert Args(b"bob").word() == b"bob"
+    args = Args(b"bob smith")
+    assert args.word() == b"bob"
     with pytest.raises(ArgError):
-        parse_args(b"bob smith", (Arg.WORD,))
-    assert parse_args(b"pass with spaces ", (Arg.REST,)) == [b"pass with spaces "]
+        args.done()
+    assert Args(b"pass with spaces ").rest() == b"pass with spaces "
     with pytest.raises(ArgError):
-        parse_args(b"", (Arg.REST,))
-    assert parse_args(b"PLAIN", (Arg.OPT_WORD, Arg.OPT_WORD)) == [b"PLAIN", None]
+        Args(b"").rest()
+    args = Args(b"PLAIN")
+    assert (args.opt_word(), args.opt_word()) == (b"PLAIN", None)
 
 
 @given(st.integers(min_value=1, max_value=10_000), st.integers(min_value=0, max_value=20_000))

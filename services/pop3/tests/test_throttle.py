@@ -107,3 +107,53 @@ def test_a_burst_of_right_logins_from_one_address_is_queued_not_refused(
     # ... and then even a right password from it is refused
     reply, _ = login(proc.port, *users[-1], source=src)
     assert b"[LOGIN-DELAY]" in reply, reply
+
+
+def test_guesses_from_elsewhere_do_not_lock_the_owner_out(
+    mail: Mail, pop3_factory: Callable[[dict[str, str]], Pop3Proc]
+) -> None:
+    """The name's failures used up by an attacker refuse the right password from networks the
+    account never logged in from, not from the owner's network (/24) it logged in from before,
+    where a neighbour gets only the smaller per-network limit; over the login cache as well."""
+    proc = pop3_factory(
+        {
+            "POP3_AUTH_FAIL_MAX_PER_USER": str(LIMIT),
+            "POP3_AUTH_FAIL_MAX_PER_KNOWN_NET": "2",
+            "POP3_AUTH_FAIL_MAX_PER_IP": "100000",
+            "POP3_AUTH_FAIL_DELAY": "0.2",
+        }
+    )
+    home, away = random.sample(range(100, 250), 2)
+    owner_src, neighbour_src = f"127.{home}.1.1", f"127.{home}.1.77"
+    attacker_src, owner_away = f"127.{away}.2.2", f"127.{away}.3.3"
+    user, pw = mail.user()
+    reply, _ = login(proc.port, user, pw, source=owner_src)  # the owner, at home (and cached)
+    assert reply.startswith(b"+OK"), reply
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        replies = list(
+            pool.map(lambda i: login(proc.port, user, f"w{i}", source=attacker_src)[0], range(12))
+        )
+    assert sum(b"[AUTH]" in r for r in replies) == LIMIT, replies
+    # the attacker's network, and any other never used, are refused even the right password
+    # (the login cache knows it: the cached path is refused too) ...
+    for src in (attacker_src, owner_away):
+        reply, _ = login(proc.port, user, pw, source=src)
+        assert b"[LOGIN-DELAY]" in reply, (src, reply)
+    # ... the owner's network is not: at once, from the address it used and another in its /24
+    started = time.monotonic()
+    for src in (owner_src, neighbour_src, owner_src):
+        reply, _ = login(proc.port, user, pw, source=src)
+        assert reply.startswith(b"+OK"), (src, reply)
+    assert time.monotonic() - started < 60
+
+    # a neighbour on the owner's network guessing: 2 checked, then that network is throttled
+    # too, and the attacker's stays throttled
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        replies = list(
+            pool.map(lambda i: login(proc.port, user, f"n{i}", source=neighbour_src)[0], range(6))
+        )
+    assert sum(b"[AUTH]" in r for r in replies) == 2, replies
+    for src in (owner_src, attacker_src):
+        reply, _ = login(proc.port, user, pw, source=src)
+        assert b"[LOGIN-DELAY]" in reply, (src, reply)

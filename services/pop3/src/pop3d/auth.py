@@ -5,8 +5,8 @@ the failed-login delay, the maildrop lock, the snapshot (with the stale-fence re
 then ``+OK``. Refusals never say whether the user exists.
 
 A name and password verified within ``AUTH_CACHE_TTL`` (``Context.logins``) skip the check at the
-mailstore: the throttle is read (a right password is refused while the name or address has used
-up its failures, as on the full path), then the lock and the snapshot are taken, and the
+mailstore: the throttle is read (a right password is refused while the address, or the name
+from a network it never logged in from, has used up its failures, as on the full path), then the lock and the snapshot are taken, and the
 snapshot's credential tag must still be the one the check returned. Otherwise (the password was
 changed, the account deleted) the entry is dropped, the lock given back, and the full path runs.
 """
@@ -31,8 +31,11 @@ from mailcommon.locks import Lease
 from mailcommon.logging import get_logger
 from redis.exceptions import RedisError
 
-from pop3d.session import LeaseState, Session, Snapshot, State
-from pop3d.throttle import Attempt
+from pop3d.leases import LeaseState
+from pop3d.session import Session
+from pop3d.snapshot import Snapshot
+from pop3d.state import State
+from pop3d.throttle import Attempt, Outcome
 
 log = get_logger(__name__)
 
@@ -119,15 +122,15 @@ async def fail_login(s: Session, user: str, attempt: Attempt | None = None) -> N
         if attempt is None:
             await s.ctx.throttle.record_failure(s.peer_ip, user)
         else:
-            await s.ctx.throttle.resolve(attempt, failed=True)
+            await s.ctx.throttle.resolve(attempt, Outcome.FAILED)
     refuse(s, "bad_credentials", user)
     await asyncio.sleep(s.ctx.settings.pop3_auth_fail_delay)
     await s.err("[AUTH] invalid user name or password")
 
 
-async def _not_failed(s: Session, attempt: Attempt) -> None:
+async def _not_failed(s: Session, attempt: Attempt, outcome: Outcome = Outcome.UNCHECKED) -> None:
     with contextlib.suppress(*REDIS_ERRORS):  # else it is forgotten when its lifetime ends
-        await s.ctx.throttle.resolve(attempt, failed=False)
+        await s.ctx.throttle.resolve(attempt, outcome)
 
 
 async def login(
@@ -177,7 +180,7 @@ async def login(
     if account is None:
         await fail_login(s, name, attempt)
         return
-    await _not_failed(s, attempt)
+    await _not_failed(s, attempt, Outcome.RIGHT)  # and its network is known from now on
     if password is not None and account.credential_tag is not None:
         ctx.logins.remember(name, password, account)
     await enter_transaction(s, account.username)
@@ -193,6 +196,9 @@ async def _known_login(s: Session, name: str, known: Verified) -> bool:
         return False  # the full path meets the error too, and answers it
     answered = await enter_transaction(s, known.username, known.credential_tag)
     s.stats.cached_login = s.user is not None
+    if s.user is not None:
+        with contextlib.suppress(*REDIS_ERRORS):  # the network stays as known as it was
+            await s.ctx.throttle.remember(s.peer_ip, name)
     return answered
 
 

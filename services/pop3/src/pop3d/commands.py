@@ -1,7 +1,7 @@
 """The command table: (state, command) → one small handler, like Dovecot's pop3-commands.c.
 
 Every handler takes the session and the raw argument bytes (the line after the command and one
-space) and parses them with :func:`pop3d.parser.parse_args`.
+space) and parses them with :class:`pop3d.parser.Args`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from mailcommon.client import MailstoreError, NotFound
 from mailcommon.logging import get_logger
 
-from pop3d import __version__, prefetch
+from pop3d import __version__
 from pop3d.auth import (
     SaslError,
     decode_plain,
@@ -24,7 +24,7 @@ from pop3d.auth import (
     refuse,
     usable_name,
 )
-from pop3d.parser import Arg, ArgError, NoSuchMessage, parse_args
+from pop3d.parser import ArgError, Args, NoSuchMessage
 from pop3d.protocol import (
     MAX_SASL_LINE,
     LineTooLong,
@@ -33,7 +33,9 @@ from pop3d.protocol import (
     read_line,
     reply,
 )
-from pop3d.session import AbortSession, Session, Snapshot, State
+from pop3d.session import Session
+from pop3d.snapshot import Snapshot
+from pop3d.state import AbortSession, State
 from pop3d.transfer import encode_message, stream_message
 
 log = get_logger(__name__)
@@ -52,9 +54,8 @@ def _snapshot(s: Session) -> Snapshot:
     return s.snapshot
 
 
-def _live_msg(s: Session, value: int | bytes | None) -> int:
+def _live_msg(s: Session, value: int) -> int:
     """A parsed message number that must not be marked as deleted."""
-    assert isinstance(value, int)
     if _snapshot(s).is_deleted(value):
         raise NoSuchMessage(f"message {value} already deleted")
     return value
@@ -77,12 +78,12 @@ def capabilities(s: Session) -> list[bytes]:
 
 
 async def cmd_capa(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     await s.send(multiline(b"+OK capability list follows\r\n", capabilities(s)))
 
 
 async def cmd_quit(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     s.closing = True
     if s.state is State.TRANSACTION:
         await update(s)
@@ -141,8 +142,9 @@ async def refused_without_tls(s: Session) -> bool:
 
 
 async def cmd_user(s: Session, arg: bytes) -> None:
-    (name,) = parse_args(arg, (Arg.WORD,))
-    assert isinstance(name, bytes)
+    args = Args(arg)
+    name = args.word()
+    args.done()
     if await refused_without_tls(s):
         return
     s.user_hint = name
@@ -150,8 +152,7 @@ async def cmd_user(s: Session, arg: bytes) -> None:
 
 
 async def cmd_pass(s: Session, arg: bytes) -> None:
-    (password,) = parse_args(arg, (Arg.REST,))
-    assert isinstance(password, bytes)
+    password = Args(arg).rest()
     if await refused_without_tls(s):
         return
     if s.user_hint is None:
@@ -176,8 +177,9 @@ async def login_failed_early(s: Session, raw_name: bytes) -> None:
 
 
 async def cmd_apop(s: Session, arg: bytes) -> None:
-    name_b, digest = parse_args(arg, (Arg.WORD, Arg.WORD))
-    assert isinstance(name_b, bytes) and isinstance(digest, bytes)
+    args = Args(arg)
+    name_b, digest = args.word(), args.word()
+    args.done()
     if not s.ctx.settings.apop_enabled:
         await s.err("[AUTH] APOP is not enabled on this server")
         return
@@ -190,13 +192,14 @@ async def cmd_apop(s: Session, arg: bytes) -> None:
 
 
 async def cmd_auth(s: Session, arg: bytes) -> None:
-    mech, initial = parse_args(arg, (Arg.OPT_WORD, Arg.OPT_WORD))
+    args = Args(arg)
+    mech, initial = args.opt_word(), args.opt_word()
+    args.done()
     if mech is None:  # RFC 1734-style mechanism list, which some clients ask for
         await s.send(
             multiline(b"+OK SASL mechanisms follow\r\n", [b"PLAIN"] if s.plaintext_ok else [])
         )
         return
-    assert isinstance(mech, bytes)
     if mech.upper() != b"PLAIN":
         await s.err("unsupported authentication mechanism")
         return
@@ -217,7 +220,6 @@ async def cmd_auth(s: Session, arg: bytes) -> None:
             await s.err("authentication cancelled")
             return
         initial = response
-    assert isinstance(initial, bytes)
     try:
         name, password = decode_plain(initial)
     except SaslError:
@@ -227,7 +229,7 @@ async def cmd_auth(s: Session, arg: bytes) -> None:
 
 
 async def cmd_stls(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     if s.tls:
         await s.err("already using TLS")
         return
@@ -249,14 +251,16 @@ async def cmd_stls(s: Session, arg: bytes) -> None:
 
 
 async def cmd_stat(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     count, size = _snapshot(s).stat()
     await s.ok(f"{count} {size}")
 
 
 async def cmd_list(s: Session, arg: bytes) -> None:
     snap = _snapshot(s)
-    (n,) = parse_args(arg, (Arg.OPT_MSG,), len(snap))
+    args = Args(arg, len(snap))
+    n = args.opt_msg()
+    args.done()
     if n is not None:
         msg = _live_msg(s, n)
         await s.ok(f"{msg} {snap.sizes[msg - 1]}")
@@ -268,7 +272,9 @@ async def cmd_list(s: Session, arg: bytes) -> None:
 
 async def cmd_uidl(s: Session, arg: bytes) -> None:
     snap = _snapshot(s)
-    (n,) = parse_args(arg, (Arg.OPT_MSG,), len(snap))
+    args = Args(arg, len(snap))
+    n = args.opt_msg()
+    args.done()
     if n is not None:
         msg = _live_msg(s, n)
         await s.ok(f"{msg} {snap.ids[msg - 1]}")
@@ -287,17 +293,7 @@ async def _send_message(s: Session, n: int, top: int | None) -> None:
     assert s.user is not None
     size = snap.sizes[n - 1]
     head = reply(True, f"{size} octets" if top is None else "top of message follows")
-    data: bytes | None = None
-    if s.prefetch is not None:
-        data = s.prefetch.take(n)
-        if data is None:  # not the next one: the client went elsewhere
-            prefetch.release(s)
-        else:
-            s.stats.prefetched += 1
-            if not s.prefetch:
-                prefetch.release(s)
-    if data is None and size <= SMALL_MESSAGE and s.ctx.settings.pop3_prefetch_bytes:
-        data = await prefetch.fetch(s, n, SMALL_MESSAGE)
+    data = await s.prefetch.read(s.user, snap, n, SMALL_MESSAGE)
     if data is not None:
         await s.send(head + encode_message(data, top))
         if top is None:
@@ -331,32 +327,36 @@ async def _send_message(s: Session, n: int, top: int | None) -> None:
 
 
 async def cmd_retr(s: Session, arg: bytes) -> None:
-    (n,) = parse_args(arg, (Arg.MSG,), len(_snapshot(s)))
+    args = Args(arg, len(_snapshot(s)))
+    n = args.msg()
+    args.done()
     await _send_message(s, _live_msg(s, n), None)
 
 
 async def cmd_top(s: Session, arg: bytes) -> None:
-    n, lines = parse_args(arg, (Arg.MSG, Arg.COUNT), len(_snapshot(s)))
-    assert isinstance(lines, int)
+    args = Args(arg, len(_snapshot(s)))
+    n, lines = args.msg(), args.lines()
+    args.done()
     await _send_message(s, _live_msg(s, n), lines)
 
 
 async def cmd_dele(s: Session, arg: bytes) -> None:
-    (n,) = parse_args(arg, (Arg.MSG,), len(_snapshot(s)))
+    args = Args(arg, len(_snapshot(s)))
+    n = args.msg()
+    args.done()
     msg = _live_msg(s, n)
     _snapshot(s).mark(msg)
-    if s.prefetch is not None:
-        s.prefetch.discard(msg)
+    s.prefetch.discard(msg)
     await s.ok(f"message {msg} deleted")
 
 
 async def cmd_noop(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     await s.ok()
 
 
 async def cmd_rset(s: Session, arg: bytes) -> None:
-    parse_args(arg, ())
+    Args(arg).done()
     snap = _snapshot(s)
     snap.reset()
     count, size = snap.stat()
@@ -393,9 +393,6 @@ TABLE: dict[State, dict[bytes, Handler]] = {
     State.UPDATE: {},
 }
 KNOWN: frozenset[bytes] = frozenset(name for table in TABLE.values() for name in table)
-#: Commands that keep the prefetch: a sequential download (RETR or TOP, with DELE in between as
-#: fetchmail and ``keep off`` clients do). Anything else drops it at once.
-KEEPS_PREFETCH: frozenset[bytes] = frozenset((b"RETR", b"TOP", b"DELE"))
 
 
 async def dispatch(s: Session, line: bytes) -> None:
@@ -403,8 +400,7 @@ async def dispatch(s: Session, line: bytes) -> None:
     s.commands += 1
     name, _, arg = line.partition(b" ")
     key = name.upper()
-    if s.prefetch is not None and key not in KEEPS_PREFETCH:
-        prefetch.release(s)
+    s.prefetch.after(key)
     handler = TABLE[s.state].get(key)
     if handler is None:
         await s.bad("command not valid in this state" if key in KNOWN else "unknown command")

@@ -10,16 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass, field
 
-from mailcommon.locks import MaildropLocks
+from mailcommon.locks import Lease, MaildropLocks
 from mailcommon.logging import get_logger
 from redis.exceptions import RedisError
-
-from pop3d.session import LeaseState
 
 log = get_logger(__name__)
 
 _BATCH = 50  # renewals in flight at once (the Redis pool holds 64 connections)
+
+
+@dataclass(slots=True)
+class LeaseState:
+    """A held maildrop lock and what the renewer has learnt about it."""
+
+    lease: Lease
+    renewed_at: float = field(default_factory=time.monotonic)
+    lost: bool = False
 
 
 class LeaseKeeper:

@@ -1,4 +1,4 @@
-"""The one argument parser: every command's arguments go through :func:`parse_args`.
+"""The one argument parser: every command's arguments go through :class:`Args`.
 
 Rules (strict, like Dovecot's ``pop3-commands.c``): arguments are separated by spaces; a message
 number is ASCII digits only, no sign, no leading zero, at least 1 and at most the snapshot's size;
@@ -7,7 +7,6 @@ a line count (TOP) is ASCII digits; nothing may follow the last expected argumen
 
 from __future__ import annotations
 
-import enum
 import re
 from typing import Final
 
@@ -21,15 +20,6 @@ class ArgError(Exception):
 
 class NoSuchMessage(ArgError):
     """A well-formed message number outside the snapshot (``-ERR no such message``)."""
-
-
-class Arg(enum.Enum):
-    MSG = "message number"
-    OPT_MSG = "optional message number"
-    COUNT = "number of lines"
-    WORD = "argument"
-    OPT_WORD = "optional argument"
-    REST = "rest of the line"
 
 
 def parse_number(token: bytes) -> int:
@@ -55,37 +45,65 @@ def parse_msg(token: bytes, count: int) -> int:
     return value
 
 
-def parse_args(arg: bytes, spec: tuple[Arg, ...], count: int = 0) -> list[int | bytes | None]:
-    """Parse ``arg`` (the line after the command and one space) by ``spec``.
+class Args:
+    """One command's arguments (the line after the command and one space), taken left to right
+    as typed values; :meth:`done` refuses anything left over. ``count`` is the number of
+    messages in the snapshot."""
 
-    Returns one value per spec entry: ``int`` for MSG/OPT_MSG/COUNT (None for an absent optional),
-    ``bytes`` for WORD/OPT_WORD/REST. ``count`` is the number of messages in the snapshot.
-    """
-    values: list[int | bytes | None] = []
-    rest = arg
-    for kind in spec:
-        if kind is Arg.REST:
-            if not rest:
-                raise ArgError("missing argument")
-            values.append(rest)
-            rest = b""
-            continue
-        if not rest:
-            if kind in (Arg.OPT_MSG, Arg.OPT_WORD):
-                values.append(None)
-                continue
-            raise ArgError(f"missing {kind.value}")
-        token, sep, rest = rest.partition(b" ")
+    __slots__ = ("_count", "_rest")
+
+    def __init__(self, arg: bytes, count: int = 0) -> None:
+        self._rest = arg
+        self._count = count
+
+    def _token(self) -> bytes | None:
+        """The next space-separated token; None when nothing is left."""
+        if not self._rest:
+            return None
+        token, sep, rest = self._rest.partition(b" ")
         if sep and not rest:
             raise ArgError("trailing space")
-        if kind in (Arg.MSG, Arg.OPT_MSG):
-            values.append(parse_msg(token, count))
-        elif kind is Arg.COUNT:
-            values.append(parse_number(token))
-        else:
-            if not token:
-                raise ArgError(f"empty {kind.value}")
-            values.append(token)
-    if rest:
-        raise ArgError("too many arguments")
-    return values
+        self._rest = rest
+        return token
+
+    def msg(self) -> int:
+        token = self._token()
+        if token is None:
+            raise ArgError("missing message number")
+        return parse_msg(token, self._count)
+
+    def opt_msg(self) -> int | None:
+        token = self._token()
+        return None if token is None else parse_msg(token, self._count)
+
+    def lines(self) -> int:
+        """A line count (TOP)."""
+        token = self._token()
+        if token is None:
+            raise ArgError("missing number of lines")
+        return parse_number(token)
+
+    def word(self) -> bytes:
+        token = self._token()
+        if token is None:
+            raise ArgError("missing argument")
+        if not token:
+            raise ArgError("empty argument")
+        return token
+
+    def opt_word(self) -> bytes | None:
+        token = self._token()
+        if token is not None and not token:
+            raise ArgError("empty optional argument")
+        return token
+
+    def rest(self) -> bytes:
+        """The rest of the line as it is (a password may hold spaces)."""
+        if not self._rest:
+            raise ArgError("missing argument")
+        rest, self._rest = self._rest, b""
+        return rest
+
+    def done(self) -> None:
+        if self._rest:
+            raise ArgError("too many arguments")

@@ -4,24 +4,24 @@ A client that downloads a mailbox RETRs 1, 2, 3, ... one after the other. One HT
 message costs more CPU (here and in the mailstore) than the message itself, so when the client
 RETRs (or TOPs) a small message n, :func:`fetch` asks the mailstore for n and the following
 not-deleted small messages in one batch call, up to ``POP3_PREFETCH_BYTES`` stored octets, and keeps
-the ones after n in the session's :class:`Prefetch`; the next RETRs are served from it.
+the ones after n in the session's :class:`Prefetcher`; the next RETRs are served from it.
 
 Memory is bounded twice: per session by ``POP3_PREFETCH_BYTES``, and per process by
 :class:`PrefetchBudget` (``POP3_PREFETCH_TOTAL``): a batch is only fetched when the process-wide
 budget can hold all of it, else the message is read alone as before. The prefetch is dropped as
-soon as the client does anything but a RETR, TOP or DELE (see :func:`pop3d.commands.dispatch`),
-when it goes backwards or away, and always when the session ends.
+soon as the client does anything but a RETR, TOP or DELE (:meth:`Prefetcher.after`), when it
+goes backwards or away, and always when the session ends; a batch read cancelled half-way gives
+its octets back.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
-from mailcommon.client import BATCH_MAX_BYTES, BATCH_MAX_IDS, MailstoreError
+from mailcommon.client import BATCH_MAX_BYTES, BATCH_MAX_IDS, MailstoreClient, MailstoreError
 
-if TYPE_CHECKING:
-    from pop3d.session import Session
+from pop3d.snapshot import Snapshot
+from pop3d.stats import SessionStats
 
 
 class PrefetchBudget:
@@ -87,13 +87,14 @@ class Prefetch:
         self.budget.give(octets)
 
 
-def plan(s: Session, n: int, small: int) -> list[int]:
+#: Commands that keep the prefetch: a sequential download (RETR or TOP, with DELE in between as
+#: fetchmail and ``keep off`` clients do). Anything else drops it at once.
+KEEPS_PREFETCH: frozenset[bytes] = frozenset((b"RETR", b"TOP", b"DELE"))
+
+
+def plan(snap: Snapshot, n: int, small: int, limit: int) -> list[int]:
     """Message n and the not-deleted messages after it to fetch together (each at most ``small``
-    octets in CRLF form, up to ``POP3_PREFETCH_BYTES`` stored octets and the mailstore's limits).
-    """
-    snap = s.snapshot
-    assert snap is not None
-    limit = min(s.ctx.settings.pop3_prefetch_bytes, BATCH_MAX_BYTES)
+    octets in CRLF form, up to ``limit`` stored octets and the mailstore's limits)."""
     numbers: list[int] = []
     total = 0
     for m in range(n, len(snap) + 1):
@@ -109,38 +110,76 @@ def plan(s: Session, n: int, small: int) -> list[int]:
     return numbers
 
 
-async def fetch(s: Session, n: int, small: int) -> bytes | None:
-    """Message n (stored form) read in one batch with the messages after it, which are kept in
-    ``s.prefetch``; None when there is nothing to batch, no budget, or the batch failed (the
-    caller then reads message n alone, which gives the right reply for any error)."""
-    snap = s.snapshot
-    assert snap is not None and s.user is not None
-    release(s)
-    numbers = plan(s, n, small)
-    if len(numbers) < 2:
-        return None
-    stored = [snap.stored[m - 1] or 0 for m in numbers]
-    total = sum(stored)
-    budget = s.ctx.prefetch_budget
-    if not budget.take(total):
-        return None
-    try:
-        got = await s.ctx.client.fetch_batch(s.user, [snap.ids[m - 1] for m in numbers])
-    except MailstoreError:
-        budget.give(total)
-        return None
-    # Charge what is really held (a foreign file's S may have changed since the snapshot).
-    held = sum(len(data) for data in got[1:])
-    budget.give(total)
-    if not budget.take(held):  # a file grew behind our back and the budget is full
+class Prefetcher:
+    """One session's prefetch policy: what it holds, when it reads ahead, when it lets go."""
+
+    __slots__ = ("_budget", "_client", "_held", "_limit", "_stats")
+
+    def __init__(
+        self, client: MailstoreClient, budget: PrefetchBudget, limit: int, stats: SessionStats
+    ) -> None:
+        self._client = client
+        self._budget = budget
+        self._limit = min(limit, BATCH_MAX_BYTES)  # stored octets per batch; 0: off
+        self._stats = stats
+        self._held: Prefetch | None = None
+
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
+    async def read(self, user: str, snap: Snapshot, n: int, small: int) -> bytes | None:
+        """Message n (stored form) from what was prefetched, or read now in one batch with the
+        small messages after it (kept for the next RETRs); None when message n is not small,
+        there is nothing to batch, no budget, or the batch failed (the caller then reads it
+        alone, which gives the right reply for any error)."""
+        if self._held is not None:
+            data = self._held.take(n)
+            if data is None:  # not the next one: the client went elsewhere
+                self.release()
+            else:
+                self._stats.prefetched += 1
+                if not self._held:
+                    self.release()
+                return data
+        if not self._limit or snap.sizes[n - 1] > small:
+            return None
+        return await self._fetch(user, snap, n, small)
+
+    async def _fetch(self, user: str, snap: Snapshot, n: int, small: int) -> bytes | None:
+        numbers = plan(snap, n, small, self._limit)
+        if len(numbers) < 2:
+            return None
+        total = sum(snap.stored[m - 1] or 0 for m in numbers)
+        budget = self._budget
+        if not budget.take(total):
+            return None
+        try:
+            got = await self._client.fetch_batch(user, [snap.ids[m - 1] for m in numbers])
+        except MailstoreError:
+            return None
+        finally:  # also when cancelled (the session ended): the octets go back
+            budget.give(total)
+        # Charge what is really held (a foreign file's S may have changed since the snapshot).
+        held = sum(len(data) for data in got[1:])
+        if not budget.take(held):  # a file grew behind our back and the budget is full
+            return got[0]
+        self._held = Prefetch(budget, list(zip(numbers[1:], got[1:], strict=True)), held)
+        self._stats.batches += 1
         return got[0]
-    s.prefetch = Prefetch(budget, list(zip(numbers[1:], got[1:], strict=True)), held)
-    s.stats.batches += 1
-    return got[0]
 
+    def discard(self, n: int) -> None:
+        """Message n was marked deleted: it will not be sent."""
+        if self._held is not None:
+            self._held.discard(n)
 
-def release(s: Session) -> None:
-    """Drop the session's prefetch, if any, and give its octets back to the budget."""
-    if s.prefetch is not None:
-        s.prefetch.release()
-        s.prefetch = None
+    def after(self, command: bytes) -> None:
+        """Before ``command`` runs: anything but a sequential download drops the prefetch."""
+        if self._held is not None and command not in KEEPS_PREFETCH:
+            self.release()
+
+    def release(self) -> None:
+        """Drop what is held, giving its octets back to the budget."""
+        if self._held is not None:
+            self._held.release()
+            self._held = None

@@ -24,10 +24,10 @@ from pop3d.context import Context
 from pop3d.idle import IdleTimer
 from pop3d.leases import LeaseKeeper
 from pop3d.prefetch import PrefetchBudget
-from pop3d.prefetch import release as release_prefetch
 from pop3d.protocol import READER_LIMIT, LineTooLong, read_line, reply
-from pop3d.session import AbortSession, Session
+from pop3d.session import Session
 from pop3d.settings import Pop3Settings
+from pop3d.state import AbortSession
 from pop3d.throttle import AuthThrottle, ConnectionLimiter
 
 log = get_logger(__name__)
@@ -66,6 +66,8 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
             settings.pop3_auth_fail_window,
             settings.pop3_auth_fail_max_per_ip,
             settings.pop3_auth_fail_max_per_user,
+            settings.pop3_auth_fail_max_per_known_net,
+            known_ttl=settings.pop3_known_network_ttl,
         ),
         limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),
         logins=LoginCache(settings.auth_cache_ttl),
@@ -144,7 +146,7 @@ class Pop3Server:
             s.result = "internal_error"
             log.exception("session_error", sid=s.sid)
         finally:
-            release_prefetch(s)
+            s.prefetch.release()
             self.ctx.limiter.close(ip)
             if task is not None:
                 self._sessions.discard(task)

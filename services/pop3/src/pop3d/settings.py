@@ -33,9 +33,14 @@ class Pop3Settings(FrontEndSettings):
     pop3_auth_fail_delay: float = Field(1.0, ge=0.0, le=60.0)
     # Fixed-window throttles of failed logins kept in Redis: at most N failures per window,
     # counted per client address and per user name given (whether or not the user exists).
+    # From a network (/24, /64) the name logged in from within POP3_KNOWN_NETWORK_TTL seconds,
+    # the name's limit gives way to POP3_AUTH_FAIL_MAX_PER_KNOWN_NET for that name and network,
+    # so guesses from elsewhere cannot lock the owner out (pop3d.throttle; 0: none remembered).
     pop3_auth_fail_window: int = Field(300, ge=1, le=86400)
     pop3_auth_fail_max_per_ip: int = Field(30, ge=1)
     pop3_auth_fail_max_per_user: int = Field(10, ge=1)
+    pop3_auth_fail_max_per_known_net: int = Field(3, ge=1)
+    pop3_known_network_ttl: int = Field(30 * 86400, ge=0)
     # HTTP connections to the mailstore (one pool per process, mailcommon.transport). A RETR/TOP
     # of a message over 256 KiB holds one while it streams to the client; smaller ones hold it
     # for the HTTP exchange only.
