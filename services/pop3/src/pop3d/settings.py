@@ -39,7 +39,7 @@ class Pop3Settings(FrontEndSettings):
     pop3_auth_fail_window: int = Field(300, ge=1, le=86400)
     pop3_auth_fail_max_per_ip: int = Field(30, ge=1)
     pop3_auth_fail_max_per_user: int = Field(10, ge=1)
-    pop3_auth_fail_max_per_known_net: int = Field(3, ge=1)
+    pop3_auth_fail_max_per_known_net: int = Field(10, ge=1)
     pop3_known_network_ttl: int = Field(30 * 86400, ge=0)
     # HTTP connections to the mailstore (one pool per process, mailcommon.transport). A RETR/TOP
     # of a message over 256 KiB holds one while it streams to the client; smaller ones hold it

@@ -4,11 +4,12 @@
 Failed logins are counted per client address, per user name, and per user name and source
 network (/24 for IPv4, /64 for IPv6). A network from which the account logged in successfully
 is remembered for ``known_ttl`` (30 days by default, refreshed on every login); an attempt from
-such a *known* network is held to its address's limit and to the smaller limit of that name and
-network, not to the name's limit. So an attacker who uses up the name's failures (10 per window)
+such a *known* network is held to its address's limit and to a limit of that name and network
+(10 by default, the name's own limit, so an owner who mistypes is treated as before), not to the
+name's limit from everywhere. So an attacker who uses up the name's failures (10 per window)
 locks out every network the account was never used from, but not its owner at home or at work
 (the owner was refused for the rest of the 300 s window before: ``bench/RESULTS.md``, "POP3
-brute force"), and a compromised neighbour on a known network gets only its own few guesses.
+brute force"), and a compromised neighbour on a known network gets only that network's own guesses.
 
 Chosen over the alternatives: counting only per name and network would give an attacker with
 many networks (a botnet) 10 guesses per network instead of 10 per account; a growing delay
