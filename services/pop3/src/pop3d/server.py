@@ -10,6 +10,7 @@ import time
 
 import redis.asyncio as aioredis
 from mailcommon.client import MailstoreClient
+from mailcommon.idle import IdleTimer
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
 from mailcommon.logincache import LoginCache
@@ -21,7 +22,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from pop3d.auth import end_session_lease, log_key
 from pop3d.commands import dispatch
 from pop3d.context import Context
-from pop3d.idle import IdleTimer
 from pop3d.leases import LeaseKeeper
 from pop3d.prefetch import PrefetchBudget
 from pop3d.protocol import READER_LIMIT, LineTooLong, read_line, reply

@@ -47,6 +47,7 @@ from typing import Any, AnyStr, TypeVar, cast
 
 import structlog
 from aiosmtpd.smtp import SMTP, syntax
+from mailcommon.idle import IdleTimer
 from mailcommon.logging import get_logger
 
 from smtp_in.handler import MailHandler, Transaction
@@ -182,7 +183,7 @@ class SMTPProtocol(SMTP):
         self._budget_wait = settings.smtp_data_budget_wait
         self._idle_timeout = settings.smtp_idle_timeout
         self._data_timeout = settings.smtp_data_timeout
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = IdleTimer(self._timed_out)
         self.session_id = secrets.token_hex(6)
         self._ip = "unknown"
         self._registered = False
@@ -245,8 +246,7 @@ class SMTPProtocol(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         self._registry.release(self, self._ip)
         super().connection_lost(error)
 
@@ -258,10 +258,9 @@ class SMTPProtocol(SMTP):
         return False  # the transport closes now
 
     def _arm_timer(self, seconds: float) -> None:
-        """Close with a 421 unless another command or octet of data comes within ``seconds``."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(seconds, self._timed_out)
+        """Close with a 421 unless another command or octet of data comes within ``seconds``
+        (one lazily moved timer: a command or a segment of data costs no timer work)."""
+        self._timer.arm(seconds)
 
     def _timed_out(self) -> None:
         log.info("timeout", data=self._in_data)

@@ -167,6 +167,7 @@ async def _expunge(call: Call) -> Response:
 _LEASE_ERRORS = documented(
     404, 409, 413, 503, e409="lock_not_held / stale_fence (with highest_fence)", e413=TOO_LARGE
 )
+_AUTH_ERRORS = documented(413, e413=TOO_LARGE)
 #: Every call of the internal API, the hot ones first (the router tries them in this order).
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -175,7 +176,7 @@ OPERATIONS: tuple[Operation, ...] = (
         _auth,
         calls.AuthRequest,
         returns=calls.PasswordAuthResult,
-        errors=documented(413, e413=TOO_LARGE),
+        errors=_AUTH_ERRORS,
     ),
     Operation(
         "GET", "/recipients/{username}", _recipient, returns=calls.Recipient, errors=documented(404)
@@ -257,7 +258,7 @@ OPERATIONS: tuple[Operation, ...] = (
         _auth_apop,
         calls.ApopRequest,
         returns=calls.AuthResult,
-        errors=documented(413, e413=TOO_LARGE),
+        errors=_AUTH_ERRORS,
     ),
 )
 

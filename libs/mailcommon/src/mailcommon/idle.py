@@ -1,4 +1,5 @@
-"""The autologout timer (RFC 1939 section 3): one lazily moved timer per session.
+"""An idle timer for a connection (pop3's autologout, smtp-in's idle and DATA timeouts): one
+lazily moved timer per session.
 
 ``asyncio.timeout`` around every command read schedules and cancels a timer handle per command,
 which was a tenth of pop3's CPU in a session of a hundred RETRs. Here, waiting for the next
