@@ -24,6 +24,8 @@ from mailstack.ports import free_port, wait_until
 from mailstack.stack import with_huge_pages
 
 LIMIT = 300_000  # MAX_MESSAGE_SIZE of the shared mailstore
+PRIMARY = "test.example"  # MAIL_DOMAINS of every mailstore here: the primary domain ...
+SECOND = "other.example"  # ... and a second one
 
 
 class RedisServer:
@@ -108,6 +110,7 @@ class Mailstore:
             "ADMIN_TOKEN": self.admin_token,
             "SERVICE_TOKEN": self.service_token,
             "MAIL_HOSTNAME": "mx.test.example",
+            "MAIL_DOMAINS": f"{PRIMARY},{SECOND}",
             "LOG_LEVEL": "WARNING",
             **self.env_extra,
         }

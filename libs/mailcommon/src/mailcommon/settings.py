@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mailcommon.addresses import normalize_domain
 from mailcommon.secrets import resolve_token
 
 
@@ -23,6 +24,35 @@ class CommonSettings(BaseSettings):
     secrets_dir: Path = Path("/secrets")
     service_token: SecretStr = SecretStr("")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The domains to receive mail for, "a.test,b.test" in the environment, as lower-case A-labels.
+    # The mailstore adds them to its domains at start (more can be added over REST); the first
+    # is the primary domain: a bare account name (``bob``) means ``bob@<primary>`` everywhere.
+    mail_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validate_default=True
+    )
+
+    @field_validator("mail_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", ",").split(",") if part]
+        if isinstance(value, list | tuple):
+            domains: list[str] = []
+            for item in value:
+                domain = normalize_domain(str(item))
+                if domain is None:
+                    raise ValueError(f"MAIL_DOMAINS: {item!r} is not a domain name")
+                if domain not in domains:
+                    domains.append(domain)
+            if not domains:
+                raise ValueError("MAIL_DOMAINS is empty: name the domains to receive mail for")
+            return domains
+        return value
+
+    @property
+    def primary_domain(self) -> str:
+        """The first of ``MAIL_DOMAINS``: where a bare account name belongs."""
+        return self.mail_domains[0]
 
     def resolved_service_token(self) -> str:
         """The service token: from the environment, else generated once into ``secrets_dir``."""

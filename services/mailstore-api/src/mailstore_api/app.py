@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from mailcommon.logging import get_logger
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mailstore_api.api import admin, health, internal
+from mailstore_api.api import addresses, admin, health, internal
 from mailstore_api.errors import install_error_handlers
 from mailstore_api.maildir import TMP_MAX_AGE
 from mailstore_api.middleware import BearerAuth, RequestLog
@@ -60,7 +60,9 @@ def create_app(settings: MailstoreSettings, tokens: Tokens, volume_locked: bool 
         log.info(
             "mailstore ready",
             data_dir=str(settings.data_dir),
-            users=len(state.users),
+            domains=len(state.directory.domains),
+            accounts=len(state.directory.accounts),
+            aliases=len(state.directory.aliases),
             stale_tmp_removed=removed,
             apop=settings.apop_enabled,
         )
@@ -79,6 +81,7 @@ def create_app(settings: MailstoreSettings, tokens: Tokens, volume_locked: bool 
     install_error_handlers(admin_api)
     admin_api.include_router(health.router)
     admin_api.include_router(admin.router)
+    admin_api.include_router(addresses.router)
     app = BearerAuth(
         Mailstore(internal.InternalAPI(), admin_api),
         admin_token=tokens.admin,

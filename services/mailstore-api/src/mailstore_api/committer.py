@@ -100,6 +100,7 @@ class Stored(NamedTuple):
     id: str
     recipients: list[str]
     size: int
+    replayed: bool = False  # answered from its Idempotency-Key: stored by an earlier request
 
 
 def syncfs_reports_errors(release: str) -> bool:
@@ -162,6 +163,8 @@ class Delivery:
     answer: Stored | None = None
     error: BaseException | None = None
     follows: Delivery | None = None  # an earlier delivery of this batch with the same key
+    # Raised to the caller unless the key is already recorded (then answered as the first time).
+    refusal: Exception | None = None
 
 
 class GroupCommitter:
@@ -218,14 +221,19 @@ class GroupCommitter:
         tmp: Path | None,
         *,
         key: str | None = None,
+        refusal: Exception | None = None,
     ) -> Stored:
         """Make the message durable in every recipient's ``new/`` (once per ``key``); what its
         201 says. From then on the committer owns ``tmp`` (it removes it in every case). Raises
         what failed it (:class:`~mailstore_api.maildir.UnknownMailbox`, ``OSError``,
         :class:`CommitterStopped`). A cancelled caller still waits for the outcome, then the
-        cancellation is re-raised."""
+        cancellation is re-raised.
+
+        With ``refusal`` (and ``key``), nothing is stored: the answer is the first delivery's if
+        ``key`` is recorded, else ``refusal`` is raised (a retry of a delivery that passed a
+        check this one fails, a quota, is still answered as the first time)."""
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        delivery = Delivery(recipients, stored, crlf, data, tmp, key, future)
+        delivery = Delivery(recipients, stored, crlf, data, tmp, key, future, refusal=refusal)
         with self._lock:
             if self.failure is not None or self._closed:
                 delivery.tmp = None
@@ -299,7 +307,7 @@ class GroupCommitter:
             self._on_stop()
 
     def _commit(self, batch: list[Delivery]) -> None:
-        written = [d for d in batch if self._write(d)]
+        written = [d for d in batch if d.refusal is not None or self._write(d)]
         fresh = self._record(written)
         durable = self._sync_files(fresh)
         linked = self._sync_links([d for d in durable if self._link(d)])
@@ -309,7 +317,8 @@ class GroupCommitter:
         self._settled = self._batch  # this batch's outcome is final (recorded in the next one)
         for delivery in batch:
             if delivery.follows is not None:
-                delivery.answer = delivery.follows.answer
+                first = delivery.follows.answer
+                delivery.answer = first._replace(replayed=True) if first is not None else None
                 delivery.error = delivery.follows.error
         self._remove([d.tmp for d in batch if d.tmp is not None])
         for delivery in batch:
@@ -352,7 +361,7 @@ class GroupCommitter:
             if self._settled > self._settled_written:
                 tx.settle(self._settled)
             known = tx.lookup(list(first))
-            new = [d for k, d in first.items() if k not in known]
+            new = [d for k, d in first.items() if k not in known and d.refusal is None]
             if new:
                 self._batch += 1
                 tx.record(
@@ -370,8 +379,11 @@ class GroupCommitter:
         for delivery in new:
             delivery.recorded = True
         for key, row in known.items():
-            first[key].answer = Stored(row.name, row.recipients, row.size)
-        return [d for d in written if d.answer is None and d.follows is None]
+            first[key].answer = Stored(row.name, row.recipients, row.size, replayed=True)
+        for delivery in first.values():
+            if delivery.answer is None and delivery.refusal is not None:
+                delivery.error = delivery.refusal
+        return [d for d in written if d.answer is None and d.follows is None and d.error is None]
 
     def _link(self, delivery: Delivery) -> bool:
         assert delivery.tmp is not None

@@ -1,15 +1,17 @@
-"""The accounts database (users, password hashes, APOP secrets (encrypted), fencing numbers) and,
-apart, the delivery keys (:class:`DeliveryKeys`, ``deliveries.sqlite3``).
+"""The accounts database (domains, accounts with their password hashes, APOP secrets (encrypted)
+and quotas, aliases, fencing numbers) and, apart, the delivery keys (:class:`DeliveryKeys`,
+``deliveries.sqlite3``).
 
-SQLite in WAL mode on the data volume. The mailstore is the single writer, and every call is short:
-one lock guards two connections, both on the same file. Accounts are committed with
-``synchronous=FULL`` (on disk when the call returns). Fencing numbers go through the second one,
-with ``synchronous=NORMAL``: committed to the WAL, which survives a crash of the process, without an
-fsync per POP3 login (that fsync, taken under the one lock, capped logins at one per fsync). A power
-loss may forget the last numbers registered; the Redis holder check still stands in front of every
-expunge, and Redis's counter only grows, so a later session still gets a higher number (see
-docs/architecture.md, "The maildrop lock and fencing"). The methods are blocking; callers run them
-in a worker thread.
+SQLite in WAL mode on the data volume; its schema is versioned (:mod:`mailstore_api.migrations`,
+applied when it opens). The mailstore is the single writer, and every call is short: one lock
+guards two connections, both on the same file. Accounts are committed with ``synchronous=FULL``
+(on disk when the call returns). Fencing numbers go through the second one, with
+``synchronous=NORMAL``: committed to the WAL, which survives a crash of the process, without an
+fsync per POP3 login (that fsync, taken under the one lock, capped logins at one per fsync). A
+power loss may forget the last numbers registered; the Redis holder check still stands in front
+of every expunge, and Redis's counter only grows, so a later session still gets a higher number
+(see docs/architecture.md, "The maildrop lock and fencing"). The methods are blocking; callers
+run them in a worker thread.
 """
 
 from __future__ import annotations
@@ -22,38 +24,50 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    username      TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    apop_secret   BLOB,
-    created_at    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fences (
-    username TEXT PRIMARY KEY,
-    highest  INTEGER NOT NULL
-);
-"""
+from mailstore_api.migrations import Context, migrate
+
+_ACCOUNT_COLUMNS = (
+    "address, domain, password_hash, apop_secret, apop_bound_to, created_at, quota_bytes,"
+    " quota_messages"
+)
 
 
 @dataclass(frozen=True)
-class UserRow:
+class AccountRow:
     """One account as stored."""
 
-    username: str
+    address: str  # local@domain, canonical
+    domain: str
     password_hash: str
     apop_secret: bytes | None
+    apop_bound_to: str | None  # the name the APOP secret was sealed under
+    created_at: str
+    quota_bytes: int | None  # None: DEFAULT_QUOTA_BYTES; 0: unlimited
+    quota_messages: int | None  # None or 0: unlimited
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    name: str  # A-labels
+    created_at: str
+
+
+@dataclass(frozen=True)
+class AliasRow:
+    address: str  # local@domain, or @domain for a catch-all
+    domain: str
+    targets: tuple[str, ...]
     created_at: str
 
 
 class Database:
-    """Blocking access to ``users.sqlite3``."""
+    """Blocking access to ``users.sqlite3``; migrated to the latest schema when it opens."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, context: Context) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._conn = _connect(path, "FULL")
-        self._conn.executescript(_SCHEMA)
+        self.migrated = migrate(self._conn, context)
         self._fence_conn = _connect(path, "NORMAL")
 
     def close(self) -> None:
@@ -77,81 +91,177 @@ class Database:
     def ping(self) -> None:
         """Raise if the database cannot answer a query."""
         with self._lock:
-            self._conn.execute("SELECT count(*) FROM users").fetchone()
+            self._conn.execute("SELECT count(*) FROM accounts").fetchone()
 
-    def usernames(self) -> set[str]:
-        with self._lock:
-            return {row[0] for row in self._conn.execute("SELECT username FROM users")}
+    # -- domains ---------------------------------------------------------------------------------
 
-    def get_user(self, username: str) -> UserRow | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT username, password_hash, apop_secret, created_at FROM users"
-                " WHERE username = ?",
-                (username,),
-            ).fetchone()
-        return UserRow(*row) if row else None
-
-    def list_users(self) -> list[UserRow]:
+    def domains(self) -> list[DomainRow]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT username, password_hash, apop_secret, created_at FROM users"
-                " ORDER BY username"
+                "SELECT name, created_at FROM domains ORDER BY rowid"
             ).fetchall()
-        return [UserRow(*row) for row in rows]
+        return [DomainRow(*row) for row in rows]
 
-    def create_user(self, username: str, password_hash: str, created_at: str) -> bool:
-        """False when the name is taken."""
+    def add_domain(self, name: str, created_at: str) -> bool:
+        """False when it exists."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO domains (name, created_at) VALUES (?, ?)", (name, created_at)
+            )
+            return cur.rowcount == 1
+
+    def delete_domain(self, name: str) -> None:
+        """The domain, its aliases and its accounts (their fencing numbers stay: they only grow)."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM aliases WHERE domain = ?", (name,))
+            conn.execute("DELETE FROM accounts WHERE domain = ?", (name,))
+            conn.execute("DELETE FROM domains WHERE name = ?", (name,))
+
+    # -- accounts --------------------------------------------------------------------------------
+
+    def accounts(self) -> list[AccountRow]:
+        """Every account, the first created first."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, rowid"  # noqa: S608
+            ).fetchall()
+        return [AccountRow(*row) for row in rows]
+
+    def get_account(self, address: str) -> AccountRow | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE address = ?",  # noqa: S608
+                (address,),
+            ).fetchone()
+        return AccountRow(*row) if row else None
+
+    def create_account(self, row: AccountRow) -> bool:
+        """False when the address is taken."""
         try:
             with self._tx() as conn:
                 conn.execute(
-                    "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
-                    (username, password_hash, created_at),
+                    f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                    (
+                        row.address,
+                        row.domain,
+                        row.password_hash,
+                        row.apop_secret,
+                        row.apop_bound_to,
+                        row.created_at,
+                        row.quota_bytes,
+                        row.quota_messages,
+                    ),
                 )
         except sqlite3.IntegrityError:
             return False
         return True
 
-    def set_password(self, username: str, password_hash: str) -> bool:
+    def set_password(self, address: str, password_hash: str) -> bool:
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
+                "UPDATE accounts SET password_hash = ? WHERE address = ?", (password_hash, address)
             )
             return cur.rowcount == 1
 
-    def set_apop_secret(self, username: str, sealed: bytes | None) -> bool:
+    def set_apop_secret(self, address: str, sealed: bytes | None) -> bool:
+        """Store a secret sealed under ``address`` (or none)."""
+        bound = address if sealed is not None else None
         with self._tx() as conn:
             cur = conn.execute(
-                "UPDATE users SET apop_secret = ? WHERE username = ?", (sealed, username)
+                "UPDATE accounts SET apop_secret = ?, apop_bound_to = ? WHERE address = ?",
+                (sealed, bound, address),
             )
             return cur.rowcount == 1
 
-    def delete_user(self, username: str) -> bool:
+    def set_quota(self, address: str, quota_bytes: int | None, quota_messages: int | None) -> bool:
         with self._tx() as conn:
-            cur = conn.execute("DELETE FROM users WHERE username = ?", (username,))
+            cur = conn.execute(
+                "UPDATE accounts SET quota_bytes = ?, quota_messages = ? WHERE address = ?",
+                (quota_bytes, quota_messages, address),
+            )
             return cur.rowcount == 1
 
-    def highest_fence(self, username: str) -> int:
+    def delete_account(self, address: str) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM accounts WHERE address = ?", (address,))
+            return cur.rowcount == 1
+
+    # -- aliases ---------------------------------------------------------------------------------
+
+    def aliases(self) -> list[AliasRow]:
+        with self._lock:
+            aliases = self._conn.execute(
+                "SELECT address, domain, created_at FROM aliases ORDER BY rowid"
+            ).fetchall()
+            targets = self._conn.execute(
+                "SELECT alias, target FROM alias_targets ORDER BY alias, position"
+            ).fetchall()
+        by_alias: dict[str, list[str]] = {}
+        for alias, target in targets:
+            by_alias.setdefault(alias, []).append(target)
+        return [
+            AliasRow(address, domain, tuple(by_alias.get(address, ())), created)
+            for address, domain, created in aliases
+        ]
+
+    def create_alias(self, row: AliasRow) -> bool:
+        """False when the alias exists."""
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    "INSERT INTO aliases (address, domain, created_at) VALUES (?, ?, ?)",
+                    (row.address, row.domain, row.created_at),
+                )
+                conn.executemany(
+                    "INSERT INTO alias_targets (alias, target, position) VALUES (?, ?, ?)",
+                    [(row.address, target, i) for i, target in enumerate(row.targets)],
+                )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def delete_alias(self, address: str) -> bool:
+        with self._tx() as conn:
+            cur = conn.execute("DELETE FROM aliases WHERE address = ?", (address,))
+            return cur.rowcount == 1
+
+    # -- Maildir moves of a migration ------------------------------------------------------------
+
+    def maildir_moves(self) -> list[tuple[str, str]]:
+        """(source, target) paths under the Maildir root, still to be moved."""
+        with self._lock:
+            return [
+                (str(a), str(b))
+                for a, b in self._conn.execute("SELECT source, target FROM maildir_moves")
+            ]
+
+    def maildir_moved(self, source: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM maildir_moves WHERE source = ?", (source,))
+
+    # -- fencing numbers -------------------------------------------------------------------------
+
+    def highest_fence(self, account: str) -> int:
         with self._lock:
             row = self._conn.execute(
-                "SELECT highest FROM fences WHERE username = ?", (username,)
+                "SELECT highest FROM fences WHERE account = ?", (account,)
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def register_fence(self, username: str, fence: int) -> tuple[bool, int]:
+    def register_fence(self, account: str, fence: int) -> tuple[bool, int]:
         """Record ``fence`` as the highest seen unless a higher one was; returns (ok, highest)."""
         with self._tx(self._fence_conn) as conn:
             row = conn.execute(
-                "SELECT highest FROM fences WHERE username = ?", (username,)
+                "SELECT highest FROM fences WHERE account = ?", (account,)
             ).fetchone()
             highest = int(row[0]) if row else 0
             if fence < highest:
                 return False, highest
             if fence > highest:
                 conn.execute(
-                    "INSERT INTO fences (username, highest) VALUES (?, ?)"
-                    " ON CONFLICT(username) DO UPDATE SET highest = excluded.highest",
-                    (username, fence),
+                    "INSERT INTO fences (account, highest) VALUES (?, ?)"
+                    " ON CONFLICT(account) DO UPDATE SET highest = excluded.highest",
+                    (account, fence),
                 )
             return True, fence
 
@@ -212,6 +322,27 @@ class DeliveryKeys:
 
     def close(self) -> None:
         self._conn.close()
+
+    def qualify_recipients(self, primary_domain: str) -> int:
+        """Once per file: the recipients of rows written before domains (bare user names) become
+        addresses in the primary domain, as their accounts did (:mod:`mailstore_api.migrations`);
+        returns the rows changed. Marked done with ``PRAGMA user_version = 1``."""
+        if int(self._conn.execute("PRAGMA user_version").fetchone()[0]) >= 1:
+            return 0
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            changed = self._conn.execute(
+                "UPDATE deliveries SET recipients = (SELECT json_group_array(CASE WHEN"
+                " instr(value, '@') THEN value ELSE value || '@' || ? END)"
+                " FROM json_each(deliveries.recipients)) WHERE recipients NOT LIKE '%@%'",
+                (primary_domain,),
+            ).rowcount
+            self._conn.execute("PRAGMA user_version = 1")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return changed
 
     @contextmanager
     def batch(self) -> Iterator[KeyBatch]:

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from mailcommon.logging import get_logger
-from mailcommon.names import is_valid_username
 
 from mailstore_api.committer import CommitterStopped, GroupCommitter, Stored
 from mailstore_api.errors import ApiError
 from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
 from mailstore_api.state import State
 from mailstore_api.threads import in_thread
+from mailstore_api.usage import Quota, fits, is_full
 
 SPILL = 256 * 1024
 MAX_RECIPIENTS = 1000
@@ -34,16 +34,49 @@ log = get_logger(__name__)
 
 
 def check_recipients(state: State, given: list[str]) -> list[str]:
-    """Distinct canonical names; 404 ``unknown_user`` (listing them) if any does not exist."""
+    """Distinct account addresses (a bare name: the primary domain); 404 ``unknown_user``
+    (listing them) if any is not an account."""
     if not given:
         raise ApiError(422, "validation_error", "query.recipient: at least one is required")
-    names = list(dict.fromkeys(r.lower() for r in given))
-    if len(names) > MAX_RECIPIENTS:
+    if len(given) > MAX_RECIPIENTS:
         raise ApiError(422, "too_many_recipients", f"at most {MAX_RECIPIENTS} recipients")
-    unknown = [n for n in names if not is_valid_username(n) or n not in state.users]
+    names: dict[str, None] = {}
+    unknown: list[str] = []
+    for name in given:
+        address = state.directory.account_of(name)
+        if address is None:
+            unknown.append(name)
+        else:
+            names[address] = None
     if unknown:
         raise ApiError(404, "unknown_user", "no such user", unknown=unknown)
-    return names
+    return list(names)
+
+
+def quota_refusal(state: State, names: list[str], size: int) -> ApiError | None:
+    """507 ``quota_exceeded`` when a message of ``size`` stored octets fits none of the
+    recipients' quotas, else None. When it fits some, it is stored for all (docs/architecture.md,
+    "Quotas": one SMTP reply per DATA cannot refuse some recipients only)."""
+    default = state.settings.default_quota_bytes
+    for name in names:
+        quota = Quota.of(state.directory.accounts[name], default)
+        if fits(state.usage.of(name), quota, size):
+            return None
+    return ApiError(
+        507, "quota_exceeded", "the message would exceed the mailbox's quota", accounts=names
+    )
+
+
+def over_quota(state: State, names: list[str]) -> list[str]:
+    """The accounts of ``names`` at or over a limit."""
+    default = state.settings.default_quota_bytes
+    directory = state.directory
+    return [
+        name
+        for name in names
+        if name in directory.accounts
+        and is_full(state.usage.of(name), Quota.of(directory.accounts[name], default))
+    ]
 
 
 def check_idempotency_key(key: str | None) -> None:
@@ -89,7 +122,11 @@ async def store_delivery(
             if writer.received + len(chunk) > limit:
                 raise _too_large(limit)
             await writer.feed(chunk)
-        stored = await writer.commit(idempotency_key)
+        writer.finish()
+        refusal = quota_refusal(state, names, writer.stored)
+        if refusal is not None and idempotency_key is None:
+            raise refusal
+        stored = await writer.commit(idempotency_key, refusal)
         committed = True
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
@@ -105,7 +142,14 @@ async def store_delivery(
     finally:
         if not committed:
             await writer.abort()
-    return {"id": stored.id, "recipients": stored.recipients, "size": stored.size}
+    if not stored.replayed:
+        state.usage.added(stored.recipients, stored.size)
+    return {
+        "id": stored.id,
+        "recipients": stored.recipients,
+        "size": stored.size,
+        "over_quota": over_quota(state, stored.recipients),
+    }
 
 
 class DeliveryWriter:
@@ -160,19 +204,27 @@ class DeliveryWriter:
         finally:
             os.close(fd)
 
-    async def commit(self, key: str | None) -> Stored:
-        """Hand the message to the committer: durable in every recipient's new/ (once per
-        ``key``); what its 201 says."""
+    def finish(self) -> None:
+        """The end of the body: the tail of the line-end conversion (:attr:`stored` is final)."""
         tail = self._lines.finish()
         if tail:
             self._buffer.append(tail)
+
+    @property
+    def stored(self) -> int:
+        """Octets as stored (LF line ends)."""
+        return self._lines.stored
+
+    async def commit(self, key: str | None, refusal: Exception | None = None) -> Stored:
+        """Hand the finished message to the committer: durable in every recipient's new/ (once
+        per ``key``; with ``refusal``, answered only when ``key`` is recorded); its 201."""
         if self._fd is not None:
             await in_thread(self._executor, self._finish_spill)
         tmp, self._tmp = self._tmp, None  # the committer removes it from here on
         data = b"" if tmp is not None else self._take_buffered()
         stored = self._lines.stored
         return await self._committer.commit(
-            self._recipients, stored, stored + self._lines.lfs, data, tmp, key=key
+            self._recipients, stored, stored + self._lines.lfs, data, tmp, key=key, refusal=refusal
         )
 
     async def abort(self) -> None:

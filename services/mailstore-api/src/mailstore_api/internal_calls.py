@@ -12,16 +12,17 @@ import json
 from typing import NamedTuple
 
 from mailcommon.logging import get_logger
-from mailcommon.names import is_valid_username
 from pydantic import BaseModel, Field
 
 from mailstore_api import accounts
 from mailstore_api.batch import MAX_IDS, BatchMissing, BatchTooLarge, read_batch
-from mailstore_api.db import UserRow
+from mailstore_api.db import AccountRow
+from mailstore_api.directory import NoPostmaster, UnknownAddress, UnknownDomain
 from mailstore_api.errors import ApiError
 from mailstore_api.fencing import under_lease
 from mailstore_api.maildir import MessageEntry, UnknownMailbox
 from mailstore_api.state import State
+from mailstore_api.usage import Quota, fits, is_full
 
 log = get_logger(__name__)
 
@@ -48,7 +49,8 @@ class PasswordAuthResult(AuthResult):
 
 
 class Recipient(BaseModel):
-    username: str
+    address: str  # as asked, without its +tag, lower-case, the domain in A-labels
+    accounts: list[str]  # what mail to it is stored for (an alias expanded)
 
 
 class LeaseRequest(BaseModel):
@@ -73,6 +75,8 @@ class DeliveryResult(BaseModel):
     id: str
     recipients: list[str]
     size: int
+    # The recipients at or over a quota once this message is stored (RCPT refuses them next).
+    over_quota: list[str] = []
 
 
 class SnapshotMessage(BaseModel):
@@ -102,14 +106,12 @@ class Batch(NamedTuple):
 
 
 def unknown_user() -> ApiError:
-    return ApiError(404, "unknown_user", "no such user")
+    return accounts.unknown_user()
 
 
-def mailbox(state: State, username: str) -> str:
-    """``username`` when it names a mailbox (canonical lower-case names only), else 404."""
-    if not is_valid_username(username) or username not in state.users:
-        raise unknown_user()
-    return username
+def mailbox(state: State, name: str) -> str:
+    """The address of the account ``name`` names (a bare name: the primary domain), else 404."""
+    return accounts.known_user(state, name)
 
 
 async def auth(state: State, body: AuthRequest) -> PasswordAuthResult:
@@ -128,12 +130,34 @@ async def auth_apop(state: State, body: ApopRequest) -> AuthResult:
     return AuthResult(valid=name is not None, username=name)
 
 
-def recipient(state: State, username: str) -> Recipient:
-    """Whether a mailbox exists (any case); its canonical (lower-case) name, else 404."""
-    name = username.lower()
-    if not is_valid_username(name) or name not in state.users:
-        raise unknown_user()
-    return Recipient(username=name)
+def recipient(state: State, address: str, size: int | None) -> Recipient:
+    """Who receives mail at ``address`` (``local@domain``, any case, with or without a +tag).
+
+    404 ``unknown_domain`` (not one of ours: a relay attempt) or ``unknown_user``; 503
+    ``no_postmaster`` (postmaster@ while no account exists); 507 ``mailbox_full`` when every
+    account it names is at a limit already, ``quota_exceeded`` when a message of the declared
+    ``size`` fits none of them.
+    """
+    directory = state.directory
+    try:
+        names = directory.resolve(address)
+    except UnknownDomain:
+        raise ApiError(404, "unknown_domain", "not a domain of this server") from None
+    except UnknownAddress:
+        raise unknown_user() from None
+    except NoPostmaster:
+        raise ApiError(503, "no_postmaster", "no account yet to receive postmaster mail") from None
+    default = state.settings.default_quota_bytes
+    quotas = [Quota.of(directory.accounts[name], default) for name in names]
+    used = [state.usage.of(name) for name in names]
+    if all(is_full(u, q) for u, q in zip(used, quotas, strict=True)):
+        raise ApiError(507, "mailbox_full", "the mailbox is full", accounts=names)
+    if size is not None and not any(fits(u, q, size) for u, q in zip(used, quotas, strict=True)):
+        raise ApiError(
+            507, "quota_exceeded", "the message would exceed the mailbox's quota", accounts=names
+        )
+    local, _, domain = address.rpartition("@")
+    return Recipient(address=f"{local.lower().partition('+')[0]}@{domain.lower()}", accounts=names)
 
 
 async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:
@@ -161,9 +185,9 @@ async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:
     return data.encode()
 
 
-def _listing(state: State, user: str) -> tuple[list[MessageEntry], UserRow | None]:
+def _listing(state: State, user: str) -> tuple[list[MessageEntry], AccountRow | None]:
     """The messages and the account row (blocking)."""
-    return state.store.messages(user), state.db.get_user(user)
+    return state.store.messages(user), state.db.get_account(user)
 
 
 async def message_batch(state: State, username: str, body: BatchRequest) -> Batch:
@@ -185,10 +209,11 @@ async def expunge(state: State, username: str, body: ExpungeRequest) -> ExpungeR
     """Delete messages for the lease holder; already-gone ids are reported apart."""
     user = mailbox(state, username)
     try:
-        _, (deleted, gone) = await under_lease(
+        _, done = await under_lease(
             state, user, body.lock_token, body.fence, lambda: state.store.delete(user, body.ids)
         )
     except UnknownMailbox as exc:
         raise unknown_user() from exc
-    log.info("expunged", user=user, deleted=len(deleted), already_gone=len(gone))
-    return ExpungeResult(deleted=deleted, already_gone=gone)
+    state.usage.removed(user, len(done.deleted), done.octets)
+    log.info("expunged", user=user, deleted=len(done.deleted), already_gone=len(done.gone))
+    return ExpungeResult(deleted=done.deleted, already_gone=done.gone)

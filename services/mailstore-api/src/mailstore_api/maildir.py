@@ -1,4 +1,5 @@
-"""The Maildir store: one Maildir per user under ``DATA_DIR/mail``; every call here is blocking.
+"""The Maildir store: one Maildir per account, ``DATA_DIR/mail/<domain>/<local part>``; every call
+here is blocking.
 
 File names are ``<secs>.<usecs><10 hex>.<host>,S=<stored octets>,W=<octets with CRLF>`` (at most
 70 characters); the base name (before any ``:2,`` flags) is the message id. See docs/architecture.md.
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailcommon.addresses import normalize_domain, split_address
 from mailcommon.names import is_valid_message_id, is_valid_username
 
 MAX_NAME = 70
@@ -147,20 +149,30 @@ class MailStore:
         root.mkdir(parents=True, exist_ok=True)
 
     def maildir(self, user: str) -> Path:
-        if not is_valid_username(user):  # defence in depth: callers validate first
+        """The Maildir of account ``user`` (``local@domain``, canonical)."""
+        parts = split_address(user)
+        # defence in depth: callers validate first; nothing here can leave the root
+        if (
+            parts is None
+            or not is_valid_username(parts[0])
+            or normalize_domain(parts[1]) != parts[1]
+        ):
             raise UnknownMailbox(user)
-        return self.root / user
+        return self.root / parts[1] / parts[0]
 
     # -- mailboxes -------------------------------------------------------------------------------
 
     def create(self, user: str) -> None:
         box = self.maildir(user)
+        if not box.parent.is_dir():
+            box.parent.mkdir(exist_ok=True)
+            fsync_dir(self.root)
         box.mkdir(exist_ok=True)
         for sub in _SUBDIRS:
             (box / sub).mkdir(exist_ok=True)
             fsync_dir(box / sub)
         fsync_dir(box)
-        fsync_dir(self.root)
+        fsync_dir(box.parent)
 
     def exists(self, user: str) -> bool:
         return (self.maildir(user) / "new").is_dir()
@@ -173,8 +185,27 @@ class MailStore:
             box.rename(trash)
         except FileNotFoundError:
             return
+        fsync_dir(box.parent)
         fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def remove_domain(self, domain: str) -> None:
+        """Remove a domain's folder once its Maildirs are gone (left alone if anything remains)."""
+        with contextlib.suppress(FileNotFoundError, OSError):
+            (self.root / domain).rmdir()
+            fsync_dir(self.root)
+
+    def move(self, source: str, target: str) -> None:
+        """Move a Maildir within the root (a migration's ``maildir_moves``); done again after a
+        crash, it finds the move made and does nothing. Message files keep their names (UIDLs)."""
+        old, new = self.root / source, self.root / target
+        if not new.parent.is_dir():
+            new.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self.root)
+        if old.is_dir() and not new.exists():
+            old.rename(new)
+        fsync_dir(new.parent)
+        fsync_dir(self.root)
 
     def start_up(self, max_age: float = TMP_MAX_AGE) -> int:
         """Remove leftovers: moved-aside Maildirs and tmp/ files older than ``max_age`` seconds.
@@ -187,14 +218,17 @@ class MailStore:
             if entry.name.startswith(".trash-"):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 continue
-            tmp = Path(entry.path) / "tmp"
-            if not tmp.is_dir():
+            if not entry.is_dir(follow_symlinks=False):
                 continue
-            for item in os.scandir(tmp):
-                with contextlib.suppress(FileNotFoundError):
-                    if item.is_file(follow_symlinks=False) and item.stat().st_mtime <= cutoff:
-                        os.unlink(item.path)
-                        removed += 1
+            for box in os.scandir(entry.path):
+                tmp = Path(box.path) / "tmp"
+                if not tmp.is_dir():
+                    continue
+                for item in os.scandir(tmp):
+                    with contextlib.suppress(FileNotFoundError):
+                        if item.is_file(follow_symlinks=False) and item.stat().st_mtime <= cutoff:
+                            os.unlink(item.path)
+                            removed += 1
         return removed
 
     # -- delivery --------------------------------------------------------------------------------
@@ -244,14 +278,6 @@ class MailStore:
             return None
         return MessageEntry(mid, Path(item.path), sizes[0], sizes[1], received)
 
-    def usage(self, user: str) -> tuple[int, int]:
-        """(message count, stored octets)."""
-        try:
-            entries = self.messages(user)
-        except UnknownMailbox:
-            return 0, 0
-        return len(entries), sum(e.size for e in entries)
-
     def find(self, user: str, message_id: str) -> Path | None:
         """The file of ``message_id`` in new/ or cur/, or None."""
         if not is_valid_message_id(message_id):
@@ -269,25 +295,37 @@ class MailStore:
             raise UnknownMailbox(user) from exc
         return None
 
-    def delete(self, user: str, message_ids: list[str]) -> tuple[list[str], list[str]]:
-        """Unlink messages; returns (deleted, already gone). Directories are fsynced once."""
-        deleted: list[str] = []
-        gone: list[str] = []
+    def delete(self, user: str, message_ids: list[str]) -> Deleted:
+        """Unlink messages; directories are fsynced once."""
+        result = Deleted([], [], 0)
         for mid in dict.fromkeys(message_ids):
             path = self.find(user, mid)
             if path is None:
-                gone.append(mid)
+                result.gone.append(mid)
                 continue
+            sizes = sizes_from_name(mid)
             try:
+                size = sizes[0] if sizes is not None else path.stat().st_size
                 os.unlink(path)
-                deleted.append(mid)
             except FileNotFoundError:
-                gone.append(mid)
-        if deleted:
+                result.gone.append(mid)
+                continue
+            result.deleted.append(mid)
+            result.octets += size
+        if result.deleted:
             box = self.maildir(user)
             fsync_dir(box / "new")
             fsync_dir(box / "cur")
-        return deleted, gone
+        return result
+
+
+@dataclass
+class Deleted:
+    """What :meth:`MailStore.delete` did: the ids deleted, those already gone, octets freed."""
+
+    deleted: list[str]
+    gone: list[str]
+    octets: int
 
 
 def _measure(path: Path) -> tuple[int, int]:

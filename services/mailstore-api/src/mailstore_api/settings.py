@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailcommon.addresses import account_address
 from mailcommon.secrets import InsecureTokenError, resolve_token
 from mailcommon.settings import CommonSettings
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -32,8 +33,26 @@ class MailstoreSettings(CommonSettings):
     io_threads: int = 16
     # Seconds a delivery's Idempotency-Key is remembered (a retry within it is not stored again).
     delivery_key_retention: float = Field(default=86400.0, gt=0)
+    # The account postmaster@ and abuse@ of every domain go to unless an alias says otherwise
+    # (a bare name is in the primary domain); empty: the first account created.
+    postmaster_address: str = ""
+    # Octets an account may store unless its own quota says otherwise; 0: unlimited.
+    default_quota_bytes: int = Field(default=0, ge=0)
     # Seconds uvicorn waits for in-flight requests on SIGTERM.
     shutdown_grace: int = 30
+
+    @field_validator("postmaster_address")
+    @classmethod
+    def _check_postmaster(cls, value: str) -> str:
+        if value and account_address(value, "example.invalid") is None:
+            raise ValueError(f"POSTMASTER_ADDRESS: {value!r} is not an account address")
+        return value
+
+    def postmaster(self) -> str | None:
+        """``POSTMASTER_ADDRESS`` as a canonical address, or None when unset."""
+        if not self.postmaster_address:
+            return None
+        return account_address(self.postmaster_address, self.primary_domain)
 
     def resolved_admin_token(self) -> str:
         """The admin token: from the environment, else generated once into ``secrets_dir``."""

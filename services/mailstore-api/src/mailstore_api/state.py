@@ -3,6 +3,7 @@ lifespan state ``store`` (``scope["state"]``, ``request.state.store``)."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import threading
@@ -14,18 +15,23 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as aioredis
 from fastapi import Request
 from mailcommon.locks import MaildropLocks
+from mailcommon.logging import get_logger
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mailstore_api.apop import ApopSecrets
 from mailstore_api.committer import GroupCommitter, open_sync
 from mailstore_api.db import Database, DeliveryKeys
+from mailstore_api.directory import Directory
 from mailstore_api.maildir import MailStore
+from mailstore_api.migrations import Context
 from mailstore_api.passwords import Passwords
 from mailstore_api.settings import MailstoreSettings, Tokens
 from mailstore_api.threads import in_thread
+from mailstore_api.usage import Usage
 
 T = TypeVar("T")
+log = get_logger(__name__)
 #: Seconds from the delivery thread stopping on a failure to the process ending itself (SIGTERM to
 #: itself: uvicorn drains, answering 503): time for a health check to see the failure; then the
 #: restart policy (compose: ``restart: unless-stopped``) starts it again. Docker does not restart a
@@ -51,8 +57,10 @@ class State:
     redis: aioredis.Redis
     locks: MaildropLocks
     committer: GroupCommitter
-    # The user names, kept in memory: this process is the only writer of the database.
-    users: set[str] = field(default_factory=set)
+    # Domains, accounts and aliases, kept in memory: this process is the only writer of the
+    # database. Changed only through the modules domains, accounts and aliases.
+    directory: Directory
+    usage: Usage = field(default_factory=Usage)
     # Worker threads for file-system and database work (IO_THREADS).
     io: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="io")
@@ -69,15 +77,40 @@ class State:
         self.db.close()
 
 
+def now_iso() -> str:
+    """The time now, for ``created_at`` columns."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def open_directory(settings: MailstoreSettings, db: Database, store: MailStore) -> Directory:
+    """Seed the domains of ``MAIL_DOMAINS``, finish a migration's Maildir moves, load the
+    directory (blocking, at start-up)."""
+    for domain in settings.mail_domains:
+        if db.add_domain(domain, now_iso()):
+            log.info("domain added from MAIL_DOMAINS", domain=domain)
+    for source, target in db.maildir_moves():
+        store.move(source, target)
+        db.maildir_moved(source)
+        log.info("maildir moved", source=source, target=target)
+    directory = Directory(settings.primary_domain, settings.postmaster())
+    directory.load(db)
+    return directory
+
+
 def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
-    """Open the database and the Maildir root, clean up leftovers, connect (lazily) to Redis."""
+    """Open (and migrate) the database and the Maildir root, count usage, connect (lazily) to
+    Redis."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.data_dir / "users.sqlite3")
+    db = Database(settings.data_dir / "users.sqlite3", Context(settings.primary_domain, now_iso()))
+    if db.migrated:
+        log.info("accounts database migrated", versions=db.migrated)
     store = MailStore(settings.data_dir / "mail", settings.mail_hostname)
+    directory = open_directory(settings, db, store)
     sync = open_sync(store.root)
     # The keys' commits ride on the committer's syncfs only when it covers their file system.
     covered = sync is not None and settings.data_dir.stat().st_dev == store.root.stat().st_dev
     keys = DeliveryKeys(settings.data_dir / "deliveries.sqlite3", fsync_commits=not covered)
+    keys.qualify_recipients(settings.primary_domain)
     client = aioredis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=2.0,
@@ -96,8 +129,10 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
         committer=GroupCommitter(
             store, keys, sync, settings.delivery_key_retention, on_stop=_end_process_soon
         ),
+        directory=directory,
     )
-    state.users = db.usernames()
+    # After the committer's start-up recovery, which may have linked messages.
+    state.usage.count(store, list(directory.accounts))
     state.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
     return state
 

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from mailcommon.settings import FrontEndSettings
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import NoDecode
 
-from smtp_in.addresses import normalize_domain
+from mailcommon.addresses import normalize_domain
 
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
 
 class SmtpSettings(FrontEndSettings):
-    """Listen address, local domains, limits and timeouts of the MX intake."""
+    """Listen address, limits and timeouts of the MX intake."""
 
     smtp_bind_host: str = "0.0.0.0"
     smtp_bind_port: int = Field(2525, ge=1, le=65535)
-    # Domains we receive mail for; "a.test,b.test" in the environment. Stored as lower-case A-labels.
-    mail_domains: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, validate_default=True
-    )
     # Largest message stored, in octets as received (CRLF line ends), trace headers included;
     # SIZE advertises this minus headers.MAX_TRACE_HEADERS.
     max_message_size: int = Field(DEFAULT_MAX_MESSAGE_SIZE, ge=16384)
@@ -53,24 +46,6 @@ class SmtpSettings(FrontEndSettings):
     smtp_shutdown_grace: float = Field(30.0, ge=0)
     # Run on uvloop's event loop (less CPU per message, bench/RESULTS.md); false: asyncio's own.
     smtp_uvloop: bool = True
-
-    @field_validator("mail_domains", mode="before")
-    @classmethod
-    def _split_domains(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part for part in value.replace(" ", ",").split(",") if part]
-        if isinstance(value, list | tuple):
-            domains: list[str] = []
-            for item in value:
-                domain = normalize_domain(str(item))
-                if domain is None:
-                    raise ValueError(f"MAIL_DOMAINS: {item!r} is not a domain name")
-                if domain not in domains:
-                    domains.append(domain)
-            if not domains:
-                raise ValueError("MAIL_DOMAINS is empty: name the domains to receive mail for")
-            return domains
-        return value
 
     @field_validator("mail_hostname")
     @classmethod

@@ -1,4 +1,6 @@
-"""Admin REST API under ``/api/v1`` (admin token): users, passwords, APOP secrets, messages."""
+"""Admin REST API under ``/api/v1`` (admin token): users, passwords, quotas, APOP secrets,
+messages. A user is an account address; a bare name is in the primary domain.
+Domains and aliases: :mod:`mailstore_api.api.addresses`."""
 
 from __future__ import annotations
 
@@ -6,13 +8,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import HTTPBearer
+from mailcommon.addresses import normalize_domain
 from pydantic import BaseModel, Field
 
 from mailstore_api import accounts, messages
+from mailstore_api.db import AccountRow
 from mailstore_api.errors import ApiError, documented
 from mailstore_api.maildir import MessageEntry, UnknownMailbox
 from mailstore_api.state import State, get_state
 from mailstore_api.streaming import message_response
+from mailstore_api.usage import Quota
 
 # Authentication is enforced by the middleware (before anything else); this is for the docs.
 _bearer = HTTPBearer(auto_error=False, scheme_name="admin token")
@@ -21,8 +26,21 @@ StateDep = Annotated[State, Depends(get_state)]
 
 
 class NewUser(BaseModel):
-    username: str = Field(max_length=256)
+    username: str = Field(
+        max_length=320, description="local@domain, or a bare name (in the primary domain)"
+    )
     password: str = Field(max_length=4096)
+    quota_bytes: int | None = Field(
+        default=None, ge=0, description="octets; 0: unlimited; absent: DEFAULT_QUOTA_BYTES"
+    )
+    quota_messages: int | None = Field(default=None, ge=0, description="0 or absent: unlimited")
+
+
+class QuotaChange(BaseModel):
+    """The fields given are changed; null puts one back to its default."""
+
+    quota_bytes: int | None = Field(default=None, ge=0)
+    quota_messages: int | None = Field(default=None, ge=0)
 
 
 class NewPassword(BaseModel):
@@ -34,11 +52,15 @@ class ApopSecret(BaseModel):
 
 
 class User(BaseModel):
-    username: str
+    username: str = Field(description="the account's address, local@domain")
+    domain: str
     created_at: str
     messages: int
     bytes: int
     apop: bool
+    quota_bytes: int = Field(description="octets the account may store; 0: unlimited")
+    quota_bytes_default: bool = Field(description="quota_bytes is DEFAULT_QUOTA_BYTES")
+    quota_messages: int = Field(description="0: unlimited")
 
 
 class UserList(BaseModel):
@@ -64,22 +86,31 @@ class MessagePage(BaseModel):
     messages: list[MessageSummary]
 
 
-async def _user(state: State, username: str) -> User:
-    row = await accounts.get_user(state, username)
-    count, size = await state.run_io(state.store.usage, username)
+def _user_of(state: State, row: AccountRow) -> User:
+    used = state.usage.of(row.address)
+    account = state.directory.accounts[row.address]
+    quota = Quota.of(account, state.settings.default_quota_bytes)
     return User(
-        username=row.username,
+        username=row.address,
+        domain=row.domain,
         created_at=row.created_at,
-        messages=count,
-        bytes=size,
+        messages=used.messages,
+        bytes=used.bytes,
         apop=row.apop_secret is not None,
+        quota_bytes=quota.bytes,
+        quota_bytes_default=account.quota_bytes is None,
+        quota_messages=quota.messages,
     )
 
 
+async def _user(state: State, username: str) -> User:
+    return _user_of(state, await accounts.get_account(state, username))
+
+
 async def _entries(state: State, username: str) -> list[MessageEntry]:
-    accounts.known_user(state, username)
+    address = accounts.known_user(state, username)
     try:
-        entries: list[MessageEntry] = await state.run_io(state.store.messages, username)
+        entries: list[MessageEntry] = await state.run_io(state.store.messages, address)
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
     return entries
@@ -92,43 +123,52 @@ async def _entry(state: State, username: str, message_id: str) -> MessageEntry:
     raise ApiError(404, "unknown_message", "no such message")
 
 
-async def _refuse_while_locked(state: State, username: str) -> None:
-    if await state.locks.holder(username) is not None:
-        raise ApiError(
-            423, "mailbox_locked", "a POP3 session holds this mailbox's lock; try again later"
-        )
-
-
 @router.post("/users", status_code=201, responses=documented(409, e409="user_exists"))
 async def create_user(body: NewUser, state: StateDep) -> User:
-    """Create a user and their Maildir."""
-    await accounts.create_user(state, body.username, body.password)
-    return await _user(state, body.username)
+    """Create a user (an account address; a bare name is in the primary domain) and its Maildir.
+
+    422 ``unknown_domain`` when the domain is not one of the server's; 409 ``user_exists`` or
+    ``address_is_alias``.
+    """
+    address = await accounts.create_account(
+        state, body.username, body.password, body.quota_bytes, body.quota_messages
+    )
+    return await _user(state, address)
 
 
 @router.get("/users")
-async def list_users(state: StateDep) -> UserList:
-    """Every user, with message count and stored bytes."""
-    rows = await state.run_io(state.db.list_users)
-    users = []
-    for row in rows:
-        count, size = await state.run_io(state.store.usage, row.username)
-        users.append(
-            User(
-                username=row.username,
-                created_at=row.created_at,
-                messages=count,
-                bytes=size,
-                apop=row.apop_secret is not None,
-            )
-        )
-    return UserList(users=users)
+async def list_users(
+    state: StateDep, domain: Annotated[str | None, Query(max_length=253)] = None
+) -> UserList:
+    """Every user (or a domain's), with message count, stored bytes and quota."""
+    rows: list[AccountRow] = await state.run_io(state.db.accounts)
+    if domain is not None:
+        wanted = normalize_domain(domain)
+        rows = [row for row in rows if row.domain == wanted]
+    return UserList(
+        users=[_user_of(state, row) for row in rows if row.address in state.directory.accounts]
+    )
 
 
 @router.get("/users/{username}", responses=documented(404))
 async def get_user(username: str, state: StateDep) -> User:
     """One user."""
     return await _user(state, username)
+
+
+@router.patch("/users/{username}", responses=documented(404))
+async def change_user(username: str, body: QuotaChange, state: StateDep) -> User:
+    """Change a user's quota (the fields given; null: back to the default)."""
+    address = accounts.known_user(state, username)
+    account = state.directory.accounts[address]
+    given = body.model_fields_set
+    await accounts.set_quota(
+        state,
+        address,
+        body.quota_bytes if "quota_bytes" in given else account.quota_bytes,
+        body.quota_messages if "quota_messages" in given else account.quota_messages,
+    )
+    return await _user(state, address)
 
 
 @router.put("/users/{username}/password", status_code=204, responses=documented(404))
@@ -147,10 +187,10 @@ async def delete_user(
     username: str, state: StateDep, purge: Annotated[bool, Query()] = False
 ) -> Response:
     """Delete a user; 409 while mail remains unless ``purge=true`` (423 while POP3 holds it)."""
-    accounts.known_user(state, username)
+    address = accounts.known_user(state, username)
     if purge:
-        await _refuse_while_locked(state, username)
-    await accounts.delete_user(state, username, purge)
+        await accounts.refuse_while_locked(state, address)
+    await accounts.delete_account(state, address, purge)
     return Response(status_code=204)
 
 
@@ -211,9 +251,9 @@ async def get_message(username: str, message_id: str, state: StateDep) -> dict[s
 )
 async def get_raw(username: str, message_id: str, state: StateDep) -> Response:
     """The message as stored, ``message/rfc822``, streamed."""
-    accounts.known_user(state, username)
+    address = accounts.known_user(state, username)
     try:
-        path = await state.run_io(state.store.find, username, message_id)
+        path = await state.run_io(state.store.find, address, message_id)
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
     return await message_response(
@@ -231,14 +271,15 @@ async def get_raw(username: str, message_id: str, state: StateDep) -> Response:
 )
 async def delete_message(username: str, message_id: str, state: StateDep) -> Response:
     """Delete one message; 423 while a POP3 session holds the lock, 503 when Redis is down."""
-    accounts.known_user(state, username)
+    address = accounts.known_user(state, username)
     try:
-        if await state.run_io(state.store.find, username, message_id) is None:
+        if await state.run_io(state.store.find, address, message_id) is None:
             raise ApiError(404, "unknown_message", "no such message")
-        await _refuse_while_locked(state, username)
-        deleted, _ = await state.run_io(state.store.delete, username, [message_id])
+        await accounts.refuse_while_locked(state, address)
+        done = await state.run_io(state.store.delete, address, [message_id])
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
-    if not deleted:
+    if not done.deleted:
         raise ApiError(404, "unknown_message", "no such message")
+    state.usage.removed(address, len(done.deleted), done.octets)
     return Response(status_code=204)

@@ -105,8 +105,20 @@ async def _auth_apop(call: Call) -> Response:
 
 
 async def _recipient(call: Call) -> Response:
-    """Whether a mailbox exists; the canonical (lower-case) name."""
-    return _json(calls.recipient(call.state, call.request.path_params["username"]))
+    """Who receives mail at an address: its accounts (an alias expanded), or why nobody does.
+
+    For RCPT: 404 ``unknown_domain`` (not a domain of this server) or ``unknown_user``; 503
+    ``no_postmaster``; 507 ``mailbox_full`` (every account at its quota) or ``quota_exceeded``
+    (a message of the declared ``size`` fits none).
+    """
+    size = call.request.query_params.get("size")
+    if size is not None and not (size.isdigit() and len(size) <= 18):
+        raise ApiError(422, "validation_error", "query.size: octets, a non-negative integer")
+    return _json(
+        calls.recipient(
+            call.state, call.request.path_params["address"], int(size) if size else None
+        )
+    )
 
 
 async def _deliver(call: Call) -> Response:
@@ -179,7 +191,27 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=_AUTH_ERRORS,
     ),
     Operation(
-        "GET", "/recipients/{username}", _recipient, returns=calls.Recipient, errors=documented(404)
+        "GET",
+        "/recipients/{address}",
+        _recipient,
+        returns=calls.Recipient,
+        errors=documented(
+            404,
+            503,
+            507,
+            e404="unknown_domain / unknown_user",
+            e503="no_postmaster",
+            e507="mailbox_full / quota_exceeded",
+        ),
+        parameters=(
+            {
+                "name": "size",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+                "description": "the message size the sender declared (SMTP SIZE)",
+            },
+        ),
     ),
     Operation(
         "POST",
@@ -201,7 +233,8 @@ OPERATIONS: tuple[Operation, ...] = (
                 "in": "query",
                 "required": True,
                 "schema": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                "description": "a user name (any case); repeated for each recipient",
+                "description": "an account address (a bare name: the primary domain); "
+                "repeated for each recipient",
             },
             {
                 "name": "Idempotency-Key",

@@ -1,0 +1,51 @@
+"""Versioned schema migrations of ``users.sqlite3``: one module per migration, in order.
+
+The database's ``PRAGMA user_version`` is the number of migrations applied. At start-up
+:func:`migrate` applies the missing ones, each in its own transaction together with the new
+version number (a crash leaves the database at the last whole migration), and refuses a database
+whose version is higher than the code knows (made by a newer release: running on would corrupt it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from types import ModuleType
+
+from mailstore_api.migrations import m0001_users, m0002_addresses
+from mailstore_api.migrations.context import Context
+
+#: Every migration, oldest first; the position + 1 is the version it brings the database to.
+MIGRATIONS: tuple[ModuleType, ...] = (m0001_users, m0002_addresses)
+
+
+__all__ = ["MIGRATIONS", "Context", "SchemaTooNew", "migrate", "version"]
+
+
+class SchemaTooNew(Exception):
+    """The database was made by a newer release."""
+
+
+def version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, context: Context) -> list[int]:
+    """Bring the database to the latest version; returns the versions applied."""
+    current = version(conn)
+    if current > len(MIGRATIONS):
+        raise SchemaTooNew(
+            f"the accounts database is at schema version {current}; this release knows up to "
+            f"{len(MIGRATIONS)}: it was written by a newer release"
+        )
+    applied: list[int] = []
+    for number, module in enumerate(MIGRATIONS[current:], start=current + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            module.apply(conn, context)
+            conn.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        applied.append(number)
+    return applied
