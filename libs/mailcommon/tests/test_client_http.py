@@ -21,6 +21,11 @@ from mailcommon.client import (
 
 TOKEN = "s" * 40
 DELIVERED = json.dumps({"id": "1.M1.host", "recipients": ["alice"], "size": 5}).encode()
+RECIPIENT = json.dumps(
+    {"address": "alice@a.test", "accounts": ["alice"], "limited": False}
+).encode()
+# One body for a server that answers every call alike: a delivery and a recipient in one.
+EITHER = json.dumps({**json.loads(DELIVERED), **json.loads(RECIPIENT)}).encode()
 
 
 @dataclass
@@ -115,7 +120,7 @@ def test_interim_replies_are_skipped_for_the_final_one() -> None:
         if b"big" in body:
             ex.writer.write(reply(413, b'{"error":{"code":"too_large","message":"big"}}'))
         else:
-            ex.writer.write(reply(200, DELIVERED))
+            ex.writer.write(reply(200, EITHER))
         await ex.writer.drain()
         return True
 
@@ -125,7 +130,7 @@ def test_interim_replies_are_skipped_for_the_final_one() -> None:
             assert (delivery.id, delivery.size) == ("1.M1.host", 5)
             with pytest.raises(MessageTooLarge):
                 await client.deliver(["alice"], b"big one")
-            assert await client.recipient_exists("alice")
+            assert (await client.recipient("alice")).accounts == ["alice"]
             assert fake.connections == 1  # the interim replies did not spoil the connection
             assert [r.body for r in fake.requests] == [b"hello", b"big one", b""]
 
@@ -175,9 +180,11 @@ def answer_first_drop_second(answer: bytes) -> Handler:
 
 def test_a_stale_pooled_get_is_retried_on_a_new_connection() -> None:
     async def run() -> None:
-        async with mailstore(answer_first_drop_second(b"{}")) as (fake, client):
-            assert await client.recipient_exists("alice")
-            assert await client.recipient_exists("alice")  # dropped on the pooled one, resent
+        async with mailstore(answer_first_drop_second(RECIPIENT)) as (fake, client):
+            assert (await client.recipient("alice")).accounts == ["alice"]
+            assert (await client.recipient("alice")).accounts == [
+                "alice"
+            ]  # dropped on the pooled one, resent
             assert fake.count("GET") == 3
             assert fake.connections == 2
 
@@ -186,15 +193,15 @@ def test_a_stale_pooled_get_is_retried_on_a_new_connection() -> None:
 
 def test_a_post_on_a_dropped_pooled_connection_is_not_resent() -> None:
     async def run() -> None:
-        async with mailstore(answer_first_drop_second(DELIVERED)) as (fake, client):
-            assert await client.recipient_exists("alice")
+        async with mailstore(answer_first_drop_second(EITHER)) as (fake, client):
+            assert (await client.recipient("alice")).accounts == ["alice"]
             with pytest.raises(MailstoreUnavailable) as caught:
                 await client.deliver(["alice"], b"hello")
             assert caught.value.code == "unreachable"
             assert fake.count("POST") == 1  # the mailstore may have stored it: never twice
             assert IDEMPOTENCY_HEADER.lower() not in fake.requests[-1].headers
             # verify_password is a POST too: the HTTP layer does not resend it either
-            assert await client.recipient_exists("alice")
+            assert (await client.recipient("alice")).accounts == ["alice"]
             with pytest.raises(MailstoreUnavailable):
                 await client.verify_password("alice", "pw")
             assert fake.count("POST") == 2
@@ -204,8 +211,8 @@ def test_a_post_on_a_dropped_pooled_connection_is_not_resent() -> None:
 
 def test_a_delivery_with_a_key_is_sent_once_more_after_a_drop() -> None:
     async def run() -> None:
-        async with mailstore(answer_first_drop_second(DELIVERED)) as (fake, client):
-            assert await client.recipient_exists("alice")
+        async with mailstore(answer_first_drop_second(EITHER)) as (fake, client):
+            assert (await client.recipient("alice")).accounts == ["alice"]
             delivery = await client.deliver(["alice"], b"hello", idempotency_key="0123456789abcdef")
             assert delivery.id == "1.M1.host"
             posts = [r for r in fake.requests if r.method == "POST"]
@@ -251,7 +258,7 @@ def test_a_response_body_over_the_bound_is_refused(framing: str) -> None:
     async def handler(ex: Exchange) -> bool:
         await ex.read_body()
         if ex.request.target.endswith("/small"):
-            ex.writer.write(reply(200, b"{}"))
+            ex.writer.write(reply(200, RECIPIENT))
             await ex.writer.drain()
             return True
         piece = b"x" * 65536
@@ -273,13 +280,13 @@ def test_a_response_body_over_the_bound_is_refused(framing: str) -> None:
     async def run() -> None:
         async with mailstore(handler) as (_, client):
             with pytest.raises(MailstoreUnavailable) as caught:
-                await client.recipient_exists("alice")
+                await client.recipient("alice")
             assert caught.value.code == "too_long"
             with pytest.raises(MailstoreUnavailable) as caught:
                 async with client.open_message("alice", "m1") as message:
                     await message.aread()
             assert caught.value.code == "too_long"
-            assert await client.recipient_exists("small")
+            assert (await client.recipient("small")).accounts == ["alice"]
 
     asyncio.run(run())
 

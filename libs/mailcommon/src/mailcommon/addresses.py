@@ -15,6 +15,8 @@ from mailcommon.names import is_valid_username
 
 MAX_DOMAIN_LENGTH = 253
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# The +tag after a local part: RFC 5322 atext and dots, but never '%', '!' or '@'.
+_TAG_RE = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`{|}~.-]*")
 
 
 def normalize_domain(domain: str) -> str | None:
@@ -59,6 +61,15 @@ def split_address(address: str) -> tuple[str, str] | None:
     if not at or not local or not domain:
         return None
     return local, domain
+
+
+def base_local_part(local: str) -> str | None:
+    """The local part without its ``+tag``, lower-cased (``Bob+news`` → ``bob``), or None when
+    it cannot be an account's or alias's (the name rule; a tag of atext and dots only)."""
+    base, plus, tag = local.lower().partition("+")
+    if not is_valid_username(base) or (plus and not _TAG_RE.fullmatch(tag)):
+        return None
+    return base
 
 
 def account_address(name: str, primary_domain: str) -> str | None:

@@ -117,6 +117,15 @@ class MailboxSnapshot:
 
 
 @dataclass(frozen=True)
+class Recipient:
+    """The accounts an address delivers to; ``limited`` when some have a quota (then the answer
+    depends on their usage and must not be reused)."""
+
+    accounts: list[str]
+    limited: bool
+
+
+@dataclass(frozen=True)
 class Delivery:
     """A stored message: its id (the same for every recipient) and its stored size."""
 
@@ -322,13 +331,16 @@ class MailstoreClient:
         tag = body.get("credential_tag")
         return Verified(str(body["username"]), str(tag) if tag is not None else None)
 
-    async def recipient_exists(self, username: str) -> bool:
-        """Whether a mailbox ``username`` exists. Raises MailstoreUnavailable when unknowable."""
-        try:
-            await self._request("GET", f"/recipients/{_segment(username)}")
-        except NotFound:
-            return False
-        return True
+    async def recipient(self, address: str, size: int | None = None) -> Recipient:
+        """Who receives mail at ``address`` (``local@domain``), for a message of the declared
+        ``size``. Raises :class:`NotFound` (code ``unknown_domain`` or ``unknown_user``),
+        :class:`InsufficientStorage` (``mailbox_full``, ``quota_exceeded``) and
+        :class:`MailstoreUnavailable` (``no_postmaster`` among others)."""
+        path = f"/recipients/{_segment(address)}"
+        if size is not None:
+            path += f"?size={size}"
+        body = self._json(await self._request("GET", path))
+        return Recipient([str(a) for a in body["accounts"]], bool(body.get("limited", True)))
 
     async def deliver(
         self, recipients: list[str], message: bytes, idempotency_key: str | None = None

@@ -24,7 +24,7 @@ from mailstore_api.errors import ApiError
 from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
 from mailstore_api.state import State
 from mailstore_api.threads import in_thread
-from mailstore_api.usage import Quota, fits, is_full
+from mailstore_api.usage import Quota, fits
 
 SPILL = 256 * 1024
 MAX_RECIPIENTS = 1000
@@ -65,18 +65,6 @@ def quota_refusal(state: State, names: list[str], size: int) -> ApiError | None:
     return ApiError(
         507, "quota_exceeded", "the message would exceed the mailbox's quota", accounts=names
     )
-
-
-def over_quota(state: State, names: list[str]) -> list[str]:
-    """The accounts of ``names`` at or over a limit."""
-    default = state.settings.default_quota_bytes
-    directory = state.directory
-    return [
-        name
-        for name in names
-        if name in directory.accounts
-        and is_full(state.usage.of(name), Quota.of(directory.accounts[name], default))
-    ]
 
 
 def check_idempotency_key(key: str | None) -> None:
@@ -144,12 +132,7 @@ async def store_delivery(
             await writer.abort()
     if not stored.replayed:
         state.usage.added(stored.recipients, stored.size)
-    return {
-        "id": stored.id,
-        "recipients": stored.recipients,
-        "size": stored.size,
-        "over_quota": over_quota(state, stored.recipients),
-    }
+    return {"id": stored.id, "recipients": stored.recipients, "size": stored.size}
 
 
 class DeliveryWriter:

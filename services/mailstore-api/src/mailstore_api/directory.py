@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mailcommon.addresses import account_address, normalize_domain, split_address
-from mailcommon.names import is_valid_username
+from mailcommon.addresses import account_address, base_local_part, normalize_domain, split_address
 
 from mailstore_api.db import AccountRow, AliasRow, Database
 
@@ -90,8 +89,8 @@ class Directory:
         domain = normalize_domain(given_domain)
         if domain is None or domain not in self.domains:
             raise UnknownDomain(given_domain)
-        base = local.lower().partition("+")[0]
-        if not is_valid_username(base):
+        base = base_local_part(local)
+        if base is None:
             raise UnknownAddress(address)
         exact = f"{base}@{domain}"
         if exact in self.aliases:

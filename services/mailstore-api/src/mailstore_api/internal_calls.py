@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
+from mailcommon.addresses import base_local_part, normalize_domain
 from mailcommon.logging import get_logger
 from pydantic import BaseModel, Field
 
@@ -51,6 +52,7 @@ class PasswordAuthResult(AuthResult):
 class Recipient(BaseModel):
     address: str  # as asked, without its +tag, lower-case, the domain in A-labels
     accounts: list[str]  # what mail to it is stored for (an alias expanded)
+    limited: bool  # some of them have a quota (a front end must not reuse this answer)
 
 
 class LeaseRequest(BaseModel):
@@ -75,8 +77,6 @@ class DeliveryResult(BaseModel):
     id: str
     recipients: list[str]
     size: int
-    # The recipients at or over a quota once this message is stored (RCPT refuses them next).
-    over_quota: list[str] = []
 
 
 class SnapshotMessage(BaseModel):
@@ -157,7 +157,11 @@ def recipient(state: State, address: str, size: int | None) -> Recipient:
             507, "quota_exceeded", "the message would exceed the mailbox's quota", accounts=names
         )
     local, _, domain = address.rpartition("@")
-    return Recipient(address=f"{local.lower().partition('+')[0]}@{domain.lower()}", accounts=names)
+    return Recipient(
+        address=f"{base_local_part(local)}@{normalize_domain(domain)}",
+        accounts=names,
+        limited=any(q.bytes or q.messages for q in quotas),
+    )
 
 
 async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 
+from mailcommon.addresses import account_address
 from mailcommon.client import (
     LockConflict,
     MailstoreError,
@@ -144,13 +145,17 @@ async def login(
 
     The attempt is registered as in flight before the check, atomically with the throttle's
     check, so parallel guesses cannot outrun it (:class:`pop3d.throttle.AuthThrottle`).
-    ``password`` (USER/PASS and AUTH PLAIN, not APOP) makes the login cacheable.
+    ``password`` (USER/PASS and AUTH PLAIN, not APOP) makes the login cacheable. The throttle and
+    the cache count an account by its address, however it was given (``bob``,
+    ``Bob@Example.org``): one name cannot be guessed at several times over.
     """
     ctx = s.ctx
+    shown = name
+    name = account_address(name, ctx.settings.primary_domain) or name
     if password is not None:
         known = ctx.logins.hit(name, password)
         if known is not None:
-            if await _known_login(s, name, known):
+            if await _known_login(s, name, known, shown):
                 return
             ctx.logins.forget(name)
     try:
@@ -183,10 +188,10 @@ async def login(
     await _not_failed(s, attempt, Outcome.RIGHT)  # and its network is known from now on
     if password is not None and account.credential_tag is not None:
         ctx.logins.remember(name, password, account)
-    await enter_transaction(s, account.username)
+    await enter_transaction(s, account.username, shown=shown)
 
 
-async def _known_login(s: Session, name: str, known: Verified) -> bool:
+async def _known_login(s: Session, name: str, known: Verified, shown: str) -> bool:
     """A login verified recently: True once answered; False (nothing answered, nothing held)
     when the full path must decide."""
     try:
@@ -194,7 +199,7 @@ async def _known_login(s: Session, name: str, known: Verified) -> bool:
             return False  # the full path refuses it, after the failed-login delay
     except REDIS_ERRORS:
         return False  # the full path meets the error too, and answers it
-    answered = await enter_transaction(s, known.username, known.credential_tag)
+    answered = await enter_transaction(s, known.username, known.credential_tag, shown=shown)
     s.stats.cached_login = s.user is not None
     if s.user is not None:
         with contextlib.suppress(*REDIS_ERRORS):  # the network stays as known as it was
@@ -206,8 +211,11 @@ async def _acquire(s: Session, user: str) -> Lease | None:
     return await s.ctx.locks.acquire(user, s.ctx.settings.lock_ttl_ms)
 
 
-async def enter_transaction(s: Session, user: str, credential_tag: str | None = None) -> bool:
-    """Take the maildrop lock, then the snapshot; +OK only once both are held.
+async def enter_transaction(
+    s: Session, user: str, credential_tag: str | None = None, *, shown: str
+) -> bool:
+    """Take the maildrop lock, then the snapshot; +OK only once both are held. ``user`` is the
+    account's address, ``shown`` the name as the client gave it (the +OK line says that one).
 
     With ``credential_tag`` (a login known from the cache), a snapshot of an account whose tag
     differs, or of no account, gives everything back and returns False without answering.
@@ -262,7 +270,7 @@ async def enter_transaction(s: Session, user: str, credential_tag: str | None = 
     s.snapshot = Snapshot(snapshot.entries)
     s.state = State.TRANSACTION
     count, size = s.snapshot.stat()
-    await s.ok(f"{user}'s maildrop has {count} messages ({size} octets)")
+    await s.ok(f"{shown}'s maildrop has {count} messages ({size} octets)")
     return True
 
 

@@ -26,7 +26,7 @@ from mailcommon.client import (
 from mailcommon.logging import get_logger
 
 from smtp_in import headers
-from smtp_in.addresses import check_recipient, check_sender
+from smtp_in.addresses import check_recipient, check_sender, relay_denied, user_unknown
 from smtp_in.recipients import RecipientCache
 from smtp_in.settings import SmtpSettings
 
@@ -45,13 +45,23 @@ class Transaction(Envelope):
         super().__init__()
         self.transaction_id = ""
         self.started = 0.0
-        # Mailstore user names, each once, in RCPT order.
+        # The lookup address of each accepted RCPT, and the accounts they reach, each once.
+        self.addresses: list[str] = []
         self.users: list[str] = []
 
 
 def new_transaction_id() -> str:
     """Our id for one mail transaction (``Received: ... id``, logs): 16 hex digits."""
     return secrets.token_hex(8)
+
+
+def declared_size(envelope: Envelope) -> int | None:
+    """The SIZE the client declared at MAIL (RFC 1870), if any."""
+    for option in envelope.mail_options:
+        key, _, value = option.partition("=")
+        if key == "SIZE" and value.isascii() and value.isdigit():
+            return int(value)
+    return None
 
 
 def _peer_ip(session: Session) -> str:
@@ -67,7 +77,6 @@ class MailHandler:
     def __init__(self, settings: SmtpSettings, mailstore: MailstoreClient) -> None:
         self.settings = settings
         self.mailstore = mailstore
-        self.local_domains = frozenset(settings.mail_domains)
         self.recipients = RecipientCache(mailstore, settings.smtp_recipient_cache_ttl)
         # Deliveries in progress; shielded from client disconnects, awaited on shutdown.
         self.deliveries: set[asyncio.Task[Delivery]] = set()
@@ -121,20 +130,23 @@ class MailHandler:
             return "452 4.5.3 Error: too many recipients"
         if not address.isascii() and not envelope.smtp_utf8:
             return "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter"
-        check = check_recipient(address, self.local_domains)
-        if check.username is None:
+        check = check_recipient(address)
+        if check.address is None:
             assert check.reply is not None
             return check.reply
-        user = check.username
-        if user not in envelope.users:
-            try:
-                exists = await self.recipients.exists(user)
-            except MailstoreError as exc:
-                log.warning("mailstore_error", during="RCPT", error=str(exc))
-                return "451 4.3.0 Mailstore unavailable, try again later"
-            if not exists:
-                return f"550 5.1.1 <{address}>: Recipient address rejected: user unknown"
-            envelope.users.append(user)
+        try:
+            accounts = await self.recipients.accounts(check.address, declared_size(envelope))
+        except NotFound as exc:
+            return relay_denied(address) if exc.code == "unknown_domain" else user_unknown(address)
+        except InsufficientStorage as exc:
+            if exc.code == "quota_exceeded":
+                return f"552 5.2.2 <{address}>: Mailbox full: the message exceeds the quota"
+            return f"452 4.2.2 <{address}>: Mailbox full, try again later"
+        except MailstoreError as exc:
+            log.warning("mailstore_error", during="RCPT", error=str(exc))
+            return "451 4.3.0 Mailstore unavailable, try again later"
+        envelope.addresses.append(check.address)
+        envelope.users.extend(a for a in accounts if a not in envelope.users)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"
@@ -161,13 +173,19 @@ class MailHandler:
             delivery = await self._deliver(envelope, trace + content)
         except MessageTooLarge:
             result, reply = "too_large", "552 5.3.4 Message too big for system"
-        except InsufficientStorage:
-            result, reply = "insufficient_storage", "452 4.3.1 Insufficient system storage"
+        except InsufficientStorage as exc:
+            if exc.code == "quota_exceeded":  # fits no recipient's quota; nothing stored
+                result, reply = (
+                    "over_quota",
+                    "552 5.2.2 Mailbox full: the message exceeds the quota",
+                )
+            else:
+                result, reply = "insufficient_storage", "452 4.3.1 Insufficient system storage"
         except NotFound:
             # A recipient was deleted between RCPT and DATA; nothing was stored. Let the sender
             # retry: RCPT will then refuse that one recipient and the rest get the message.
-            for user in envelope.users:
-                self.recipients.forget(user)
+            for lookup in envelope.addresses:
+                self.recipients.forget(lookup)
             result, reply = "recipient_gone", "451 4.3.0 Recipient no longer exists, try again"
         except MailstoreUnavailable as exc:
             log.warning("mailstore_error", during="DATA", error=str(exc))

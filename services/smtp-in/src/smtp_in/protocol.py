@@ -50,7 +50,7 @@ from aiosmtpd.smtp import SMTP, syntax
 from mailcommon.idle import IdleTimer
 from mailcommon.logging import get_logger
 
-from smtp_in.handler import MailHandler, Transaction
+from smtp_in.handler import MailHandler, Transaction, declared_size
 from smtp_in.headers import MAX_TRACE_HEADERS
 from smtp_in.limits import BudgetExhausted, ConnectionRegistry, DataBudget, MeteredReader
 from smtp_in.settings import SmtpSettings
@@ -288,16 +288,6 @@ class SMTPProtocol(SMTP):
             self.transport.close()
 
     # Commands -------------------------------------------------------------------------------
-    def _declared_size(self) -> int | None:
-        """The SIZE the client declared at MAIL (RFC 1870), if any."""
-        if self.envelope is None:
-            return None
-        for option in self.envelope.mail_options:
-            key, _, value = option.partition("=")
-            if key == "SIZE" and value.isascii() and value.isdigit():
-                return int(value)
-        return None
-
     @_command
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -305,7 +295,7 @@ class SMTPProtocol(SMTP):
         # differently), never more than the limit. It reserves memory for all of that before the
         # 354; one that declared nothing reserves for its first octets and more as they arrive.
         limit = self.data_size_limit or 0
-        declared = self._declared_size()
+        declared = None if self.envelope is None else declared_size(self.envelope)
         if declared is not None:
             limit = min(limit, declared + declared // 10 + 64 * 1024)
         ceiling = self._budget.cost(limit)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from mailcommon.addresses import normalize_domain
 from mailcommon.settings import FrontEndSettings
 from pydantic import AliasChoices, Field, field_validator
-
-from mailcommon.addresses import normalize_domain
 
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
