@@ -62,12 +62,12 @@ def deliver(stack: Stack, user: str, message: bytes) -> str:
 
 
 def stored_files(stack: Stack, user: str) -> list[Path]:
-    box = stack.data_dir / "mail" / user
+    box = stack.maildir(user)
     return sorted([*(box / "new").iterdir(), *(box / "cur").iterdir()])
 
 
 def tmp_files(stack: Stack, user: str) -> list[Path]:
-    return list((stack.data_dir / "mail" / user / "tmp").iterdir())
+    return list((stack.maildir(user) / "tmp").iterdir())
 
 
 def pop_login(port: int, user: str, password: str = "secret-password") -> poplib.POP3:

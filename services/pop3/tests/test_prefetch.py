@@ -119,7 +119,7 @@ def test_gone_messages_and_big_ones_in_between(stack: Stack, mail: Mail) -> None
     # message 5 vanishes behind the session's back (another Maildir tool): the batch of 4..6
     # fails as a whole, and each message is then read alone; 1 and 2 are one batch (the big
     # message 3 ends it, and is streamed)
-    box = stack.data_dir / "mail" / user / "new"
+    box = stack.maildir(user) / "new"
     next(p for p in box.iterdir() if p.name.startswith(ids[4])).unlink()
     for n in (1, 2, 3, 4):
         status, body = fetch(r, f"RETR {n}")

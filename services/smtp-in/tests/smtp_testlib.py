@@ -59,7 +59,7 @@ class Mail:
         return name
 
     def maildir(self, user: str) -> Path:
-        return self.stack.data_dir / "mail" / user
+        return self.stack.maildir(user)
 
     def stored(self, user: str) -> list[bytes]:
         """The messages in ``user``'s Maildir (new/ and cur/), oldest name first."""

@@ -30,7 +30,8 @@ class Recorder(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def do_GET(self) -> None:
-        self._answer(200, {"username": self.path.rsplit("/", 1)[-1]})
+        address = self.path.rsplit("/", 1)[-1]
+        self._answer(200, {"address": address, "accounts": [address], "limited": False})
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))

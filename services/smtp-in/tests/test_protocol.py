@@ -149,7 +149,7 @@ def test_pipelined_transaction_in_one_write(mail: Mail) -> None:
     raw.send(
         b"Subject: pipelined\r\n\r\nbody\r\n.\r\n"
         b"MAIL FROM:<carol@example.test>\r\n"
-        + f"RCPT TO:<{bob}@example.test>\r\n".encode()
+        + f"RCPT TO:<{bob}@pokey.onl>\r\n".encode()
         + b"DATA\r\nSubject: second\r\n\r\nagain\r\n.\r\nQUIT\r\n"
     )
     replies = [raw.reply() for _ in range(6)]

@@ -108,6 +108,13 @@ class Stack(Running):
     def redis_url(self) -> str:
         return f"redis://{HOST}:{self.redis_port}/0"
 
+    def maildir(self, account: str) -> Path:
+        """The Maildir of ``account`` (``local@domain``; a bare name is in the first domain)."""
+        local, at, domain = account.rpartition("@")
+        if not at:
+            local, domain = account, self.domains.split(",")[0]
+        return self.data_dir / "mail" / domain / local
+
     def environment(self) -> dict[str, str]:
         """The variables every service gets: what docker-compose.yml sets, on local ports."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}
