@@ -16,6 +16,15 @@ from mailstack.ports import free_port, tcp_ready, wait_until
 from mailstack.stack import Stack
 
 HOST = "127.0.0.1"
+#: The stack's primary domain (the first of mailstack's MAIL_DOMAINS): a bare name's.
+PRIMARY_DOMAIN = "pokey.onl"
+
+
+def account(user: str) -> str:
+    """The address of the account a bare ``user`` name is (locks, logs and fences use it)."""
+    return f"{user}@{PRIMARY_DOMAIN}"
+
+
 STACK_ENV = {
     "POP3_ALLOW_PLAINTEXT_AUTH": "true",
     "POP3_AUTH_FAIL_DELAY": "0.05",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from mailstack.logs import wait_for_records
 from mailstack.ports import wait_until
 from pop3d.auth import log_key, user_tag
-from pop3kit import HOST, Mail, Pop3Proc, Raw
+from pop3kit import HOST, Mail, Pop3Proc, Raw, account
 
 
 def from_ip(port: int, source: str) -> Raw:
@@ -117,20 +117,24 @@ def test_session_log_line(mail: Mail, pop3_factory: Callable[[dict[str, str]], P
     assert r.cmd("DELE 2").startswith(b"+OK")
     assert r.cmd("QUIT").startswith(b"+OK")
     r.close()
-    wait_for_records(proc.logs, {"event": "session", "user": user})  # the session's last line
+    wait_for_records(
+        proc.logs, {"event": "session", "user": account(user)}
+    )  # the session's last line
     logs = proc.logs()
     assert "s3cret-never-logged" not in logs
     events = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    sessions = [e for e in events if e.get("event") == "session" and e.get("user") == user]
+    sessions = [e for e in events if e.get("event") == "session" and e.get("user") == account(user)]
     assert len(sessions) == 1
     s = sessions[0]
     assert s["retrieved"] == 1 and s["deleted"] == 1 and s["result"] == "quit"
     assert s["octets"] > 0 and s["peer"].startswith("127.0.0.1:") and s["sid"]
     # a name that did not log in is logged as a keyed hash, never as typed (it may be a password)
-    tag = user_tag(log_key(mail.stack.service_token), user)
+    tag = user_tag(log_key(mail.stack.service_token), account(user))
     refusals = [e for e in events if e.get("event") == "refusal" and e.get("user_hash") == tag]
     assert [e["reason"] for e in refusals] == ["bad_credentials"]
-    assert not [e for e in events if e.get("event") == "refusal" and e.get("user") == user]
+    assert not [
+        e for e in events if e.get("event") == "refusal" and e.get("user") in (user, account(user))
+    ]
 
 
 def run_main(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -138,6 +142,7 @@ def run_main(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         "PATH": "/usr/bin:/bin",
         "SERVICE_TOKEN": "x" * 40,
         "REDIS_URL": "redis://127.0.0.1:1/0",
+        "MAIL_DOMAINS": "pokey.onl",
     }
     return subprocess.run(
         [sys.executable, "-m", "pop3d"],
@@ -160,6 +165,7 @@ def test_bad_settings_exit_2_without_traceback(tmp_path) -> None:  # type: ignor
         ),
         "tls": ({"TLS_CERT_FILE": str(tmp_path / "cert.pem")}, "TLS"),
         "plaintext": ({"POP3_ALLOW_PLAINTEXT_AUTH": "maybe"}, "POP3_ALLOW_PLAINTEXT_AUTH"),
+        "domains": ({"MAIL_DOMAINS": ""}, "MAIL_DOMAINS"),
     }
     for name, (env, needle) in cases.items():
         result = run_main({"SECRETS_DIR": str(tmp_path / name), **env})

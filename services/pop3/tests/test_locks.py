@@ -12,7 +12,7 @@ from mailcommon.locks import fence_key, lock_key
 from mailstack.logs import wait_for_records
 from mailstack.ports import wait_until
 from mailstack.stack import Stack
-from pop3kit import HOST, Mail, Pop3Proc, Raw
+from pop3kit import HOST, Mail, Pop3Proc, Raw, account
 
 
 def login(port: int, user: str, pw: str) -> poplib.POP3:
@@ -43,9 +43,11 @@ def test_second_session_gets_in_use(stack: Stack, mail: Mail) -> None:
 def test_lock_released_when_connection_drops(stack: Stack, mail: Mail, rds: redis.Redis) -> None:
     user, pw = mail.user()
     pop = login(stack.pop3_port, user, pw)
-    assert rds.get(lock_key(user)) is not None
+    assert rds.get(lock_key(account(user))) is not None
     pop.close()  # no QUIT
-    wait_until(lambda: rds.get(lock_key(user)) is None, 30, "the lock's release after the drop")
+    wait_until(
+        lambda: rds.get(lock_key(account(user))) is None, 30, "the lock's release after the drop"
+    )
     login(stack.pop3_port, user, pw).quit()
 
 
@@ -87,7 +89,9 @@ def test_dropped_connection_after_dele_deletes_nothing(
     for n in (1, 2, 3):
         assert r.cmd(f"DELE {n}").startswith(b"+OK")
     r.close()  # no QUIT
-    wait_until(lambda: rds.get(lock_key(user)) is None, 30, "the end of the dropped session")
+    wait_until(
+        lambda: rds.get(lock_key(account(user))) is None, 30, "the end of the dropped session"
+    )
     assert mail.messages(user) == ids
     pop = login(stack.pop3_port, user, pw)
     assert pop.stat()[0] == 3
@@ -100,11 +104,11 @@ def test_stale_fence_is_raised_and_retried(stack: Stack, mail: Mail, rds: redis.
     mail.deliver(user, b"Subject: x\n\nbody\n")
     for _ in range(3):
         login(stack.pop3_port, user, pw).quit()
-    seen = int(rds.get(fence_key(user)) or 0)
+    seen = int(rds.get(fence_key(account(user))) or 0)
     assert seen >= 3
-    rds.delete(fence_key(user))
+    rds.delete(fence_key(account(user)))
     pop = login(stack.pop3_port, user, pw)
-    assert int(rds.get(fence_key(user)) or 0) > seen
+    assert int(rds.get(fence_key(account(user))) or 0) > seen
     pop.dele(1)
     assert pop.quit().startswith(b"+OK")
     assert mail.messages(user) == []
@@ -118,8 +122,10 @@ def test_lost_lease_means_no_expunge(
     mid = mail.deliver(user, b"Subject: x\n\nbody\n")
     pop = login(proc.port, user, pw)
     pop.dele(1)
-    rds.delete(lock_key(user))  # as if it had expired
-    wait_for_records(proc.logs, {"event": "lease_lost", "user": user})  # the renewer saw it
+    rds.delete(lock_key(account(user)))  # as if it had expired
+    wait_for_records(
+        proc.logs, {"event": "lease_lost", "user": account(user)}
+    )  # the renewer saw it
     with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[SYS/TEMP\]"):
         pop.quit()
     assert mail.messages(user) == [mid]
@@ -134,7 +140,7 @@ def test_lease_is_renewed(
     pop = login(proc.port, user, pw)
     pop.dele(1)
     time.sleep(4)  # the behaviour: longer than the TTL (3 s), only renewal keeps the lock
-    assert rds.pttl(lock_key(user)) > 0
+    assert rds.pttl(lock_key(account(user))) > 0
     assert pop.quit().startswith(b"+OK")
     assert mail.messages(user) == []
 

@@ -7,12 +7,12 @@ import poplib
 
 import pytest
 from mailstack.stack import Stack
-from pop3kit import HOST, Mail
+from pop3kit import HOST, Mail, account
 
 
 def cached_logins(stack: Stack, user: str, sessions: int) -> list[bool]:
     """``cached_login`` of the first ``sessions`` session lines of ``user`` (waits for them)."""
-    found = stack.wait_for_log("pop3", {"event": "session", "user": user}, count=sessions)
+    found = stack.wait_for_log("pop3", {"event": "session", "user": account(user)}, count=sessions)
     return [bool(line["cached_login"]) for line in found[:sessions]]
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from mailstack.logs import wait_for_records
 from mailstack.stack import Stack
-from pop3kit import Mail, Pop3Proc, Raw
+from pop3kit import Mail, Pop3Proc, Raw, account
 
 
 def message(i: int, size: int = 0) -> bytes:
@@ -47,7 +47,7 @@ def fetch(r: Raw, command: str) -> tuple[bytes, bytes]:
 
 
 def wait_for_session(logs: Callable[[], str], user: str) -> list[dict[str, object]]:
-    return wait_for_records(logs, {"event": "session", "user": user})
+    return wait_for_records(logs, {"event": "session", "user": account(user)})
 
 
 def test_sequential_retr_is_byte_exact_and_batched(stack: Stack, mail: Mail) -> None:
