@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import subprocess
 import sys
 
@@ -125,3 +127,62 @@ def test_token_show(mailstore):
     r = mailctl(mailstore, "token", "show", token_from_file=True)
     assert r.returncode == 0
     assert r.stdout.strip() == mailstore.admin_token
+
+
+def ok(mailstore, *args: str, stdin: str = "") -> str:  # type: ignore[no-untyped-def]
+    r = mailctl(mailstore, *args, stdin=stdin)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+def test_domains_aliases_and_quotas_from_the_command_line(mailstore, internal) -> None:  # type: ignore[no-untyped-def]
+    tag = secrets.token_hex(3)
+    primary = mailstore.env()["MAIL_DOMAINS"].split(",")[0]
+    domain = f"bücher-{tag}.test"
+    out = ok(mailstore, "domain", "add", domain)
+    assert out.startswith("added xn--") and f"({domain})" in out, out
+    stored = out.split()[1]
+    listed = json.loads(ok(mailstore, "domain", "list", "--json"))["domains"]
+    mine = next(d for d in listed if d["name"] == stored)
+    assert (mine["unicode"], mine["accounts"], mine["aliases"], mine["primary"]) == (
+        domain,
+        0,
+        0,
+        False,
+    )
+    assert any(d["name"] == primary and d["primary"] for d in listed)
+    assert stored in ok(mailstore, "domain", "list")
+
+    ok(mailstore, "user", "add", f"ann@{domain}", "--password-stdin", stdin="pw-ann\n")
+    ok(mailstore, "user", "add", f"ann-{tag}", "--password-stdin", stdin="pw-ann2\n")
+    users = json.loads(ok(mailstore, "user", "list", "--json", "--domain", stored))["users"]
+    assert [u["username"] for u in users] == [f"ann@{stored}"]
+
+    out = ok(mailstore, "alias", "add", f"team@{domain}", f"ann@{domain}", f"ann-{tag}")
+    assert out == f"created team@{stored} -> ann@{stored}, ann-{tag}@{primary}\n"
+    aliases = json.loads(ok(mailstore, "alias", "list", "--json", "--domain", domain))["aliases"]
+    assert [(a["address"], a["accounts"]) for a in aliases] == [
+        (f"team@{stored}", [f"ann@{stored}", f"ann-{tag}@{primary}"])
+    ]
+    assert f"team@{stored}" in ok(mailstore, "alias", "list")
+    r = mailctl(mailstore, "alias", "add", f"loop@{domain}", f"loop@{domain}")
+    assert r.returncode == 1 and "alias_loop" in r.stderr
+
+    out = ok(mailstore, "user", "quota", f"ann@{domain}", "5000", "--messages", "3")
+    assert out == f"quota of ann@{stored}: 5000 octets\n"
+    user = next(
+        u
+        for u in json.loads(ok(mailstore, "user", "list", "--json"))["users"]
+        if u["username"] == f"ann@{stored}"
+    )
+    assert (user["quota_bytes"], user["quota_messages"]) == (5000, 3)
+
+    r = mailctl(mailstore, "domain", "del", domain)
+    assert r.returncode == 1 and "domain_not_empty" in r.stderr
+    ok(mailstore, "domain", "del", domain, "--force")
+    assert stored not in ok(mailstore, "domain", "list")
+    assert not internal.post(
+        "/auth", json={"username": f"ann@{domain}", "password": "pw-ann"}
+    ).json()["valid"]
+    messages = json.loads(ok(mailstore, "mail", "list", f"ann-{tag}", "--json"))
+    assert messages["total"] == 0

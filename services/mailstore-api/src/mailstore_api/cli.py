@@ -6,25 +6,34 @@ Configuration: ``MAILSTORE_API_URL`` (default http://127.0.0.1:8080); the admin 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import typer
 
-app = typer.Typer(help="Manage the mail drop's users and mailboxes.", no_args_is_help=True)
-user_app = typer.Typer(help="Users: add, list, passwd, del.", no_args_is_help=True)
+app = typer.Typer(
+    help="Manage the mail drop's domains, users, aliases and mailboxes.", no_args_is_help=True
+)
+domain_app = typer.Typer(help="Domains: add, list, del.", no_args_is_help=True)
+user_app = typer.Typer(help="Users: add, list, passwd, quota, del.", no_args_is_help=True)
+alias_app = typer.Typer(help="Aliases: add, list, del.", no_args_is_help=True)
 mail_app = typer.Typer(help="Mailboxes: list messages.", no_args_is_help=True)
 token_app = typer.Typer(help="Tokens: show the admin token.", no_args_is_help=True)
+app.add_typer(domain_app, name="domain")
 app.add_typer(user_app, name="user")
+app.add_typer(alias_app, name="alias")
 app.add_typer(mail_app, name="mail")
 app.add_typer(token_app, name="token")
 
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
 ]
+Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -82,31 +91,110 @@ def _password(password_stdin: bool) -> str:
     return password
 
 
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@domain_app.command("add")
+def domain_add(name: str) -> None:
+    """Add a domain to receive mail for (a Unicode name is stored in A-labels)."""
+    domain = _call("POST", "/domains", json={"name": name}).json()
+    typer.echo(f"added {domain['name']}" + _unicode_note(domain))
+
+
+def _unicode_note(domain: dict[str, Any]) -> str:
+    return f" ({domain['unicode']})" if domain["unicode"] != domain["name"] else ""
+
+
+@domain_app.command("list")
+def domain_list(as_json: Json = False) -> None:
+    """List domains with their account and alias counts."""
+    data = _call("GET", "/domains").json()
+    if as_json:
+        _print_json(data)
+        return
+    typer.echo(f"{'DOMAIN':<40} {'ACCOUNTS':>8} {'ALIASES':>8}")
+    for domain in data["domains"]:
+        name = domain["name"] + _unicode_note(domain) + (" *" if domain["primary"] else "")
+        typer.echo(f"{name:<40} {domain['accounts']:>8} {domain['aliases']:>8}")
+    typer.echo("* primary domain: bare user names are in it")
+
+
+@domain_app.command("del")
+def domain_del(
+    name: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also delete its accounts (and their mail) and aliases.")
+    ] = False,
+) -> None:
+    """Remove a domain (refused while it has accounts or aliases, unless --force)."""
+    _call("DELETE", f"/domains/{_path(name)}", params={"force": "true" if force else "false"})
+    typer.echo(f"deleted {name}")
+
+
+def _path(name: str) -> str:
+    return quote(name, safe="@")
+
+
 @user_app.command("add")
-def user_add(username: str, password_stdin: PasswordStdin = False) -> None:
-    """Create a user (prompts for the password twice unless --password-stdin)."""
+def user_add(
+    username: str,
+    password_stdin: PasswordStdin = False,
+    quota: Annotated[
+        int | None, typer.Option("--quota", min=0, help="Octets it may store; 0: unlimited.")
+    ] = None,
+) -> None:
+    """Create a user, ``local@domain`` or a bare name in the primary domain (prompts for the
+    password twice unless --password-stdin)."""
     password = _password(password_stdin)
-    _call("POST", "/users", json={"username": username, "password": password})
-    typer.echo(f"created {username}")
+    body: dict[str, Any] = {"username": username, "password": password}
+    if quota is not None:
+        body["quota_bytes"] = quota
+    user = _call("POST", "/users", json=body).json()
+    typer.echo(f"created {user['username']}")
 
 
 @user_app.command("list")
-def user_list() -> None:
-    """List users with their message count and size."""
-    users = _call("GET", "/users").json()["users"]
-    typer.echo(f"{'USER':<32} {'MESSAGES':>8} {'BYTES':>12}  CREATED")
-    for user in users:
+def user_list(
+    as_json: Json = False,
+    domain: Annotated[str | None, typer.Option("--domain", help="Only this domain's.")] = None,
+) -> None:
+    """List users with their message count, size and quota."""
+    params = {"domain": domain} if domain else {}
+    data = _call("GET", "/users", params=params).json()
+    if as_json:
+        _print_json(data)
+        return
+    typer.echo(f"{'USER':<40} {'MESSAGES':>8} {'BYTES':>12} {'QUOTA':>12}  CREATED")
+    for user in data["users"]:
+        quota = str(user["quota_bytes"]) if user["quota_bytes"] else "-"
         typer.echo(
-            f"{user['username']:<32} {user['messages']:>8} {user['bytes']:>12}  "
+            f"{user['username']:<40} {user['messages']:>8} {user['bytes']:>12} {quota:>12}  "
             f"{user['created_at']}"
         )
+
+
+@user_app.command("quota")
+def user_quota(
+    username: str,
+    quota_bytes: Annotated[int, typer.Argument(min=0, help="Octets; 0: unlimited.")],
+    messages: Annotated[
+        int | None, typer.Option("--messages", min=0, help="At most this many messages; 0: any.")
+    ] = None,
+) -> None:
+    """Set a user's quota."""
+    body: dict[str, Any] = {"quota_bytes": quota_bytes}
+    if messages is not None:
+        body["quota_messages"] = messages
+    user = _call("PATCH", f"/users/{_path(username)}", json=body).json()
+    typer.echo(f"quota of {user['username']}: {user['quota_bytes'] or 'unlimited'} octets")
 
 
 @user_app.command("passwd")
 def user_passwd(username: str, password_stdin: PasswordStdin = False) -> None:
     """Change a user's password."""
     password = _password(password_stdin)
-    _call("PUT", f"/users/{username}/password", json={"password": password})
+    _call("PUT", f"/users/{_path(username)}/password", json={"password": password})
     typer.echo(f"password changed for {username}")
 
 
@@ -116,8 +204,43 @@ def user_del(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the user's mail.")] = False,
 ) -> None:
     """Delete a user (refused while mail remains, unless --purge)."""
-    _call("DELETE", f"/users/{username}", params={"purge": "true" if purge else "false"})
+    _call("DELETE", f"/users/{_path(username)}", params={"purge": "true" if purge else "false"})
     typer.echo(f"deleted {username}")
+
+
+@alias_app.command("add")
+def alias_add(
+    address: Annotated[
+        str, typer.Argument(help="local@domain, a bare name, or @domain (catch-all).")
+    ],
+    targets: Annotated[list[str], typer.Argument(help="Accounts or aliases it delivers to.")],
+) -> None:
+    """Create an alias."""
+    alias = _call("POST", "/aliases", json={"address": address, "targets": targets}).json()
+    typer.echo(f"created {alias['address']} -> {', '.join(alias['targets'])}")
+
+
+@alias_app.command("list")
+def alias_list(
+    as_json: Json = False,
+    domain: Annotated[str | None, typer.Option("--domain", help="Only this domain's.")] = None,
+) -> None:
+    """List aliases and the accounts they reach."""
+    params = {"domain": domain} if domain else {}
+    data = _call("GET", "/aliases", params=params).json()
+    if as_json:
+        _print_json(data)
+        return
+    typer.echo(f"{'ALIAS':<40} TARGETS")
+    for alias in data["aliases"]:
+        typer.echo(f"{alias['address']:<40} {', '.join(alias['targets'])}")
+
+
+@alias_app.command("del")
+def alias_del(address: str) -> None:
+    """Delete an alias."""
+    _call("DELETE", f"/aliases/{_path(address)}")
+    typer.echo(f"deleted {address}")
 
 
 @mail_app.command("list")
@@ -125,11 +248,15 @@ def mail_list(
     username: str,
     offset: Annotated[int, typer.Option(min=0)] = 0,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    as_json: Json = False,
 ) -> None:
     """List a user's messages, oldest first."""
     page = _call(
-        "GET", f"/users/{username}/messages", params={"offset": offset, "limit": limit}
+        "GET", f"/users/{_path(username)}/messages", params={"offset": offset, "limit": limit}
     ).json()
+    if as_json:
+        _print_json(page)
+        return
     for m in page["messages"]:
         typer.echo(
             f"{m['id']}  {m['size']:>9}  {m['received']}  "
