@@ -4,6 +4,7 @@ abuse@, quotas. The stack's domains are pokey.onl (primary) and example.test."""
 
 from __future__ import annotations
 
+import base64
 import poplib
 import secrets
 import smtplib
@@ -72,6 +73,19 @@ def test_two_domains_with_one_local_part_are_two_mailboxes(
     assert b"to example" in message
     with pytest.raises(poplib.error_proto):  # the other account's password is not this one's
         pop3_messages(stack, tls_context, f"{local}@example.test", pw_primary)
+
+
+def test_auth_plain_takes_the_full_address_and_the_bare_name(
+    stack: Any, admin: httpx.Client, tls_context: ssl.SSLContext
+) -> None:
+    local = f"pl{secrets.token_hex(3)}"
+    password = new_account(admin, local)
+    for name in (local, f"{local}@pokey.onl"):
+        client = poplib.POP3_SSL(HOST, stack.pop3s_port, context=tls_context, timeout=30)
+        token = base64.b64encode(f"\0{name}\0{password}".encode()).decode()
+        reply = client._shortcmd(f"AUTH PLAIN {token}")  # poplib has no AUTH of its own
+        assert reply.startswith(b"+OK"), reply
+        client.quit()
 
 
 def test_mpop_logs_in_with_the_full_address(
