@@ -61,6 +61,24 @@ def known_user(state: State, name: str) -> str:
     return address
 
 
+def check_new_address(state: State, address: str, *, alias: bool) -> str:
+    """The domain of ``address``, for a new account (or ``alias``): 422 ``unknown_domain`` when it
+    is not one of ours, 409 when an account or an alias has the address already."""
+    directory = state.directory
+    domain = address.rpartition("@")[2]
+    if domain not in directory.domains:
+        raise ApiError(422, "unknown_domain", f"{domain} is not one of this server's domains")
+    if address in directory.accounts:
+        if alias:
+            raise ApiError(409, "address_is_account", "an account has this address")
+        raise ApiError(409, "user_exists", "a user with this name exists")
+    if address in directory.aliases:
+        if alias:
+            raise ApiError(409, "alias_exists", "the alias exists")
+        raise ApiError(409, "address_is_alias", "an alias has this address")
+    return domain
+
+
 def check_password(password: str) -> None:
     if not password:
         raise ApiError(422, "invalid_password", "the password must not be empty")
@@ -88,14 +106,7 @@ async def create_account(
     """Create the account and its Maildir; its address."""
     address = parse_address(state, name)
     check_password(password)
-    directory = state.directory
-    domain = address.partition("@")[2]
-    if domain not in directory.domains:
-        raise ApiError(422, "unknown_domain", f"{domain} is not one of this server's domains")
-    if address in directory.aliases:
-        raise ApiError(409, "address_is_alias", "an alias has this address")
-    if address in directory.accounts:
-        raise ApiError(409, "user_exists", "a user with this name exists")
+    domain = check_new_address(state, address, alias=False)
     password_hash = await state.passwords.hash(password)
     row = AccountRow(
         address, domain, password_hash, None, None, now_iso(), quota_bytes, quota_messages
@@ -107,7 +118,7 @@ async def create_account(
     except BaseException:
         await state.run_io(state.db.delete_account, address)
         raise
-    directory.accounts[address] = Account.of(row)
+    state.directory.accounts[address] = Account.of(row)
     state.usage.set(address, Used())
     log.info("user created", user=address)
     return address

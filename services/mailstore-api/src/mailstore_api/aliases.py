@@ -6,6 +6,7 @@ from __future__ import annotations
 from mailcommon.addresses import account_address, normalize_domain
 from mailcommon.logging import get_logger
 
+from mailstore_api import accounts
 from mailstore_api.db import AliasRow
 from mailstore_api.errors import ApiError
 from mailstore_api.state import State, now_iso
@@ -61,19 +62,12 @@ def _targets(state: State, alias: str, given: list[str]) -> tuple[str, ...]:
 
 
 async def create_alias(state: State, name: str, targets: list[str]) -> AliasRow:
-    directory = state.directory
     address = parse_alias(state, name)
-    domain = address.rpartition("@")[2]
-    if domain not in directory.domains:
-        raise ApiError(422, "unknown_domain", f"{domain} is not one of this server's domains")
-    if address in directory.accounts:
-        raise ApiError(409, "address_is_account", "an account has this address")
-    if address in directory.aliases:
-        raise ApiError(409, "alias_exists", "the alias exists")
+    domain = accounts.check_new_address(state, address, alias=True)
     row = AliasRow(address, domain, _targets(state, address, targets), now_iso())
     if not await state.run_io(state.db.create_alias, row):
         raise ApiError(409, "alias_exists", "the alias exists")
-    directory.aliases[address] = row
+    state.directory.aliases[address] = row
     log.info("alias created", alias=address, targets=list(row.targets))
     return row
 
