@@ -58,7 +58,7 @@ def test_user_add_list_passwd_del_and_mail_list(mailstore, internal):
     )
     r = mailctl(mailstore, "user", "list", token_from_file=True)
     assert r.returncode == 0, r.stderr
-    line = next(x for x in r.stdout.splitlines() if x.startswith("cli-bob "))
+    line = next(x for x in r.stdout.splitlines() if x.startswith(mailstore.address("cli-bob") + " "))
     assert line.split()[1:3] == ["1", str(len(b"From: x@y\nSubject: for the cli\n\nhi\n"))]
 
     r = mailctl(mailstore, "mail", "list", "cli-bob")
