@@ -164,6 +164,7 @@ def test_user_lifecycle(mailstore, admin, internal):
     assert internal.post("/auth", json={"username": name, "password": "pw-2"}).json()["valid"]
     assert admin.put(f"/users/{name}/password", json={"password": ""}).status_code == 422
 
+    assert internal.get(f"/recipients/{mailstore.address(name)}").status_code == 200
     r = admin.delete(f"/users/{name}")
     assert r.status_code == 409
     assert error(r) == "mailbox_not_empty"
@@ -172,7 +173,7 @@ def test_user_lifecycle(mailstore, admin, internal):
     assert not mailstore.maildir(name).exists()
     assert admin.get(f"/users/{name}").status_code == 404
     assert not internal.post("/auth", json={"username": name, "password": "pw-2"}).json()["valid"]
-    assert internal.get(f"/recipients/{name}").status_code == 404
+    assert internal.get(f"/recipients/{mailstore.address(name)}").status_code == 404
     assert admin.delete(f"/users/{name}").status_code == 404
 
 
