@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
+from mailcommon.addresses import normalize_domain
 from mailcommon.logging import get_logger
 from pydantic import BaseModel, Field
 
@@ -157,7 +158,9 @@ def recipient(state: State, address: str, size: int | None) -> Recipient:
             507, "quota_exceeded", "the message would exceed the mailbox's quota", accounts=names
         )
     local, _, domain = address.rpartition("@")
-    return Recipient(address=f"{local.lower().partition('+')[0]}@{domain.lower()}", accounts=names)
+    # resolve() accepted the domain, so it normalises (to A-labels: U-labels are not canonical)
+    canonical = normalize_domain(domain) or domain
+    return Recipient(address=f"{local.lower().partition('+')[0]}@{canonical}", accounts=names)
 
 
 async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:
