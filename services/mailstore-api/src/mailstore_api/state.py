@@ -88,7 +88,10 @@ def open_directory(settings: MailstoreSettings, db: Database, store: MailStore) 
     for domain in settings.mail_domains:
         if db.add_domain(domain, now_iso()):
             log.info("domain added from MAIL_DOMAINS", domain=domain)
-    for source, target in db.maildir_moves():
+    moves = db.maildir_moves()
+    for source, target in moves:  # every old Maildir aside first: one may be named like a domain
+        store.stage(source, target)
+    for source, target in moves:
         store.move(source, target)
         db.maildir_moved(source)
         log.info("maildir moved", source=source, target=target)
