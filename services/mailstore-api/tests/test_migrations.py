@@ -263,3 +263,33 @@ def test_a_database_newer_than_the_code_refuses_to_start(make_mailstore):
     assert user_version(database) == newer  # nothing was changed
     assert dump(database) == before
     assert store.maildir("kept").is_dir()
+
+
+def test_an_old_user_named_like_the_primary_domain_migrates_too(legacy):
+    """The old rule allowed dots, so a user may be named ``pokey.onl``: its Maildir was
+    ``mail/pokey.onl/``, the very folder the primary domain's Maildirs move into."""
+    store = legacy
+    data = store.data_dir
+    (data / "mail" / "carol.x").rename(data / "mail" / PRIMARY)
+    conn = sqlite3.connect(data / "users.sqlite3")
+    conn.execute("UPDATE users SET username = ? WHERE username = 'carol.x'", (PRIMARY,))
+    conn.commit()
+    conn.close()
+    (data / "mail" / PRIMARY / "new" / "1796173037.000001abcdef0123.mail,S=4,W=5").write_bytes(
+        b"own\n"
+    )
+    store.start()
+    expected = {**MANIFEST["uidls"], PRIMARY: ["1796173037.000001abcdef0123.mail,S=4,W=5"]}
+    del expected["carol.x"]
+    for user, ids in expected.items():
+        box = data / "mail" / PRIMARY / user
+        assert sorted(p.name for p in (box / "new").iterdir()) == sorted(ids), user
+        assert sorted(p.name for p in box.iterdir()) == ["cur", "new", "tmp"], user
+    assert sorted(p.name for p in (data / "mail" / PRIMARY).iterdir()) == sorted(expected)
+    with store.admin() as admin, store.internal() as internal:
+        for user, ids in expected.items():
+            listing = admin.get(f"/users/{user}@{PRIMARY}/messages").json()["messages"]
+            assert [m["id"] for m in listing] == ids, user
+        password = MANIFEST["passwords"]["carol.x"]
+        auth = internal.post("/auth", json={"username": PRIMARY, "password": password}).json()
+        assert auth["valid"] and auth["username"] == f"{PRIMARY}@{PRIMARY}"
