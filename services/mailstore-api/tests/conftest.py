@@ -167,8 +167,23 @@ class Mailstore:
             **kwargs,
         )
 
+    @property
+    def domains(self) -> list[str]:
+        """Its MAIL_DOMAINS; the first is the primary domain."""
+        return self.env()["MAIL_DOMAINS"].split(",")
+
+    @property
+    def primary(self) -> str:
+        return self.domains[0]
+
+    def address(self, name: str) -> str:
+        """The account address of ``name`` as answers give it (a bare name: the primary domain)."""
+        return name if "@" in name else f"{name}@{self.primary}"
+
     def maildir(self, user: str) -> Path:
-        return self.data_dir / "mail" / user
+        """The Maildir of account ``user`` (``local@domain``; a bare name: the primary domain)."""
+        local, _, domain = self.address(user).rpartition("@")
+        return self.data_dir / "mail" / domain / local
 
     def files(self, user: str, sub: str) -> list[Path]:
         return sorted((self.maildir(user) / sub).iterdir())

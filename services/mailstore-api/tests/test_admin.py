@@ -139,7 +139,8 @@ def test_user_lifecycle(mailstore, admin, internal):
     name = f"carol.{secrets.token_hex(3)}"
     r = admin.post("/users", json={"username": name, "password": "pw-1"})
     assert r.status_code == 201
-    assert r.json()["username"] == name
+    assert r.json()["username"] == mailstore.address(name)
+    assert r.json()["domain"] == mailstore.primary
     assert r.json()["messages"] == 0
     assert "password" not in r.text and "pw-1" not in r.text
     for sub in ("tmp", "new", "cur"):
@@ -151,8 +152,10 @@ def test_user_lifecycle(mailstore, admin, internal):
     deliver(internal, name, b"Subject: a\n\nhello\n")
     deliver(internal, name, b"Subject: b\n\nworld!\n")
     listed = {u["username"]: u for u in admin.get("/users").json()["users"]}
-    assert listed[name]["messages"] == 2
-    assert listed[name]["bytes"] == len(b"Subject: a\n\nhello\n") + len(b"Subject: b\n\nworld!\n")
+    assert listed[mailstore.address(name)]["messages"] == 2
+    assert listed[mailstore.address(name)]["bytes"] == len(b"Subject: a\n\nhello\n") + len(
+        b"Subject: b\n\nworld!\n"
+    )
     got = admin.get(f"/users/{name}").json()
     assert got["messages"] == 2 and got["created_at"]
 
@@ -161,6 +164,7 @@ def test_user_lifecycle(mailstore, admin, internal):
     assert internal.post("/auth", json={"username": name, "password": "pw-2"}).json()["valid"]
     assert admin.put(f"/users/{name}/password", json={"password": ""}).status_code == 422
 
+    assert internal.get(f"/recipients/{mailstore.address(name)}").status_code == 200
     r = admin.delete(f"/users/{name}")
     assert r.status_code == 409
     assert error(r) == "mailbox_not_empty"
@@ -169,7 +173,7 @@ def test_user_lifecycle(mailstore, admin, internal):
     assert not mailstore.maildir(name).exists()
     assert admin.get(f"/users/{name}").status_code == 404
     assert not internal.post("/auth", json={"username": name, "password": "pw-2"}).json()["valid"]
-    assert internal.get(f"/recipients/{name}").status_code == 404
+    assert internal.get(f"/recipients/{mailstore.address(name)}").status_code == 404
     assert admin.delete(f"/users/{name}").status_code == 404
 
 
@@ -182,7 +186,6 @@ def test_empty_user_deletes_without_purge(mailstore, admin, new_user):
 @pytest.mark.parametrize(
     "name",
     [
-        "Bob",
         "-bob",
         ".bob",
         "_bob",
@@ -193,7 +196,9 @@ def test_empty_user_deletes_without_purge(mailstore, admin, new_user):
         "",
         "b" * 65,
         "bob\x00",
-        "bob@x",
+        "-bob@other.example",
+        "bob@",
+        "bob@[192.0.2.1]",
     ],
 )
 def test_invalid_usernames_are_422_naming_the_rule_and_create_nothing(mailstore, admin, name):
@@ -201,6 +206,27 @@ def test_invalid_usernames_are_422_naming_the_rule_and_create_nothing(mailstore,
     r = admin.post("/users", json={"username": name, "password": "pw"})
     assert r.status_code == 422
     assert USERNAME_RULE in r.json()["error"]["message"]
+    assert sorted(p.name for p in (mailstore.data_dir / "mail").iterdir()) == before
+
+
+def test_a_name_in_capitals_is_the_lower_case_account(mailstore, admin):
+    """Local parts are compared lower-cased: ``Bob`` is the account ``bob`` of the primary domain."""
+    name = f"Bob{secrets.token_hex(3)}"
+    r = admin.post("/users", json={"username": name, "password": "pw"})
+    assert r.status_code == 201
+    assert r.json()["username"] == mailstore.address(name.lower())
+    assert mailstore.maildir(name.lower()).is_dir()
+    r = admin.post("/users", json={"username": name.lower(), "password": "pw"})
+    assert r.status_code == 409
+    assert error(r) == "user_exists"
+    assert admin.delete(f"/users/{name}").status_code == 204
+
+
+def test_a_domain_not_of_this_server_is_422_and_creates_nothing(mailstore, admin):
+    before = sorted(p.name for p in (mailstore.data_dir / "mail").iterdir())
+    r = admin.post("/users", json={"username": "bob@x", "password": "pw"})
+    assert r.status_code == 422
+    assert error(r) == "unknown_domain"
     assert sorted(p.name for p in (mailstore.data_dir / "mail").iterdir()) == before
 
 
@@ -215,7 +241,7 @@ def test_purge_is_423_while_a_pop3_session_holds_the_lock(
 ):
     user, _ = new_user()
     deliver(internal, user, b"Subject: x\n\nx\n")
-    lease = lock(redis_server.url, user)
+    lease = lock(redis_server.url, mailstore.address(user))  # POP3 locks the account's address
     try:
         r = admin.delete(f"/users/{user}", params={"purge": "true"})
         assert r.status_code == 423
@@ -296,7 +322,7 @@ def test_message_delete_204_404_423_and_503(mailstore, redis_server, admin, inte
     user, _ = new_user()
     keep = deliver(internal, user, b"Subject: keep\n\nx\n")
     gone = deliver(internal, user, b"Subject: gone\n\nx\n")
-    lease = lock(redis_server.url, user)
+    lease = lock(redis_server.url, mailstore.address(user))
     try:
         r = admin.delete(f"/users/{user}/messages/{gone}")
         assert r.status_code == 423

@@ -120,7 +120,7 @@ def test_client_fetch_batch_and_stored_size(mailstore, redis_server, new_user, i
         redis = aioredis.Redis.from_url(redis_server.url)
         locks = MaildropLocks(redis)
         try:
-            lease = await locks.acquire(user, 30_000)
+            lease = await locks.acquire(mailstore.address(user), 30_000)
             assert lease is not None
             snap = (await client.snapshot(user, lease.token, lease.fence)).entries
             await locks.release(lease)

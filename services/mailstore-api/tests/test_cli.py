@@ -60,7 +60,9 @@ def test_user_add_list_passwd_del_and_mail_list(mailstore, internal):
     )
     r = mailctl(mailstore, "user", "list", token_from_file=True)
     assert r.returncode == 0, r.stderr
-    line = next(x for x in r.stdout.splitlines() if x.startswith("cli-bob "))
+    line = next(
+        x for x in r.stdout.splitlines() if x.startswith(mailstore.address("cli-bob") + " ")
+    )
     assert line.split()[1:3] == ["1", str(len(b"From: x@y\nSubject: for the cli\n\nhi\n"))]
 
     r = mailctl(mailstore, "mail", "list", "cli-bob")
@@ -74,12 +76,13 @@ def test_user_add_list_passwd_del_and_mail_list(mailstore, internal):
         "valid"
     ]
 
+    assert internal.get(f"/recipients/{mailstore.address('cli-bob')}").status_code == 200
     r = mailctl(mailstore, "user", "del", "cli-bob")
     assert r.returncode == 1
     assert "mailbox_not_empty" in r.stderr and "Traceback" not in r.stderr
     r = mailctl(mailstore, "user", "del", "cli-bob", "--purge")
     assert r.returncode == 0, r.stderr
-    assert internal.get("/recipients/cli-bob").status_code == 404
+    assert internal.get(f"/recipients/{mailstore.address('cli-bob')}").status_code == 404
 
 
 def test_errors_are_one_line_and_non_zero(mailstore):

@@ -27,7 +27,9 @@ from mailstore_api.committer import (
 from mailstore_api.db import DeliveryKeys
 from mailstore_api.maildir import MailStore, UnknownMailbox, sizes_from_name
 
-USERS = ("alice", "bob", "carol")
+# Accounts are local@domain (MailStore has no notion of a bare name).
+ALICE, BOB, CAROL = "alice@test.example", "bob@test.example", "carol@test.example"
+USERS = (ALICE, BOB, CAROL)
 
 
 class FailingSync(VolumeSync):
@@ -128,10 +130,10 @@ def test_one_failing_delivery_does_not_fail_its_batch(store: MailStore) -> None:
 
     async def run() -> list[str | BaseException]:
         return await asyncio.gather(
-            deliver(committer, ["alice"], b"one\n"),
-            deliver(committer, ["alice", "ghost"], b"half a delivery\n"),  # link fails
-            deliver(committer, ["ghost"], b"nowhere\n"),  # tmp/ fails
-            deliver(committer, ["bob"], b"two\n"),
+            deliver(committer, [ALICE], b"one\n"),
+            deliver(committer, [ALICE, "ghost@test.example"], b"half a delivery\n"),  # link fails
+            deliver(committer, ["ghost@test.example"], b"nowhere\n"),  # tmp/ fails
+            deliver(committer, [BOB], b"two\n"),
             return_exceptions=True,
         )
 
@@ -142,8 +144,8 @@ def test_one_failing_delivery_does_not_fail_its_batch(store: MailStore) -> None:
     assert isinstance(partial, UnknownMailbox)
     assert isinstance(nowhere, UnknownMailbox)
     assert isinstance(first, str) and isinstance(second, str)
-    assert files(store, "alice", "new") == [first]
-    assert files(store, "bob", "new") == [second]
+    assert files(store, ALICE, "new") == [first]
+    assert files(store, BOB, "new") == [second]
     for user in USERS:
         assert files(store, user, "tmp") == []
 
@@ -156,17 +158,17 @@ def test_a_failed_sync_fails_the_delivery_and_leaves_nothing(
 
     async def run() -> tuple[BaseException | str, str]:
         try:
-            failed: BaseException | str = await deliver(committer, ["alice", "bob"], b"lost\n")
+            failed: BaseException | str = await deliver(committer, [ALICE, BOB], b"lost\n")
         except OSError as exc:
             failed = exc
-        return failed, await deliver(committer, ["alice", "bob"], b"kept\n")
+        return failed, await deliver(committer, [ALICE, BOB], b"kept\n")
 
     try:
         failed, kept = asyncio.run(run())
     finally:
         committer.stop()
     assert isinstance(failed, OSError) and failed.errno == errno.EIO
-    for user in ("alice", "bob"):  # the failed one is nowhere; the next batch is unaffected
+    for user in (ALICE, BOB):  # the failed one is nowhere; the next batch is unaffected
         assert files(store, user, "new") == [kept]
         assert files(store, user, "tmp") == []
 
@@ -174,21 +176,21 @@ def test_a_failed_sync_fails_the_delivery_and_leaves_nothing(
 def test_a_spilled_message_is_committed_from_its_tmp_file(store: MailStore) -> None:
     committer = make(store)
     data = b"Subject: big\n\n" + b"x" * 300_000 + b"\n"
-    fd, tmp = store.open_tmp("carol")
+    fd, tmp = store.open_tmp(CAROL)
     os.write(fd, data)
     os.close(fd)
 
     async def run() -> str:
-        stored = await committer.commit(["carol", "bob"], len(data), len(data) + 3, b"", tmp)
+        stored = await committer.commit([CAROL, BOB], len(data), len(data) + 3, b"", tmp)
         return stored.id
 
     try:
         name = asyncio.run(run())
     finally:
         committer.stop()
-    assert (store.maildir("carol") / "new" / name).read_bytes() == data
-    assert (store.maildir("bob") / "new" / name).read_bytes() == data
-    assert files(store, "carol", "tmp") == []
+    assert (store.maildir(CAROL) / "new" / name).read_bytes() == data
+    assert (store.maildir(BOB) / "new" / name).read_bytes() == data
+    assert files(store, CAROL, "tmp") == []
 
 
 def test_a_cancelled_caller_waits_for_its_delivery_to_be_settled(store: MailStore) -> None:
@@ -196,7 +198,7 @@ def test_a_cancelled_caller_waits_for_its_delivery_to_be_settled(store: MailStor
     committer = make(store, sync)
 
     async def run() -> None:
-        task = asyncio.create_task(deliver(committer, ["alice"], b"in flight\n"))
+        task = asyncio.create_task(deliver(committer, [ALICE], b"in flight\n"))
         await asyncio.to_thread(sync.entered.wait, 10)
         task.cancel()
         await asyncio.sleep(0.2)  # the behaviour: a window in which it must not finish
@@ -210,8 +212,8 @@ def test_a_cancelled_caller_waits_for_its_delivery_to_be_settled(store: MailStor
     finally:
         sync.release.set()
         committer.stop()
-    assert len(files(store, "alice", "new")) == 1  # committed: the caller only stopped waiting
-    assert files(store, "alice", "tmp") == []
+    assert len(files(store, ALICE, "new")) == 1  # committed: the caller only stopped waiting
+    assert files(store, ALICE, "tmp") == []
 
 
 # -- clean-up failures and fail stop -----------------------------------------------------------
@@ -227,7 +229,7 @@ def test_a_failing_clean_up_still_answers_every_waiter(store: MailStore) -> None
 
     async def run() -> list[str | BaseException]:
         return await asyncio.gather(
-            *(deliver(committer, ["alice", "bob"], f"m{i}\n".encode()) for i in range(20)),
+            *(deliver(committer, [ALICE, BOB], f"m{i}\n".encode()) for i in range(20)),
             return_exceptions=True,
         )
 
@@ -236,10 +238,10 @@ def test_a_failing_clean_up_still_answers_every_waiter(store: MailStore) -> None
         assert all(isinstance(r, OSError) for r in results), results
         assert committer.alive
         committer.unlink = os.unlink
-        kept = asyncio.run(deliver(committer, ["alice"], b"kept\n"))
+        kept = asyncio.run(deliver(committer, [ALICE], b"kept\n"))
     finally:
         committer.stop()
-    assert kept in files(store, "alice", "new")
+    assert kept in files(store, ALICE, "new")
 
 
 @pytest.fixture
@@ -266,7 +268,7 @@ def test_a_read_only_volume_fails_deliveries_and_the_thread_serves_on(tmpfs: Pat
         store.create(user)
     committer = make(store, keys=tmpfs.parent / "keys.sqlite3")
     data = b"Subject: spilled\n\n" + b"x" * 1000 + b"\n"
-    fd, spilled = store.open_tmp("alice")
+    fd, spilled = store.open_tmp(ALICE)
     os.write(fd, data)
     os.close(fd)
     try:
@@ -274,8 +276,8 @@ def test_a_read_only_volume_fails_deliveries_and_the_thread_serves_on(tmpfs: Pat
 
         async def run() -> list[Stored | BaseException]:
             return await asyncio.gather(
-                committer.commit(["alice", "bob"], len(data), len(data) + 3, b"", spilled),
-                deliver_keyed(committer, ["bob"], b"in memory\n", None),
+                committer.commit([ALICE, BOB], len(data), len(data) + 3, b"", spilled),
+                deliver_keyed(committer, [BOB], b"in memory\n", None),
                 return_exceptions=True,
             )
 
@@ -285,10 +287,10 @@ def test_a_read_only_volume_fails_deliveries_and_the_thread_serves_on(tmpfs: Pat
         assert spilled.exists()  # could not be removed (logged); swept at the next start-up
         assert committer.alive
         subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
-        kept = asyncio.run(deliver(committer, ["bob"], b"after\n"))
+        kept = asyncio.run(deliver(committer, [BOB], b"after\n"))
     finally:
         committer.stop()
-    assert files(store, "bob", "new") == [kept]
+    assert files(store, BOB, "new") == [kept]
 
 
 def test_a_fault_outside_disk_errors_stops_the_committer_and_every_delivery_is_answered(
@@ -303,7 +305,7 @@ def test_a_fault_outside_disk_errors_stops_the_committer_and_every_delivery_is_a
 
     async def run() -> list[str | BaseException]:
         return await asyncio.gather(
-            *(deliver(committer, ["alice"], f"m{i}\n".encode(), f"k{i}") for i in range(10)),
+            *(deliver(committer, [ALICE], f"m{i}\n".encode(), f"k{i}") for i in range(10)),
             return_exceptions=True,
         )
 
@@ -312,11 +314,11 @@ def test_a_fault_outside_disk_errors_stops_the_committer_and_every_delivery_is_a
         assert all(isinstance(r, CommitterStopped) for r in results), results
         assert not committer.alive
         with pytest.raises(CommitterStopped):  # refused at once, not queued for nobody
-            asyncio.run(deliver(committer, ["alice"], b"later\n"))
+            asyncio.run(deliver(committer, [ALICE], b"later\n"))
     finally:
         committer.stop()
-    assert files(store, "alice", "new") == []
-    assert files(store, "alice", "tmp") == []
+    assert files(store, ALICE, "new") == []
+    assert files(store, ALICE, "tmp") == []
 
 
 # -- which sync --------------------------------------------------------------------------------
@@ -346,19 +348,19 @@ def test_the_per_file_mode_fsyncs_every_file_and_each_new_directory(store: MailS
 
     async def run() -> list[str]:
         return await asyncio.gather(
-            *(deliver(committer, ["alice", "bob"], f"m{i}\n".encode()) for i in range(30))
+            *(deliver(committer, [ALICE, BOB], f"m{i}\n".encode()) for i in range(30))
         )
 
     try:
         names = asyncio.run(run())
     finally:
         committer.stop()
-    for user in ("alice", "bob"):
+    for user in (ALICE, BOB):
         assert files(store, user, "new") == sorted(names)
         assert files(store, user, "tmp") == []
         assert str(store.maildir(user) / "new") in synced
-    assert sum("/alice/tmp/" in path for path in synced) == 30  # each file, as written
-    assert synced.count(str(store.maildir("alice") / "new")) <= committer.batches
+    assert sum("/test.example/alice/tmp/" in path for path in synced) == 30  # each file, as written
+    assert synced.count(str(store.maildir(ALICE) / "new")) <= committer.batches
 
 
 # -- idempotency keys --------------------------------------------------------------------------
@@ -368,10 +370,10 @@ def test_a_key_already_stored_is_answered_as_the_first_time(store: MailStore) ->
     committer = make(store)
 
     async def run() -> list[Stored]:
-        first = await deliver_keyed(committer, ["alice", "bob"], b"once\n", "tx-1")
-        again = await deliver_keyed(committer, ["alice", "bob"], b"once\n", "tx-1")
+        first = await deliver_keyed(committer, [ALICE, BOB], b"once\n", "tx-1")
+        again = await deliver_keyed(committer, [ALICE, BOB], b"once\n", "tx-1")
         together = await asyncio.gather(
-            *(deliver_keyed(committer, ["carol"], b"same batch\n", "tx-2") for _ in range(5))
+            *(deliver_keyed(committer, [CAROL], b"same batch\n", "tx-2") for _ in range(5))
         )
         return [first, again, *together]
 
@@ -379,10 +381,15 @@ def test_a_key_already_stored_is_answered_as_the_first_time(store: MailStore) ->
         first, again, *together = asyncio.run(run())
     finally:
         committer.stop()
-    assert again == first
-    assert files(store, "alice", "new") == files(store, "bob", "new") == [first.id]
-    assert all(answer == together[0] for answer in together)
-    assert files(store, "carol", "new") == [together[0].id]
+    assert not first.replayed
+    assert again == first._replace(replayed=True)  # the same answer, known to be a replay
+    assert files(store, ALICE, "new") == files(store, BOB, "new") == [first.id]
+    assert [answer.replayed for answer in together].count(False) == 1  # one stored it
+    assert all(
+        answer._replace(replayed=False) == together[0]._replace(replayed=False)
+        for answer in together
+    )
+    assert files(store, CAROL, "new") == [together[0].id]
 
 
 def test_a_key_whose_delivery_failed_may_store_again(store: MailStore) -> None:
@@ -391,18 +398,18 @@ def test_a_key_whose_delivery_failed_may_store_again(store: MailStore) -> None:
     async def run() -> tuple[BaseException | Stored, Stored]:
         try:
             failed: BaseException | Stored = await deliver_keyed(
-                committer, ["alice"], b"retry me\n", "tx-f"
+                committer, [ALICE], b"retry me\n", "tx-f"
             )
         except OSError as exc:
             failed = exc
-        return failed, await deliver_keyed(committer, ["alice"], b"retry me\n", "tx-f")
+        return failed, await deliver_keyed(committer, [ALICE], b"retry me\n", "tx-f")
 
     try:
         failed, stored = asyncio.run(run())
     finally:
         committer.stop()
     assert isinstance(failed, OSError)
-    assert files(store, "alice", "new") == [stored.id]
+    assert files(store, ALICE, "new") == [stored.id]
 
 
 CRASH = """
@@ -428,7 +435,8 @@ def link(source, target):
     links.append(target)
 
 committer.link = link
-asyncio.run(committer.commit(["alice", "bob"], 6, 7, b"crash\\n", None, key="tx-crash"))
+recipients = ["alice@test.example", "bob@test.example"]
+asyncio.run(committer.commit(recipients, 6, 7, b"crash\\n", None, key="tx-crash"))
 """
 
 
@@ -444,10 +452,10 @@ def test_a_crash_in_a_batch_leaves_one_copy_per_recipient_for_the_retry(
     store.start_up(0)
     committer = make(store, keys=keys)  # start-up resolves the key in doubt
     try:
-        retry = asyncio.run(deliver_keyed(committer, ["alice", "bob"], b"crash\n", "tx-crash"))
+        retry = asyncio.run(deliver_keyed(committer, [ALICE, BOB], b"crash\n", "tx-crash"))
     finally:
         committer.stop()
-    for user in ("alice", "bob"):  # rolled forward, or stored by the retry: once for each
+    for user in (ALICE, BOB):  # rolled forward, or stored by the retry: once for each
         assert files(store, user, "new") == [retry.id]
         assert (store.maildir(user) / "new" / retry.id).read_bytes() == b"crash\n"
         assert files(store, user, "tmp") == []
@@ -459,15 +467,15 @@ def test_a_settled_key_stays_stored_after_the_message_was_expunged(
     keys = tmp_path / "keys.sqlite3"
     committer = make(store, keys=keys)
     try:
-        first = asyncio.run(deliver_keyed(committer, ["alice"], b"read and gone\n", "tx-e"))
-        store.delete("alice", [first.id])
-        asyncio.run(deliver_keyed(committer, ["bob"], b"another batch\n", "tx-other"))
+        first = asyncio.run(deliver_keyed(committer, [ALICE], b"read and gone\n", "tx-e"))
+        store.delete(ALICE, [first.id])
+        asyncio.run(deliver_keyed(committer, [BOB], b"another batch\n", "tx-other"))
     finally:
         committer.stop()
     committer = make(store, keys=keys)  # a restart: the first batch was settled by the second
     try:
-        again = asyncio.run(deliver_keyed(committer, ["alice"], b"read and gone\n", "tx-e"))
+        again = asyncio.run(deliver_keyed(committer, [ALICE], b"read and gone\n", "tx-e"))
     finally:
         committer.stop()
-    assert again == first
-    assert files(store, "alice", "new") == []
+    assert again == first._replace(replayed=True)
+    assert files(store, ALICE, "new") == []

@@ -69,4 +69,6 @@ def test_200_concurrent_deliveries(mailstore, admin):
         assert sorted(seen) == expected  # each exactly once
     users = {u["username"]: u for u in admin.get("/users").json()["users"]}
     for user in USERS:
-        assert users[user]["messages"] == sum(1 for i in range(200) if user in recipients_of(i))
+        assert users[mailstore.address(user)]["messages"] == sum(
+            1 for i in range(200) if user in recipients_of(i)
+        )

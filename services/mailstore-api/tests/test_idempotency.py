@@ -70,8 +70,9 @@ def test_a_retry_after_the_connection_dropped_before_the_reply_leaves_one_copy(
     assert retry.status_code == 201
     assert retry.json() == {
         "id": stored[0].name,
-        "recipients": [alice],
+        "recipients": [mailstore.address(alice)],
         "size": len(MESSAGE.replace(b"\r\n", b"\n")),
+        "over_quota": [],
     }
     assert mailstore.files(alice, "new") == stored
 

@@ -70,16 +70,25 @@ def test_missing_wrong_or_admin_token_is_401_without_detail(mailstore, new_user)
     assert r.status_code == 401
 
 
-def test_auth_valid_invalid_unknown_and_case(internal, new_user):
+def test_auth_valid_invalid_unknown_and_case(mailstore, internal, new_user):
     user, password = new_user()
+    account = mailstore.address(user)
     first = internal.post("/auth", json={"username": user, "password": password}).json()
     tag = first["credential_tag"]
-    assert first == {"valid": True, "username": user, "credential_tag": tag}
+    assert first == {"valid": True, "username": account, "credential_tag": tag}
     assert isinstance(tag, str) and len(tag) == 32
-    # cached path and the case-insensitive name give the canonical name (and the same tag)
-    r = internal.post("/auth", json={"username": user.upper(), "password": password})
-    assert r.json() == {"valid": True, "username": user, "credential_tag": tag}
-    for name, pw in ((user, password + "x"), (user, ""), ("nobody-here", password), ("../x", "a")):
+    # cached path and the case-insensitive name give the canonical address (and the same tag)
+    for name in (user.upper(), account, account.upper()):
+        r = internal.post("/auth", json={"username": name, "password": password})
+        assert r.json() == {"valid": True, "username": account, "credential_tag": tag}
+    for name, pw in (
+        (user, password + "x"),
+        (user, ""),
+        ("nobody-here", password),
+        ("../x", "a"),
+        (f"{user}@other.example", password),  # the same local part in another domain: nobody
+        (f"{user}@elsewhere.example", password),  # not a domain of this server
+    ):
         r = internal.post("/auth", json={"username": name, "password": pw})
         assert r.status_code == 200
         assert r.json() == {"valid": False, "username": None, "credential_tag": None}
@@ -118,13 +127,22 @@ def test_apop_is_invalid_when_disabled(admin, internal, new_user):
 # -- recipients and deliveries -------------------------------------------------------------------
 
 
-def test_recipient_exists(internal, new_user):
+def test_recipient_exists(mailstore, internal, new_user):
     user, _ = new_user()
-    assert internal.get(f"/recipients/{user}").json() == {"username": user}
-    assert internal.get(f"/recipients/{user.upper()}").json() == {"username": user}
-    r = internal.get("/recipients/nobody-at-all")
+    account = mailstore.address(user)
+    expected = {"address": account, "accounts": [account]}
+    assert internal.get(f"/recipients/{account}").json() == expected
+    assert internal.get(f"/recipients/{account.upper()}").json() == expected
+    assert internal.get(f"/recipients/{user}+tag@{mailstore.primary}").json() == expected
+    r = internal.get(f"/recipients/nobody-at-all@{mailstore.primary}")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "unknown_user"
+    r = internal.get(f"/recipients/{user}")  # RCPT addresses have a domain
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "unknown_user"
+    r = internal.get(f"/recipients/{user}@elsewhere.example")  # a relay attempt
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "unknown_domain"
 
 
 def test_delivery_stores_lf_with_sizes_in_the_name(mailstore, internal, new_user):
@@ -133,7 +151,7 @@ def test_delivery_stores_lf_with_sizes_in_the_name(mailstore, internal, new_user
     assert r.status_code == 201, r.text
     body = r.json()
     stored = MESSAGE.replace(b"\r\n", b"\n")
-    assert body["recipients"] == [user]
+    assert body["recipients"] == [mailstore.address(user)]
     assert body["size"] == len(stored)
     assert body["id"].endswith(f",S={len(stored)},W={len(MESSAGE)}")
     assert len(body["id"]) <= 70
@@ -173,7 +191,7 @@ def test_duplicate_recipients_store_once_each(mailstore, internal, new_user):
     b, _ = new_user()
     r = deliver(internal, [a, b, a, a.upper()], MESSAGE)
     assert r.status_code == 201
-    assert r.json()["recipients"] == [a, b]
+    assert r.json()["recipients"] == [mailstore.address(a), mailstore.address(b)]
     assert len(mailstore.files(a, "new")) == 1
     assert len(mailstore.files(b, "new")) == 1
     assert mailstore.files(a, "new")[0].name == mailstore.files(b, "new")[0].name
@@ -224,7 +242,7 @@ def test_too_large_is_413_and_leaves_nothing(mailstore, internal, new_user):
 def test_snapshot_stream_expunge_cycle(mailstore, redis_server, internal, new_user):
     user, _ = new_user()
     ids = [deliver(internal, [user], MESSAGE + str(i).encode() * i).json()["id"] for i in range(3)]
-    lease = acquire(redis_server.url, user)
+    lease = acquire(redis_server.url, mailstore.address(user))
     try:
         r = internal.post(
             f"/mailboxes/{user}/snapshot", json={"lock_token": lease.token, "fence": lease.fence}
@@ -283,7 +301,7 @@ def test_snapshot_and_expunge_need_the_lock(mailstore, redis_server, internal, n
     r = internal.post(f"/mailboxes/{user}/snapshot", json={"lock_token": "t", "fence": 1})
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "lock_not_held"
-    lease = acquire(redis_server.url, user)
+    lease = acquire(redis_server.url, mailstore.address(user))
     try:
         # wrong token, wrong fence
         for token, fence in (("other", lease.fence), (lease.token, lease.fence + 1)):
@@ -307,7 +325,7 @@ def test_snapshot_and_expunge_need_the_lock(mailstore, redis_server, internal, n
 def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, internal, new_user):
     user, _ = new_user()
     mid = deliver(internal, [user], MESSAGE).json()["id"]
-    first = acquire(redis_server.url, user)
+    first = acquire(redis_server.url, mailstore.address(user))
     assert (
         internal.post(
             f"/mailboxes/{user}/snapshot", json={"lock_token": first.token, "fence": first.fence}
@@ -315,7 +333,7 @@ def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, inter
         == 200
     )
     release(redis_server.url, first)
-    second = acquire(redis_server.url, user)
+    second = acquire(redis_server.url, mailstore.address(user))
     assert (
         internal.post(
             f"/mailboxes/{user}/snapshot", json={"lock_token": second.token, "fence": second.fence}
@@ -326,11 +344,13 @@ def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, inter
 
     async def forget_counter() -> None:
         client = aioredis.Redis.from_url(redis_server.url)
-        await client.delete(f"maildrop:{{{user}}}:fence")
+        await client.delete(f"maildrop:{{{mailstore.address(user)}}}:fence")
         await client.aclose()
 
     asyncio.run(forget_counter())
-    low = acquire(redis_server.url, user)  # fence 1 again: lower than the mailstore has seen
+    low = acquire(
+        redis_server.url, mailstore.address(user)
+    )  # fence 1 again: lower than the mailstore has seen
     assert low.fence < second.fence
     try:
         r = internal.post(
@@ -352,11 +372,11 @@ def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, inter
     # what pop3 does: raise the counter above the highest seen, lock again, retry
     async def raise_fence() -> None:
         client = aioredis.Redis.from_url(redis_server.url)
-        await MaildropLocks(client).raise_fence(user, second.fence)
+        await MaildropLocks(client).raise_fence(mailstore.address(user), second.fence)
         await client.aclose()
 
     asyncio.run(raise_fence())
-    again = acquire(redis_server.url, user)
+    again = acquire(redis_server.url, mailstore.address(user))
     try:
         assert again.fence > second.fence
         r = internal.post(
@@ -381,6 +401,7 @@ def test_unknown_mailbox_is_404(internal):
 def test_the_shared_client_speaks_this_api(mailstore, redis_server, new_user):
     """mailcommon.client.MailstoreClient (used by smtp-in and pop3) against the real service."""
     user, password = new_user()
+    account = mailstore.address(user)
 
     async def run() -> None:
         client = MailstoreClient(mailstore.url, mailstore.service_token)
@@ -388,12 +409,13 @@ def test_the_shared_client_speaks_this_api(mailstore, redis_server, new_user):
         locks = MaildropLocks(redis)
         try:
             verified = await client.verify_password(user, password)
-            assert verified is not None and verified.username == user
+            assert verified is not None and verified.username == account
             assert await client.verify_password(user, "wrong") is None
-            assert await client.recipient_exists(user)
-            assert not await client.recipient_exists("nobody-y")
+            assert await client.recipient_exists(account)
+            assert not await client.recipient_exists(f"nobody-y@{mailstore.primary}")
             delivery = await client.deliver([user], MESSAGE)
-            lease = await locks.acquire(user, 30_000)
+            assert delivery.recipients == [account]
+            lease = await locks.acquire(account, 30_000)
             assert lease is not None
             snap = (await client.snapshot(user, lease.token, lease.fence)).entries
             assert [e.id for e in snap] == [delivery.id]

@@ -155,7 +155,7 @@ def test_every_route_needs_the_service_token(mailstore, admin, new_user):
 def test_the_snapshot_is_the_documented_model(mailstore, redis_server, internal, new_user):
     user, _ = new_user()
     ids = [internal.post("/deliveries", params={"recipient": user}, content=MESSAGE).json()["id"]]
-    lease = acquire(redis_server.url, user)
+    lease = acquire(redis_server.url, mailstore.address(user))
     r = internal.post(f"/mailboxes/{user}/snapshot", json=lease_body(lease))
     snapshot = Snapshot.model_validate_json(r.content, strict=True)
     assert [m.id for m in snapshot.messages] == ids
@@ -171,8 +171,8 @@ def test_one_access_line_per_call(make_mailstore):
             ("POST", "/auth", {"json": {"username": "ann", "password": "pw-ann-1"}}, 200),
             ("POST", "/auth", {"content": b"{", "headers": {"Content-Type": "x/y"}}, 422),
             ("POST", "/auth", {"content": b"x" * (BODY_LIMIT + 1)}, 413),
-            ("GET", "/recipients/ann", {}, 200),
-            ("GET", "/recipients/nobody-l", {}, 404),
+            ("GET", f"/recipients/ann@{store.primary}", {}, 200),
+            ("GET", f"/recipients/nobody-l@{store.primary}", {}, 404),
             ("GET", "/auth", {}, 405),
             ("POST", "/deliveries", {"params": {"recipient": "ann"}, "content": MESSAGE}, 201),
         ]
@@ -205,7 +205,7 @@ def test_redis_down_is_503(make_mailstore, own_redis):
         user = f"r{secrets.token_hex(4)}"
         admin.post("/users", json={"username": user, "password": "pw-redis-1"})
         mid = internal.post("/deliveries", params={"recipient": user}, content=MESSAGE)
-        lease = acquire(redis.url, user)
+        lease = acquire(redis.url, store.address(user))
         redis.stop()
         for call, extra in (("snapshot", {}), ("expunge", {"ids": [mid.json()["id"]]})):
             r = internal.post(f"/mailboxes/{user}/{call}", json=lease_body(lease, **extra))

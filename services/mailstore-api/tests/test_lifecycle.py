@@ -41,6 +41,7 @@ def start_upload(port: int, token: str, user: str, length: int) -> socket.socket
         ),
         ({"ADMIN_TOKEN": "s" * 40, "SERVICE_TOKEN": "s" * 40}, "must differ"),
         ({"API_BIND_PORT": "not-a-port"}, "API_BIND_PORT"),
+        ({"MAIL_DOMAINS": ""}, "MAIL_DOMAINS is empty"),
     ],
 )
 def test_refuses_to_start_with_a_clear_message(tmp_path, env, says):
@@ -51,6 +52,7 @@ def test_refuses_to_start_with_a_clear_message(tmp_path, env, says):
         "ADMIN_TOKEN": "a" * 40,
         "SERVICE_TOKEN": "b" * 40,
         "API_BIND_PORT": "1",
+        "MAIL_DOMAINS": "test.example",
     }
     proc = subprocess.run(
         [sys.executable, "-m", "mailstore_api"],
@@ -181,8 +183,10 @@ def test_apop_when_enabled(make_mailstore):
         assert apop("mrose", good) == {"valid": False, "username": None}  # no secret yet
         assert admin.put("/users/mrose/apop-secret", json={"secret": "tanstaaf"}).status_code == 204
         assert good == "c4c9334bac560ecc979e58001b3e22fb"  # RFC 1939's example
-        assert apop("mrose", good) == {"valid": True, "username": "mrose"}
-        assert apop("mrose", good.upper()) == {"valid": True, "username": "mrose"}
+        account = store.address("mrose")
+        assert apop("mrose", good) == {"valid": True, "username": account}
+        assert apop("mrose", good.upper()) == {"valid": True, "username": account}
+        assert apop(account.upper(), good) == {"valid": True, "username": account}
         assert apop("mrose", "0" * 32) == {"valid": False, "username": None}
         assert apop("nobody-a", good) == {"valid": False, "username": None}
     # the key comes from SERVICE_TOKEN: with another token the stored secret is unreadable

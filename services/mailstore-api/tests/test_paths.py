@@ -86,6 +86,8 @@ def test_odd_message_ids_are_refused_everywhere(mailstore, victims):
         *ODD,
         f"..%2Feve%2Fnew%2F{eve_id}",
         f"..%2F..%2Fmail%2Feve%2Fnew%2F{eve_id}",
+        f"..%2F..%2Ftest.example%2Feve%2Fnew%2F{eve_id}",
+        f"..%2F..%2F..%2Fmail%2Ftest.example%2Feve%2Fnew%2F{eve_id}",
         "1.1.loose",
         "1.2.partial",
         "tmp%2F1.2.partial",
@@ -107,7 +109,28 @@ def test_odd_message_ids_are_refused_everywhere(mailstore, victims):
 
 def test_odd_user_names_are_refused_everywhere(mailstore, victims):
     before = tree(mailstore.root)
-    users = [*ODD, "..%2Feve", "eve%2F..%2Fbob", "eve%00", "eve%20"]
+    users = [
+        *ODD,
+        *(f"{user}@test.example" for user in ODD),
+        "..%2Feve",
+        "eve%2F..%2Fbob",
+        "eve%00",
+        "eve%20",
+        # the domain part of an address is a path component too
+        "eve@..",
+        "eve@.",
+        "eve@%2e%2e",
+        "eve@..%2F..",
+        "eve@test.example%2F..",
+        "eve@test.example%2F..%2Fother.example",
+        "eve@%2Fetc",
+        "eve@test.example%00",
+        "..@test.example",
+        "eve@@test.example",
+        "eve@new",
+        "eve@[127.0.0.1]",
+        "eve@elsewhere.example",  # a name, but not a domain of this server
+    ]
     for user in users:
         for method, target, token, body in (
             ("GET", f"/api/v1/users/{user}", mailstore.admin_token, b""),
@@ -136,17 +159,12 @@ def test_odd_user_names_are_refused_everywhere(mailstore, victims):
         ):
             status, answer = raw(mailstore.port, method, target, token, body)
             assert status in (404, 422), (method, target, status, answer)
-    # recipient names are case-insensitive (EVE is eve), as SMTP local parts are
-    assert (
-        raw(mailstore.port, "GET", "/internal/v1/recipients/EVE", mailstore.service_token)[0] == 200
-    )
-    for user in ODD:
-        assert (
-            raw(mailstore.port, "GET", f"/internal/v1/recipients/{user}", mailstore.service_token)[
-                0
-            ]
-            == 404
-        )
+    # recipient addresses are case-insensitive (EVE is eve), as SMTP local parts are
+    target = "/internal/v1/recipients/EVE@Test.Example"
+    assert raw(mailstore.port, "GET", target, mailstore.service_token)[0] == 200
+    for user in [*ODD, *(f"{user}@test.example" for user in ODD), *users]:
+        target = f"/internal/v1/recipients/{user}"
+        assert raw(mailstore.port, "GET", target, mailstore.service_token)[0] in (404, 422), user
     assert tree(mailstore.root) == before
 
 
@@ -154,7 +172,7 @@ def test_expunge_of_odd_ids_deletes_nothing(mailstore, redis_server, victims):
 
     async def take():
         client = aioredis.Redis.from_url(redis_server.url)
-        lease = await MaildropLocks(client).acquire("bob", 30_000)
+        lease = await MaildropLocks(client).acquire(mailstore.address("bob"), 30_000)
         await client.aclose()
         return lease
 
@@ -172,6 +190,8 @@ def test_expunge_of_odd_ids_deletes_nothing(mailstore, redis_server, victims):
         "1.2.partial",
         "../eve/new/" + victims,
         "../../mail/eve/new/" + victims,
+        "../../test.example/eve/new/" + victims,
+        "../../../mail/test.example/eve/new/" + victims,
         "é" * 10,
         "a" * 500,
     ]

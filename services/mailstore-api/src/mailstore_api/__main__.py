@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 from types import FrameType
 
@@ -13,7 +14,9 @@ from mailcommon.secrets import InsecureTokenError
 from mailcommon.startup import ConfigError, load_settings
 
 from mailstore_api.app import create_app
+from mailstore_api.db import DATABASE_FILE
 from mailstore_api.logsetup import setup_logging
+from mailstore_api.migrations import SchemaTooNew, check_file
 from mailstore_api.settings import MailstoreSettings, Tokens, resolve_tokens
 from mailstore_api.volume import VolumeBusy, hold_data_lock
 
@@ -27,7 +30,8 @@ def _configure() -> tuple[MailstoreSettings, Tokens]:
         tokens = resolve_tokens(settings)
         # Kept open (and locked) until the process ends.
         hold_data_lock(settings.data_dir)
-    except (InsecureTokenError, VolumeBusy, OSError) as exc:
+        check_file(settings.data_dir / DATABASE_FILE)
+    except (InsecureTokenError, VolumeBusy, SchemaTooNew, OSError, sqlite3.Error) as exc:
         raise SystemExit(f"mailstore-api: refusing to start: {exc}") from None
     return settings, tokens
 

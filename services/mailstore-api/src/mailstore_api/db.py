@@ -60,6 +60,10 @@ class AliasRow:
     created_at: str
 
 
+#: The accounts database's file in DATA_DIR.
+DATABASE_FILE = "users.sqlite3"
+
+
 class Database:
     """Blocking access to ``users.sqlite3``; migrated to the latest schema when it opens."""
 

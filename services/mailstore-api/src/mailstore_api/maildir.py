@@ -195,15 +195,28 @@ class MailStore:
             (self.root / domain).rmdir()
             fsync_dir(self.root)
 
+    def _staged(self, source: str) -> Path:
+        return self.root / f".moving-{source}"
+
+    def stage(self, source: str, target: str) -> None:
+        """The first step of a migration's move (``maildir_moves``), made for every move before
+        any :meth:`move`: the Maildir ``source`` aside, out of the way of the domain folders (an
+        old user may be named like a domain: ``mail/example.org/`` was the Maildir of the user
+        ``example.org``). Done again after a crash, it finds the step made and does nothing."""
+        old, staged = self.root / source, self._staged(source)
+        if old.is_dir() and not staged.exists() and not (self.root / target).exists():
+            old.rename(staged)
+            fsync_dir(self.root)
+
     def move(self, source: str, target: str) -> None:
-        """Move a Maildir within the root (a migration's ``maildir_moves``); done again after a
-        crash, it finds the move made and does nothing. Message files keep their names (UIDLs)."""
-        old, new = self.root / source, self.root / target
+        """The second step: the staged Maildir to ``target``; done again after a crash, it
+        finds the move made and does nothing. Message files keep their names (UIDLs)."""
+        staged, new = self._staged(source), self.root / target
         if not new.parent.is_dir():
             new.parent.mkdir(parents=True, exist_ok=True)
             fsync_dir(self.root)
-        if old.is_dir() and not new.exists():
-            old.rename(new)
+        if staged.is_dir() and not new.exists():
+            staged.rename(new)
         fsync_dir(new.parent)
         fsync_dir(self.root)
 

@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 
 from mailstore_api.apop import ApopSecrets
 from mailstore_api.committer import GroupCommitter, open_sync
-from mailstore_api.db import Database, DeliveryKeys
+from mailstore_api.db import DATABASE_FILE, Database, DeliveryKeys
 from mailstore_api.directory import Directory
 from mailstore_api.maildir import MailStore
 from mailstore_api.migrations import Context
@@ -88,7 +88,10 @@ def open_directory(settings: MailstoreSettings, db: Database, store: MailStore) 
     for domain in settings.mail_domains:
         if db.add_domain(domain, now_iso()):
             log.info("domain added from MAIL_DOMAINS", domain=domain)
-    for source, target in db.maildir_moves():
+    moves = db.maildir_moves()
+    for source, target in moves:  # every old Maildir aside first: one may be named like a domain
+        store.stage(source, target)
+    for source, target in moves:
         store.move(source, target)
         db.maildir_moved(source)
         log.info("maildir moved", source=source, target=target)
@@ -101,7 +104,7 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
     """Open (and migrate) the database and the Maildir root, count usage, connect (lazily) to
     Redis."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.data_dir / "users.sqlite3", Context(settings.primary_domain, now_iso()))
+    db = Database(settings.data_dir / DATABASE_FILE, Context(settings.primary_domain, now_iso()))
     if db.migrated:
         log.info("accounts database migrated", versions=db.migrated)
     store = MailStore(settings.data_dir / "mail", settings.mail_hostname)

@@ -9,6 +9,7 @@ whose version is higher than the code knows (made by a newer release: running on
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from types import ModuleType
 
 from mailstore_api.migrations import m0001_users, m0002_addresses
@@ -18,7 +19,7 @@ from mailstore_api.migrations.context import Context
 MIGRATIONS: tuple[ModuleType, ...] = (m0001_users, m0002_addresses)
 
 
-__all__ = ["MIGRATIONS", "Context", "SchemaTooNew", "migrate", "version"]
+__all__ = ["MIGRATIONS", "Context", "SchemaTooNew", "check", "check_file", "migrate", "version"]
 
 
 class SchemaTooNew(Exception):
@@ -29,14 +30,32 @@ def version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(conn: sqlite3.Connection, context: Context) -> list[int]:
-    """Bring the database to the latest version; returns the versions applied."""
+def check(conn: sqlite3.Connection) -> int:
+    """The database's version; raises :class:`SchemaTooNew` when the code does not know it."""
     current = version(conn)
     if current > len(MIGRATIONS):
         raise SchemaTooNew(
             f"the accounts database is at schema version {current}; this release knows up to "
             f"{len(MIGRATIONS)}: it was written by a newer release"
         )
+    return current
+
+
+def check_file(path: Path) -> None:
+    """:func:`check` on the database at ``path``, if there is one: at start-up, before the
+    server starts (the refusal is one line, not a failed application start-up)."""
+    if not path.exists():
+        return
+    conn = sqlite3.connect(path)
+    try:
+        check(conn)
+    finally:
+        conn.close()
+
+
+def migrate(conn: sqlite3.Connection, context: Context) -> list[int]:
+    """Bring the database to the latest version; returns the versions applied."""
+    current = check(conn)
     applied: list[int] = []
     for number, module in enumerate(MIGRATIONS[current:], start=current + 1):
         conn.execute("BEGIN IMMEDIATE")

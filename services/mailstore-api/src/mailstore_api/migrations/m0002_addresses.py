@@ -5,7 +5,7 @@ with its password hash, APOP secret, creation time and fencing number. An APOP s
 with its account's name as associated data (:mod:`mailstore_api.apop`): ``apop_bound_to`` keeps
 the name it was sealed under (the bare name for these), so it still opens. The Maildirs move from
 ``mail/<user>`` to ``mail/<domain>/<user>``: the moves are recorded here, in the same transaction,
-and done by :func:`mailstore_api.maildir.MailStore.apply_moves` at every start until none is left.
+and done by :func:`mailstore_api.state.open_directory` at every start until none is left.
 """
 
 from __future__ import annotations
