@@ -4,6 +4,7 @@ against the real mailstore: real SQLite, real Maildirs, real HTTP."""
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import httpx
 import pytest
@@ -13,11 +14,11 @@ pytestmark = pytest.mark.timeout(60)
 MESSAGE = b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
 
 
-def error(r: httpx.Response, status: int) -> dict:
+def error(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
     body = r.json()
     assert set(body) == {"error"} and body["error"]["message"]
-    return body["error"]
+    return dict(body["error"])
 
 
 def new_domain(admin: httpx.Client) -> str:
@@ -26,16 +27,16 @@ def new_domain(admin: httpx.Client) -> str:
     return name
 
 
-def listed(admin: httpx.Client) -> dict[str, dict]:
+def listed(admin: httpx.Client) -> dict[str, dict[str, Any]]:
     r = admin.get("/domains")
     assert r.status_code == 200
     return {d["name"]: d for d in r.json()["domains"]}
 
 
-def deliver(internal: httpx.Client, recipients: list[str], body: bytes = MESSAGE) -> dict:
+def deliver(internal: httpx.Client, recipients: list[str], body: bytes = MESSAGE) -> dict[str, Any]:
     r = internal.post("/deliveries", params=[("recipient", x) for x in recipients], content=body)
     assert r.status_code == 201, r.text
-    return r.json()
+    return dict(r.json())
 
 
 def test_domains_of_mail_domains_are_seeded_the_first_primary(mailstore, admin):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 import httpx
 import pytest
@@ -22,9 +23,9 @@ def body(size: int) -> bytes:
     return head + b"x" * (size - len(head) - 1) + b"\n"
 
 
-def error(r: httpx.Response, status: int) -> dict:
+def error(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
-    return r.json()["error"]
+    return dict(r.json()["error"])
 
 
 def user(admin: httpx.Client, **quota: int | None) -> str:
@@ -50,8 +51,8 @@ def used(admin: httpx.Client, address: str) -> tuple[int, int]:
     return got["messages"], got["bytes"]
 
 
-def expunge(store, redis_url: str, address: str, ids: list[str]) -> dict:
-    async def run() -> dict:
+def expunge(store, redis_url: str, address: str, ids: list[str]) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
         client = aioredis.Redis.from_url(redis_url)
         locks = MaildropLocks(client)
         lease = await locks.acquire(address, 30_000)
