@@ -242,14 +242,16 @@ def test_usage_is_repaired_from_the_files_at_start_up(make_mailstore):
         bob = user(admin, quota_bytes=2000)
         ids = [deliver(internal, [bob], body(100 + i)).json()["id"] for i in range(3)]
         assert used(admin, bob) == (3, 303)
+        # behind the mailstore's back: one message removed, one moved to cur/ with flags, and
+        # two put in by another Maildir tool (one named with its sizes, one without)
+        (store.maildir(bob) / "new" / ids[0]).unlink()
+        (store.maildir(bob) / "new" / ids[1]).rename(store.maildir(bob) / "cur" / f"{ids[1]}:2,S")
+        named = "1796000000.000001abcdef0123.other,S=500,W=520"
+        (store.maildir(bob) / "cur" / f"{named}:2,S").write_bytes(b"y" * 500)
+        (store.maildir(bob) / "new" / "1796000001.M1P1.otherhost").write_bytes(b"z" * 300)
+        # usage is kept in memory, not counted per request: unchanged until the next start
+        assert used(admin, bob) == (3, 303)
     store.stop()
-    # behind the mailstore's back: one message removed, one moved to cur/ with flags, and two
-    # put in by another Maildir tool (one named with its sizes, one without)
-    (store.maildir(bob) / "new" / ids[0]).unlink()
-    (store.maildir(bob) / "new" / ids[1]).rename(store.maildir(bob) / "cur" / f"{ids[1]}:2,S")
-    named = "1796000000.000001abcdef0123.other,S=500,W=520"
-    (store.maildir(bob) / "cur" / f"{named}:2,S").write_bytes(b"y" * 500)
-    (store.maildir(bob) / "new" / "1796000001.M1P1.otherhost").write_bytes(b"z" * 300)
     store.start()
     with store.admin() as admin, store.internal() as internal:
         assert used(admin, bob) == (4, 101 + 102 + 500 + 300)  # 997 octets left
