@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Any
 
 import httpx
 import pytest
@@ -13,9 +14,9 @@ import pytest
 pytestmark = pytest.mark.timeout(60)
 
 
-def error(r: httpx.Response, status: int) -> dict:
+def error(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
-    return r.json()["error"]
+    return dict(r.json()["error"])
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def account(admin: httpx.Client, address: str) -> str:
     return str(r.json()["username"])
 
 
-def alias(admin: httpx.Client, address: str, targets: list[str]) -> dict:
+def alias(admin: httpx.Client, address: str, targets: list[str]) -> dict[str, Any]:
     r = admin.post("/aliases", json={"address": address, "targets": targets})
     assert r.status_code == 201, r.text
     return dict(r.json())

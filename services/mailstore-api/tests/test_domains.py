@@ -3,21 +3,25 @@ against the real mailstore: real SQLite, real Maildirs, real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from mailcommon.locks import Lease, MaildropLocks
 
 pytestmark = pytest.mark.timeout(60)
 
 MESSAGE = b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
 
 
-def error(r: httpx.Response, status: int) -> dict:
+def error(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text
     body = r.json()
     assert set(body) == {"error"} and body["error"]["message"]
-    return body["error"]
+    return dict(body["error"])
 
 
 def new_domain(admin: httpx.Client) -> str:
@@ -26,16 +30,16 @@ def new_domain(admin: httpx.Client) -> str:
     return name
 
 
-def listed(admin: httpx.Client) -> dict[str, dict]:
+def listed(admin: httpx.Client) -> dict[str, dict[str, Any]]:
     r = admin.get("/domains")
     assert r.status_code == 200
     return {d["name"]: d for d in r.json()["domains"]}
 
 
-def deliver(internal: httpx.Client, recipients: list[str], body: bytes = MESSAGE) -> dict:
+def deliver(internal: httpx.Client, recipients: list[str], body: bytes = MESSAGE) -> dict[str, Any]:
     r = internal.post("/deliveries", params=[("recipient", x) for x in recipients], content=body)
     assert r.status_code == 201, r.text
-    return r.json()
+    return dict(r.json())
 
 
 def test_domains_of_mail_domains_are_seeded_the_first_primary(mailstore, admin):
@@ -264,3 +268,53 @@ def test_a_bare_name_is_the_primary_domain_in_rest_paths(mailstore, admin, inter
     assert admin.get(f"/users/{full}").json()["messages"] == 2
     assert admin.delete(f"/users/{full}", params={"purge": "true"}).status_code == 204
     assert error(admin.get(f"/users/{local}"), 404)["code"] == "unknown_user"
+
+
+def test_mail_domains_in_u_labels_seed_a_labels_and_bare_names_follow(make_mailstore):
+    store = make_mailstore(MAIL_DOMAINS="Straße.Test,other.example")
+    store.start()
+    with store.admin() as admin, store.internal() as internal:
+        domains = listed(admin)
+        assert set(domains) == {"xn--strae-oqa.test", "other.example"}
+        assert domains["xn--strae-oqa.test"]["primary"] is True
+        assert domains["xn--strae-oqa.test"]["unicode"] == "straße.test"
+        r = admin.post("/users", json={"username": "bob", "password": "pw-b"})
+        assert r.json()["username"] == "bob@xn--strae-oqa.test"
+        auth = internal.post("/auth", json={"username": "bob", "password": "pw-b"}).json()
+        assert auth["valid"] and auth["username"] == "bob@xn--strae-oqa.test"
+        assert (store.data_dir / "mail" / "xn--strae-oqa.test" / "bob" / "new").is_dir()
+
+
+def test_force_is_423_while_pop3_holds_an_account_of_the_domain(mailstore, redis_server, admin):
+    name = new_domain(admin)
+    held = f"held@{name}"
+    assert admin.post("/users", json={"username": held, "password": "pw"}).status_code == 201
+    assert admin.post(
+        "/users", json={"username": f"free@{name}", "password": "pw"}
+    ).status_code == (201)
+
+    async def hold() -> Lease:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            lease = await MaildropLocks(client).acquire(held, 60_000)
+        finally:
+            await client.aclose()
+        assert lease is not None
+        return lease
+
+    async def release(lease: Lease) -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await MaildropLocks(client).release(lease)
+        finally:
+            await client.aclose()
+
+    lease = asyncio.run(hold())
+    try:
+        r = admin.delete(f"/domains/{name}", params={"force": "true"})
+        assert error(r, 423)["code"] == "mailbox_locked"
+        assert listed(admin)[name]["accounts"] == 2  # nothing removed, not even the free one
+        assert mailstore.maildir(f"free@{name}").is_dir()
+    finally:
+        asyncio.run(release(lease))
+    assert admin.delete(f"/domains/{name}", params={"force": "true"}).status_code == 204

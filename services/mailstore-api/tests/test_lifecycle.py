@@ -42,6 +42,8 @@ def start_upload(port: int, token: str, user: str, length: int) -> socket.socket
         ({"ADMIN_TOKEN": "s" * 40, "SERVICE_TOKEN": "s" * 40}, "must differ"),
         ({"API_BIND_PORT": "not-a-port"}, "API_BIND_PORT"),
         ({"MAIL_DOMAINS": ""}, "MAIL_DOMAINS is empty"),
+        ({"MAIL_DOMAINS": "test.example,bad_name.test"}, "'bad_name.test' is not a domain name"),
+        ({"POSTMASTER_ADDRESS": "boss man"}, "'boss man' is not an account address"),
     ],
 )
 def test_refuses_to_start_with_a_clear_message(tmp_path, env, says):

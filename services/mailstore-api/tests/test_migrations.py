@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from mailcommon.locks import MaildropLocks
-from mailstore_api.migrations import MIGRATIONS
+from mailstore_api.db import Database
+from mailstore_api.maildir import MailStore
+from mailstore_api.migrations import MIGRATIONS, Context
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -293,3 +295,58 @@ def test_an_old_user_named_like_the_primary_domain_migrates_too(legacy):
         password = MANIFEST["passwords"]["carol.x"]
         auth = internal.post("/auth", json={"username": PRIMARY, "password": password}).json()
         assert auth["valid"] and auth["username"] == f"{PRIMARY}@{PRIMARY}"
+
+
+def _steps(data: Path) -> list[Any]:
+    """The start-up's migration work, step by step, with the real code: the schema migration,
+    each Maildir put aside, each moved, each move marked done."""
+    store = MailStore(data / "mail", "mx.pokey.onl")
+    holder: dict[str, Database] = {}
+
+    def migrate() -> None:
+        holder["db"] = Database(
+            data / "users.sqlite3", Context(PRIMARY, "2026-12-02T01:00:00+00:00")
+        )
+
+    steps: list[Any] = [migrate]
+    for user in sorted(MANIFEST["uidls"]):
+        steps.append(lambda u=user: store.stage(u, f"{PRIMARY}/{u}"))
+    for user in sorted(MANIFEST["uidls"]):
+        steps.append(lambda u=user: store.move(u, f"{PRIMARY}/{u}"))
+        steps.append(lambda u=user: holder["db"].maildir_moved(u))
+
+    def close() -> None:  # the process ended: its connections are gone
+        holder["db"].close()
+
+    steps.append(close)
+    return steps
+
+
+# 1: the schema migrated only; 2: one Maildir aside; 4: all aside; 5: alice's moved, not yet
+# marked; 6: alice's marked; 8: bob's marked too
+@pytest.mark.parametrize("crash_after", [1, 2, 4, 5, 6, 8])
+def test_a_migration_cut_short_by_a_crash_is_finished_at_the_next_start(legacy, crash_after):
+    """The first start died ``crash_after`` steps into the migration (steps as in ``_steps``):
+    the next one finishes it, every message once, in place."""
+    store = legacy
+    data = store.data_dir
+    (shared_id,) = set(MANIFEST["uidls"]["alice"]) & set(MANIFEST["uidls"]["bob"])
+    steps = _steps(data)
+    for step in steps[:crash_after]:
+        step()
+    steps[-1]()
+    store.start()
+    for user, ids in MANIFEST["uidls"].items():
+        box = data / "mail" / PRIMARY / user
+        assert sorted(p.name for p in (box / "new").iterdir()) == sorted(ids), user
+        assert sorted(p.name for p in box.iterdir()) == ["cur", "new", "tmp"], user
+    assert sorted(p.name for p in (data / "mail").iterdir()) == [PRIMARY]  # nothing aside
+    assert (data / "mail" / PRIMARY / "bob" / "new" / shared_id).stat().st_nlink == 2
+    assert rows(data / "users.sqlite3", "SELECT * FROM maildir_moves") == []
+    with store.admin() as admin, store.internal() as internal:
+        for user, ids in MANIFEST["uidls"].items():
+            listing = admin.get(f"/users/{user}/messages").json()["messages"]
+            assert [m["id"] for m in listing] == ids
+            password = MANIFEST["passwords"][user]
+            auth = internal.post("/auth", json={"username": user, "password": password}).json()
+            assert auth["valid"]
