@@ -57,7 +57,9 @@ def test_an_exact_alias_delivers_to_its_account_with_or_without_a_tag(admin, int
     }
     for address in (f"sales@{domain}", f"SALES@{domain}", f"sales+x@{domain}", f"sales+@{domain}"):
         r = internal.get(f"/recipients/{address}")
-        assert r.json() == {"address": f"sales@{domain}", "accounts": [ann]}, address
+        assert r.json() == {"address": f"sales@{domain}", "accounts": [ann], "limited": False}, (
+            address
+        )
     assert error(internal.get(f"/recipients/sale@{domain}"), 404)["code"] == "unknown_user"
     assert (
         error(admin.post("/aliases", json={"address": f"sales@{domain}", "targets": [ann]}), 409)[
@@ -82,7 +84,7 @@ def test_a_catch_all_takes_what_no_account_or_alias_takes(admin, internal, domai
     assert made["address"] == f"@{domain}" and made["accounts"] == [cat]
     alias(admin, f"sales@{domain}", [ben])
     r = internal.get(f"/recipients/Whoever+tag@{domain}")
-    assert r.json() == {"address": f"whoever@{domain}", "accounts": [cat]}
+    assert r.json() == {"address": f"whoever@{domain}", "accounts": [cat], "limited": False}
     assert rcpt(internal, f"ann@{domain}") == [ann]  # an account is itself
     assert rcpt(internal, f"sales@{domain}") == [ben]  # the exact alias wins over the catch-all
     assert rcpt(internal, f"sales+x@{domain}") == [ben]
@@ -189,6 +191,7 @@ def test_postmaster_and_abuse_reach_the_first_account_created(make_mailstore):
                 assert r.json() == {
                     "address": f"{local.lower().partition('+')[0]}@{domain}",
                     "accounts": [first],
+                    "limited": False,
                 }, (local, domain)
         # the first account gone: the next one created
         assert admin.delete("/users/first").status_code == 204

@@ -134,6 +134,7 @@ def test_idna_domain_is_stored_as_a_labels_and_shown_in_both_forms(make_mailstor
             assert rcpt.json() == {
                 "address": "bob@xn--strae-oqa.test",
                 "accounts": ["bob@xn--strae-oqa.test"],
+                "limited": False,
             }
         stored = deliver(internal, ["bob@straße.test"])
         assert stored["recipients"] == ["bob@xn--strae-oqa.test"]
@@ -219,7 +220,7 @@ def test_the_same_local_part_in_two_domains_is_two_mailboxes(mailstore, admin, i
     )
     for address in (here, there):
         rcpt = internal.get(f"/recipients/{address}").json()
-        assert rcpt == {"address": address, "accounts": [address]}
+        assert rcpt == {"address": address, "accounts": [address], "limited": False}
         assert admin.get(f"/users/{address}").json()["messages"] == 2
     # each account has its own password; the bare name is the primary domain's
     for name, password, account in (

@@ -72,7 +72,6 @@ def test_a_retry_after_the_connection_dropped_before_the_reply_leaves_one_copy(
         "id": stored[0].name,
         "recipients": [mailstore.address(alice)],
         "size": len(MESSAGE.replace(b"\r\n", b"\n")),
-        "over_quota": [],
     }
     assert mailstore.files(alice, "new") == stored
 

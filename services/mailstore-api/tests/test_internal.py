@@ -130,7 +130,7 @@ def test_apop_is_invalid_when_disabled(admin, internal, new_user):
 def test_recipient_exists(mailstore, internal, new_user):
     user, _ = new_user()
     account = mailstore.address(user)
-    expected = {"address": account, "accounts": [account]}
+    expected = {"address": account, "accounts": [account], "limited": False}
     assert internal.get(f"/recipients/{account}").json() == expected
     assert internal.get(f"/recipients/{account.upper()}").json() == expected
     assert internal.get(f"/recipients/{user}+tag@{mailstore.primary}").json() == expected
@@ -411,8 +411,14 @@ def test_the_shared_client_speaks_this_api(mailstore, redis_server, new_user):
             verified = await client.verify_password(user, password)
             assert verified is not None and verified.username == account
             assert await client.verify_password(user, "wrong") is None
-            assert await client.recipient_exists(account)
-            assert not await client.recipient_exists(f"nobody-y@{mailstore.primary}")
+            found = await client.recipient(f"{user}+tag@{mailstore.primary}")
+            assert (found.accounts, found.limited) == ([account], False)
+            with pytest.raises(NotFound) as caught:
+                await client.recipient(f"nobody-y@{mailstore.primary}")
+            assert caught.value.code == "unknown_user"
+            with pytest.raises(NotFound) as caught:
+                await client.recipient("bob@elsewhere.test")
+            assert caught.value.code == "unknown_domain"
             delivery = await client.deliver([user], MESSAGE)
             assert delivery.recipients == [account]
             lease = await locks.acquire(account, 30_000)

@@ -177,7 +177,7 @@ def test_the_old_volume_migrates_with_every_message_password_and_secret(legacy, 
             wrong = internal.post("/auth", json={"username": user, "password": password + "x"})
             assert not wrong.json()["valid"]
             rcpt = internal.get(f"/recipients/{user}+list@{PRIMARY}")
-            assert rcpt.json() == {"address": address, "accounts": [address]}
+            assert rcpt.json() == {"address": address, "accounts": [address], "limited": False}
             # example.test no longer shares the namespace: it is another domain
             assert internal.get(f"/recipients/{user}@example.test").status_code == 404
         # the APOP secret, sealed under the bare name by the old release, still opens
