@@ -11,8 +11,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from mailstack.logs import wait_for_records
+from mailstack.stack import Stack
 from pop3d.auth import log_key, user_tag
 from pop3kit import HOST, Mail, Pop3Proc, Raw
+from redis import Redis
 
 LIMIT = 3
 
@@ -160,3 +162,24 @@ def test_guesses_from_elsewhere_do_not_lock_the_owner_out(
     for src in (owner_src, attacker_src):
         reply, _ = login(proc.port, user, pw, source=src)
         assert b"[LOGIN-DELAY]" in reply, (src, reply)
+
+
+def test_known_network_marker_lost_in_redis_is_set_again(
+    stack: Stack, mail: Mail, pop3_factory: Callable[[dict[str, str]], Pop3Proc]
+) -> None:
+    """A cached login renews the known network's marker at most hourly, but one that Redis lost
+    (deleted, or Redis restarted empty) is set again at the next login."""
+    proc = pop3_factory({})
+    user, pw = mail.user()
+    src = f"127.{random.randrange(100, 250)}.9.9"
+    redis = Redis.from_url(stack.redis_url)
+    marker = f"pop3:knownnet:{user}:{src.rsplit('.', 1)[0]}.0/24"
+    try:
+        for _ in range(2):  # the first checks the password, the second comes from the cache
+            assert login(proc.port, user, pw, source=src)[0].startswith(b"+OK")
+        assert redis.ttl(marker) > 29 * 86400
+        redis.delete(marker)
+        assert login(proc.port, user, pw, source=src)[0].startswith(b"+OK")
+        assert redis.ttl(marker) > 29 * 86400
+    finally:
+        redis.close()
