@@ -20,8 +20,8 @@ def _self_signed(hostname: str) -> tuple[bytes, bytes]:
     """A fresh P-256 key and a self-signed certificate for ``hostname`` (PEM).
 
     ``cryptography`` is imported here, only by the process that generates the pair: loaded, its
-    Rust extension keeps about 9 MiB resident in every front end for good (pop3: 72 → 62 MiB at
-    start, ``bench/RESULTS.md`` "pop3 memory").
+    Rust extension keeps about 9 MiB resident in every front end for good (pop3: 70 → 60 MiB at
+    start, ``bench/RESULTS.md`` "pop3 memory at start").
     """
     from cryptography import x509  # noqa: PLC0415 (see the docstring)
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415 (see the docstring)

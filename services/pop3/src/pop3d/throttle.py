@@ -38,8 +38,9 @@ IPV4_PREFIX, IPV6_PREFIX = 24, 64
 #: login from a known network renews it at most this often, not at every login: one Redis call
 #: less per cached login); at most a tenth of the marker's lifetime.
 RENEW_KNOWN_EVERY = 3600.0
-#: Markers whose renewal one process remembers; beyond it the memo starts afresh.
-MAX_RENEWALS_KEPT = 100_000
+#: Markers whose renewal one process remembers (about 150 octets each); beyond it the memo
+#: starts afresh.
+MAX_RENEWALS_KEPT = 10_000
 
 
 class ConnectionLimiter:
