@@ -180,7 +180,7 @@ class Server:
     def measure(self, kind: str, calls: int, warmup: int) -> None:
         assert self.proc is not None
         data, expected = self.requests[kind]
-        clock = _cpu_clock(self.proc.pid)
+        clock = process_cpu_clock(self.proc.pid)
         conn = Connection(self.port)
         try:
             for _ in range(warmup):
@@ -203,7 +203,7 @@ class Server:
             self.proc.wait(30)
 
 
-def _cpu_clock(pid: int) -> int:
+def process_cpu_clock(pid: int) -> int:
     """The clock id of a process's CPU time, all threads (Linux's ``clock_getcpuclockid``)."""
     return ((~pid) << 3) | 2  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
 

@@ -32,6 +32,7 @@ import contextlib
 import os
 import resource
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -126,8 +127,9 @@ class Pop:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int) -> Pop:
-        reader, writer = await asyncio.open_connection(HOST, port, limit=32 * MiB)
+    async def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> Pop:
+        """Connected and greeted; over implicit TLS (POP3S) when ``tls`` is given."""
+        reader, writer = await asyncio.open_connection(HOST, port, limit=32 * MiB, ssl=tls)
         pop = cls(reader, writer)
         await pop.status()
         return pop
@@ -168,9 +170,9 @@ def password(user: str) -> str:
     return "pwbig" if user == "big" else f"pw{user[1:]}"
 
 
-async def full_session(port: int, user: str) -> int:
+async def full_session(port: int, user: str, tls: ssl.SSLContext | None = None) -> int:
     """login, STAT, LIST, UIDL, RETR all, QUIT; returns the number of messages retrieved."""
-    pop = await Pop.connect(port)
+    pop = await Pop.connect(port, tls)
     await pop.login(user, password(user))
     count = int((await pop.cmd("STAT")).split()[1])
     await pop.multi("LIST")

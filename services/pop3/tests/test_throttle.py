@@ -11,10 +11,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from mailstack.logs import wait_for_records
+from mailstack.stack import Stack
 from pop3d.auth import log_key, user_tag
 from pop3kit import HOST, Mail, Pop3Proc, Raw, account
+from redis import Redis
 
 LIMIT = 3
+#: The throttle's windows are fixed (multiples of the window since the epoch): with the default
+#: 300 s a test's counts could be reset half-way (seen at 01:10:00 UTC); a day's window ends at
+#: 00:00 UTC only.
+DAY = "86400"
 
 
 def login(
@@ -46,6 +52,7 @@ def test_successes_are_not_failures_and_parallel_guesses_are_counted_first(
             "POP3_AUTH_FAIL_MAX_PER_KNOWN_NET": str(LIMIT),
             "POP3_AUTH_FAIL_MAX_PER_IP": "100000",
             "POP3_AUTH_FAIL_DELAY": "0.2",
+            "POP3_AUTH_FAIL_WINDOW": DAY,
         }
     )
     user, pw = mail.user()
@@ -93,6 +100,7 @@ def test_a_burst_of_right_logins_from_one_address_is_queued_not_refused(
             "POP3_AUTH_FAIL_MAX_PER_USER": str(LIMIT),
             "POP3_AUTH_FAIL_MAX_PER_IP": str(LIMIT),
             "POP3_AUTH_FAIL_DELAY": "0.2",
+            "POP3_AUTH_FAIL_WINDOW": DAY,
         }
     )
     # an address of its own (the failure counters are shared by every pop3 on this Redis)
@@ -124,6 +132,7 @@ def test_guesses_from_elsewhere_do_not_lock_the_owner_out(
             "POP3_AUTH_FAIL_MAX_PER_KNOWN_NET": "2",
             "POP3_AUTH_FAIL_MAX_PER_IP": "100000",
             "POP3_AUTH_FAIL_DELAY": "0.2",
+            "POP3_AUTH_FAIL_WINDOW": DAY,
         }
     )
     home, away = random.sample(range(100, 250), 2)
@@ -160,3 +169,24 @@ def test_guesses_from_elsewhere_do_not_lock_the_owner_out(
     for src in (owner_src, attacker_src):
         reply, _ = login(proc.port, user, pw, source=src)
         assert b"[LOGIN-DELAY]" in reply, (src, reply)
+
+
+def test_known_network_marker_lost_in_redis_is_set_again(
+    stack: Stack, mail: Mail, pop3_factory: Callable[[dict[str, str]], Pop3Proc]
+) -> None:
+    """A cached login renews the known network's marker at most hourly, but one that Redis lost
+    (deleted, or Redis restarted empty) is set again at the next login."""
+    proc = pop3_factory({})
+    user, pw = mail.user()
+    src = f"127.{random.randrange(100, 250)}.9.9"
+    redis = Redis.from_url(stack.redis_url)
+    marker = f"pop3:knownnet:{account(user)}:{src.rsplit('.', 1)[0]}.0/24"
+    try:
+        for _ in range(2):  # the first checks the password, the second comes from the cache
+            assert login(proc.port, user, pw, source=src)[0].startswith(b"+OK")
+        assert redis.ttl(marker) > 29 * 86400
+        redis.delete(marker)
+        assert login(proc.port, user, pw, source=src)[0].startswith(b"+OK")
+        assert redis.ttl(marker) > 29 * 86400
+    finally:
+        redis.close()

@@ -1,4 +1,8 @@
-"""TLS: STLS (RFC 2595) and implicit TLS, with plain-text login refused before TLS."""
+"""TLS: STLS (RFC 2595) and implicit TLS, with plain-text login refused before TLS.
+
+Every test against ``strict`` runs on both event loops (``POP3_UVLOOP``): STLS upgrades the
+connection with ``StreamWriter.start_tls``, which each loop implements in its own way.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,22 @@ import ssl
 from collections.abc import Callable
 
 import pytest
-from mailstack.stack import Stack
+from mailstack.logs import wait_for_records
 from pop3kit import HOST, Mail, Pop3Proc, Raw
 
 STRICT = {"POP3_ALLOW_PLAINTEXT_AUTH": "false"}
 
 
-@pytest.fixture(scope="module")
-def strict(pop3_factory: Callable[[dict[str, str]], Pop3Proc]) -> Pop3Proc:
-    """A pop3d with the default policy: passwords only over TLS."""
-    return pop3_factory(STRICT)
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+def strict(
+    request: pytest.FixtureRequest, pop3_factory: Callable[[dict[str, str]], Pop3Proc]
+) -> Pop3Proc:
+    """A pop3d with the default policy (passwords only over TLS), on one event loop and then
+    the other."""
+    loop = str(request.param)
+    proc = pop3_factory({**STRICT, "POP3_UVLOOP": str(loop == "uvloop").lower()})
+    wait_for_records(proc.logs, {"event": "listening", "loop": loop})
+    return proc
 
 
 def test_capa_and_refusals_before_tls(strict: Pop3Proc, mail: Mail) -> None:
@@ -56,9 +66,32 @@ def test_stls_then_login(strict: Pop3Proc, mail: Mail, client_tls: ssl.SSLContex
     pop.quit()
 
 
-def test_implicit_tls(stack: Stack, mail: Mail, client_tls: ssl.SSLContext) -> None:
+def test_stls_flow_control(strict: Pop3Proc, mail: Mail, client_tls: ssl.SSLContext) -> None:
+    """After STLS, back-pressure works both ways over the new TLS transport: 3 MiB retrieved by
+    a client that reads only after sending, and 2,000 pipelined commands (far beyond the read
+    buffer, so reading from the client pauses and resumes) all answered in order."""
     user, pw = mail.user()
-    pop = poplib.POP3_SSL(HOST, stack.pop3s_port, context=client_tls, timeout=30)
+    body = b"".join(b"line %06d of a big message\n" % i for i in range(110_000))  # ~3 MiB
+    mail.deliver(user, b"Subject: big\n\n" + body)
+    pop = poplib.POP3(HOST, strict.port, timeout=60)
+    assert pop.stls(context=client_tls).startswith(b"+OK")
+    pop.user(user)
+    pop.pass_(pw)
+    tls = pop.sock
+    tls.sendall(b"NOOP\r\n" * 2000 + b"RETR 1\r\nSTAT\r\n")
+    r = Raw(0, sock=tls)
+    assert all(r.line() == b"+OK" for _ in range(2000))
+    assert r.line().startswith(b"+OK")
+    got = r.multi()
+    assert got[:2] == [b"Subject: big", b""]
+    assert b"\n".join(got[2:]) + b"\n" == body
+    assert r.cmd("QUIT").startswith(b"+OK")
+    r.close()
+
+
+def test_implicit_tls(strict: Pop3Proc, mail: Mail, client_tls: ssl.SSLContext) -> None:
+    user, pw = mail.user()
+    pop = poplib.POP3_SSL(HOST, strict.pop3s_port, context=client_tls, timeout=30)
     caps = pop.capa()
     assert "STLS" not in caps and "USER" in caps
     with pytest.raises(poplib.error_proto):

@@ -11,18 +11,23 @@ import ssl
 import time
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from mailcommon.secrets import load_or_create_file
 
 GENERATED_VALIDITY = datetime.timedelta(days=3650)
 
 
 def _self_signed(hostname: str) -> tuple[bytes, bytes]:
-    """A fresh P-256 key and a self-signed certificate for ``hostname`` (PEM)."""
+    """A fresh P-256 key and a self-signed certificate for ``hostname`` (PEM).
+
+    ``cryptography`` is imported here, only by the process that generates the pair: loaded, its
+    Rust extension keeps about 9 MiB resident in every front end for good (pop3: 70 → 60 MiB at
+    start, ``bench/RESULTS.md`` "pop3 memory at start").
+    """
+    from cryptography import x509  # noqa: PLC0415 (see the docstring)
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415 (see the docstring)
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415 (see the docstring)
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415 (see the docstring)
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import sys
 
+import uvloop
 from mailcommon.logging import configure_logging
 from mailcommon.startup import ConfigError, front_end_secrets, load_settings, refuse
 
@@ -34,8 +35,10 @@ def main() -> int:
     except ConfigError as exc:
         refuse("pop3d", exc)
     server = Pop3Server(context)
+    loop_factory = uvloop.new_event_loop if context.settings.pop3_uvloop else None
     try:
-        asyncio.run(_serve(server))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve(server))
     except OSError as exc:  # e.g. the port is taken
         print(f"pop3d: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -208,6 +208,8 @@ class Pop3Server:
         self.ctx.keeper.start()
         log.info(
             "listening",
+            # "uvloop" or "asyncio": the event loop serving the sessions (POP3_UVLOOP).
+            loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
             host=st.pop3_bind_host,
             pop3_port=st.pop3_bind_port,
             pop3s_port=st.pop3s_bind_port or None,

@@ -56,6 +56,8 @@ class Pop3Settings(FrontEndSettings):
     auth_cache_ttl: float = Field(300.0, ge=0.0, le=86400.0)
     # Listen backlog of each listener.
     pop3_backlog: int = Field(1024, ge=1, le=65535)
+    # Run on uvloop's event loop (less CPU per session, bench/RESULTS.md); false: asyncio's own.
+    pop3_uvloop: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> Pop3Settings:

@@ -21,6 +21,7 @@ an attack goes on, and gets in when the window ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import random
 import secrets
@@ -33,6 +34,13 @@ import redis.asyncio as aioredis
 
 #: Prefix lengths of a "source network" (a home or office router's range, a provider's /64).
 IPV4_PREFIX, IPV6_PREFIX = 24, 64
+#: Seconds between two renewals, by one process, of a known network's marker that is there (a
+#: login from a known network renews it at most this often, not at every login: one Redis call
+#: less per cached login); at most a tenth of the marker's lifetime.
+RENEW_KNOWN_EVERY = 3600.0
+#: Markers whose renewal one process remembers (about 150 octets each); beyond it the memo
+#: starts afresh.
+MAX_RENEWALS_KEPT = 10_000
 
 
 class ConnectionLimiter:
@@ -63,6 +71,7 @@ class ConnectionLimiter:
             del self._per_ip[ip]
 
 
+@functools.lru_cache(maxsize=4096)
 def source_network(ip: str) -> str:
     """The network a client address belongs to: its /24 (IPv4, also IPv4-mapped IPv6) or /64;
     an address that is no IP address (a Unix socket) is its own network."""
@@ -180,6 +189,9 @@ class AuthThrottle:
         self.known_ttl = known_ttl  # 0: no network is remembered
         self.in_flight_ms = in_flight_ms  # an attempt never resolved (a crash) is forgotten
         self.max_wait = max_wait
+        # Marker key -> when this process last renewed it (monotonic); dropped when allows()
+        # finds the marker gone, so a marker lost in Redis is set again at the next login.
+        self._renewed: dict[str, float] = {}
         self._admit = redis.register_script(_ADMIT)
         self._resolve = redis.register_script(_RESOLVE)
 
@@ -228,6 +240,8 @@ class AuthThrottle:
         failed_ip, failed_user, failed_net, known = await self._redis.mget(
             keys[0], keys[1], keys[2], keys[6]
         )
+        if known is None:
+            self._renewed.pop(keys[6], None)
         if int(failed_ip or 0) >= self.max_per_ip:
             return False
         if known is not None:
@@ -242,9 +256,19 @@ class AuthThrottle:
 
     async def remember(self, ip: str, user: str) -> None:
         """Mark the network of ``ip`` known for ``user`` (a right password, checked without
-        :meth:`admit`: the login cache)."""
-        if self.known_ttl > 0:
-            await self._redis.set(self._keys(ip, user)[6], "1", ex=self.known_ttl)
+        :meth:`admit`: the login cache), called after :meth:`allows`. A marker that allows()
+        found there and this process renewed within ``RENEW_KNOWN_EVERY`` is left as it is."""
+        if self.known_ttl <= 0:
+            return
+        key = self._keys(ip, user)[6]
+        now = time.monotonic()
+        last = self._renewed.get(key)
+        if last is not None and now - last < min(RENEW_KNOWN_EVERY, self.known_ttl / 10):
+            return
+        await self._redis.set(key, "1", ex=self.known_ttl)
+        if len(self._renewed) >= MAX_RENEWALS_KEPT:
+            self._renewed.clear()
+        self._renewed[key] = now
 
     async def record_failure(self, ip: str, user: str) -> None:
         """Count a failure that was not admitted first (credentials that cannot be anybody's)."""
