@@ -18,7 +18,7 @@ from mailstore_api.directory import Account
 from mailstore_api.errors import ApiError
 from mailstore_api.passwords import MAX_PASSWORD_LENGTH
 from mailstore_api.state import State, now_iso
-from mailstore_api.usage import Used
+from mailstore_api.usage import Quota, Used
 
 log = get_logger(__name__)
 ADDRESS_RULE = (
@@ -77,6 +77,11 @@ def check_new_address(state: State, address: str, *, alias: bool) -> str:
             raise ApiError(409, "alias_exists", "the alias exists")
         raise ApiError(409, "address_is_alias", "an alias has this address")
     return domain
+
+
+def quota(state: State, address: str) -> Quota:
+    """The limits of the account ``address`` (its own, else DEFAULT_QUOTA_BYTES)."""
+    return Quota.of(state.directory.accounts[address], state.settings.default_quota_bytes)
 
 
 def check_password(password: str) -> None:

@@ -19,12 +19,13 @@ from typing import Any
 
 from mailcommon.logging import get_logger
 
+from mailstore_api import accounts
 from mailstore_api.committer import CommitterStopped, GroupCommitter, Stored
 from mailstore_api.errors import ApiError
 from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
 from mailstore_api.state import State
 from mailstore_api.threads import in_thread
-from mailstore_api.usage import Quota, fits
+from mailstore_api.usage import fits
 
 SPILL = 256 * 1024
 MAX_RECIPIENTS = 1000
@@ -57,10 +58,8 @@ def quota_refusal(state: State, names: list[str], size: int) -> ApiError | None:
     """507 ``quota_exceeded`` when a message of ``size`` stored octets fits none of the
     recipients' quotas, else None. When it fits some, it is stored for all (docs/architecture.md,
     "Quotas": one SMTP reply per DATA cannot refuse some recipients only)."""
-    default = state.settings.default_quota_bytes
     for name in names:
-        quota = Quota.of(state.directory.accounts[name], default)
-        if fits(state.usage.of(name), quota, size):
+        if fits(state.usage.of(name), accounts.quota(state, name), size):
             return None
     return ApiError(
         507, "quota_exceeded", "the message would exceed the mailbox's quota", accounts=names

@@ -16,6 +16,7 @@ How ``local@domain`` (any case, with or without a ``+tag``) resolves, first matc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mailcommon.addresses import account_address, base_local_part, normalize_domain, split_address
@@ -79,9 +80,10 @@ class Directory:
             return self.postmaster_setting
         return next(iter(self.accounts), None)
 
-    def resolve(self, address: str) -> list[str]:
-        """The accounts mail to ``address`` is stored for; raises :class:`UnknownDomain`,
-        :class:`UnknownAddress` or :class:`NoPostmaster`."""
+    def resolve(self, address: str) -> tuple[str, list[str]]:
+        """``address`` in canonical form (no ``+tag``, lower case, A-labels) and the accounts mail
+        to it is stored for; raises :class:`UnknownDomain`, :class:`UnknownAddress` or
+        :class:`NoPostmaster`."""
         parts = split_address(address)
         if parts is None:
             raise UnknownAddress(address)
@@ -94,58 +96,43 @@ class Directory:
             raise UnknownAddress(address)
         exact = f"{base}@{domain}"
         if exact in self.aliases:
-            return self._expanded(exact, address)
-        if exact in self.accounts:
-            return [exact]
-        if base in ROLE_ADDRESSES:
+            accounts = self.expand(exact)
+        elif exact in self.accounts:
+            accounts = [exact]
+        elif base in ROLE_ADDRESSES:
             postmaster = self.postmaster()
             if postmaster is None:
                 raise NoPostmaster(address)
-            return [postmaster]
-        if "@" + domain in self.aliases:
-            return self._expanded("@" + domain, address)
-        raise UnknownAddress(address)
-
-    def expand(self, alias: str) -> list[str]:
-        """The accounts an alias delivers to, each once, in the order of its targets; targets
-        that no longer exist are skipped."""
-        accounts: dict[str, None] = {}
-        seen: set[str] = set()
-        pending = [alias]
-        while pending:
-            name = pending.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            row = self.aliases.get(name)
-            if row is None:
-                if name in self.accounts:
-                    accounts[name] = None
-                continue
-            pending.extend(reversed(row.targets))
-        return list(accounts)
-
-    def _expanded(self, alias: str, address: str) -> list[str]:
-        accounts = self.expand(alias)
+            accounts = [postmaster]
+        else:
+            accounts = self.expand("@" + domain)
         if not accounts:
             raise UnknownAddress(address)
-        return accounts
+        return exact, accounts
 
-    def reaches(self, start: str, goal: str) -> bool:
-        """Whether alias ``start`` (or ``start`` itself) leads to ``goal`` through aliases."""
+    def _walk(self, start: str) -> Iterator[str]:
+        """``start`` and every name its aliases lead to, each once, depth first in the order of
+        the targets (loops end where a name comes round again)."""
         seen: set[str] = set()
         pending = [start]
         while pending:
             name = pending.pop()
-            if name == goal:
-                return True
             if name in seen:
                 continue
             seen.add(name)
+            yield name
             row = self.aliases.get(name)
             if row is not None:
-                pending.extend(row.targets)
-        return False
+                pending.extend(reversed(row.targets))
+
+    def expand(self, alias: str) -> list[str]:
+        """The accounts an alias delivers to, each once, in the order of its targets; targets
+        that no longer exist are skipped (an unknown name expands to nothing)."""
+        return [name for name in self._walk(alias) if name in self.accounts]
+
+    def reaches(self, start: str, goal: str) -> bool:
+        """Whether ``start`` is ``goal`` or leads to it through aliases."""
+        return any(name == goal for name in self._walk(start))
 
     def domain_counts(self) -> dict[str, tuple[int, int]]:
         """Per domain: (accounts, aliases)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from mailcommon.addresses import base_local_part, normalize_domain
 from mailcommon.logging import get_logger
 from pydantic import BaseModel, Field
 
@@ -23,7 +22,7 @@ from mailstore_api.errors import ApiError
 from mailstore_api.fencing import under_lease
 from mailstore_api.maildir import MessageEntry, UnknownMailbox
 from mailstore_api.state import State
-from mailstore_api.usage import Quota, fits, is_full
+from mailstore_api.usage import fits, is_full
 
 log = get_logger(__name__)
 
@@ -138,17 +137,15 @@ def recipient(state: State, address: str, size: int | None) -> Recipient:
     account it names is at a limit already, ``quota_exceeded`` when a message of the declared
     ``size`` fits none of them.
     """
-    directory = state.directory
     try:
-        names = directory.resolve(address)
+        canonical, names = state.directory.resolve(address)
     except UnknownDomain:
         raise ApiError(404, "unknown_domain", "not a domain of this server") from None
     except UnknownAddress:
         raise unknown_user() from None
     except NoPostmaster:
         raise ApiError(503, "no_postmaster", "no account yet to receive postmaster mail") from None
-    default = state.settings.default_quota_bytes
-    quotas = [Quota.of(directory.accounts[name], default) for name in names]
+    quotas = [accounts.quota(state, name) for name in names]
     used = [state.usage.of(name) for name in names]
     if all(is_full(u, q) for u, q in zip(used, quotas, strict=True)):
         raise ApiError(507, "mailbox_full", "the mailbox is full", accounts=names)
@@ -156,11 +153,8 @@ def recipient(state: State, address: str, size: int | None) -> Recipient:
         raise ApiError(
             507, "quota_exceeded", "the message would exceed the mailbox's quota", accounts=names
         )
-    local, _, domain = address.rpartition("@")
     return Recipient(
-        address=f"{base_local_part(local)}@{normalize_domain(domain)}",
-        accounts=names,
-        limited=any(q.bytes or q.messages for q in quotas),
+        address=canonical, accounts=names, limited=any(q.bytes or q.messages for q in quotas)
     )
 
 

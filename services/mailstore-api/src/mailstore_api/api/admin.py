@@ -17,7 +17,6 @@ from mailstore_api.errors import ApiError, documented
 from mailstore_api.maildir import MessageEntry, UnknownMailbox
 from mailstore_api.state import State, get_state
 from mailstore_api.streaming import message_response
-from mailstore_api.usage import Quota
 
 # Authentication is enforced by the middleware (before anything else); this is for the docs.
 _bearer = HTTPBearer(auto_error=False, scheme_name="admin token")
@@ -89,7 +88,7 @@ class MessagePage(BaseModel):
 def _user_of(state: State, row: AccountRow) -> User:
     used = state.usage.of(row.address)
     account = state.directory.accounts[row.address]
-    quota = Quota.of(account, state.settings.default_quota_bytes)
+    quota = accounts.quota(state, row.address)
     return User(
         username=row.address,
         domain=row.domain,
