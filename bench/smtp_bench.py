@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,9 +126,18 @@ class Result:
 
 
 async def load(
-    name: str, *, port: int, domain: str, users: list[str], concurrency: int, seconds: float
+    name: str,
+    *,
+    port: int,
+    domain: str,
+    users: list[str],
+    concurrency: int,
+    seconds: float,
+    sender: str = "bench@bench.client",
+    message: Callable[[], bytes] = lambda: make_body(4096, uuid.uuid4().hex),
 ) -> Result:
-    """``concurrency`` connections sending 4 KiB messages for ``seconds`` (after a short warm-up)."""
+    """``concurrency`` connections sending ``message()`` (4 KiB) for ``seconds`` (after a short
+    warm-up)."""
     started_at = time.time()
     clients = [await Client.connect(port) for _ in range(concurrency)]
     latencies: list[float] = []
@@ -141,9 +151,9 @@ async def load(
         while time.monotonic() < deadline:
             user = users[(n * 7 + i) % len(users)]
             i += 1
-            body = make_body(4096, uuid.uuid4().hex)
+            body = message()
             started = time.monotonic()
-            await client.send("bench@bench.client", f"{user}@{domain}", body)
+            await client.send(sender, f"{user}@{domain}", body)
             sent += 1
             if measuring:
                 latencies.append(time.monotonic() - started)

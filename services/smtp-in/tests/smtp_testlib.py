@@ -80,17 +80,19 @@ class Mail:
 
 
 def split_trace(message: bytes) -> tuple[list[bytes], bytes]:
-    """(the Return-Path and Received header lines we added, the rest as stored)."""
+    """(the header lines smtp-in added: Return-Path, Received, then Authentication-Results and
+    X-Spam lines when present, continuation lines included; the rest as stored)."""
     assert message.startswith(b"Return-Path: "), message[:200]
     lines = message.split(b"\n")
-    trace = [lines[0]]
-    i = 1
-    assert lines[i].startswith(b"Received: "), message[:300]
-    trace.append(lines[i])
-    i += 1
-    while lines[i].startswith(b"\t"):
-        trace.append(lines[i])
-        i += 1
+    assert lines[1].startswith(b"Received: "), message[:300]
+    trace, i = [lines[0]], 1
+    for prefix in (b"Received: ", b"Authentication-Results: ", b"X-Spam: ", b"X-Spam-Score: "):
+        if lines[i].startswith(prefix):
+            trace.append(lines[i])
+            i += 1
+            while lines[i].startswith((b"\t", b" ")):
+                trace.append(lines[i])
+                i += 1
     return trace, b"\n".join(lines[i:])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
@@ -25,8 +26,18 @@ from mailcommon.client import (
 )
 from mailcommon.logging import get_logger
 
-from smtp_in import headers
-from smtp_in.addresses import check_recipient, check_sender, relay_denied, user_unknown
+from mailauth.results import authentication_results, remove_our_results
+from mailauth.verdicts import SpfResult
+
+from smtp_in import headers, policy
+from smtp_in.addresses import (
+    NULL_SENDER,
+    check_recipient,
+    check_sender,
+    relay_denied,
+    user_unknown,
+)
+from smtp_in.authentication import SenderChecks, Verdicts
 from smtp_in.recipients import RecipientCache
 from smtp_in.settings import SmtpSettings
 
@@ -48,6 +59,19 @@ class Transaction(Envelope):
         # The lookup address of each accepted RCPT, and the accounts they reach, each once.
         self.addresses: list[str] = []
         self.users: list[str] = []
+        # SPF of this MAIL FROM, started at MAIL (None when the checks are off).
+        self.spf: asyncio.Task[SpfResult] | None = None
+        self.verdicts: Verdicts | None = None
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A message the checks let through: the headers they add, and the message without the
+    Authentication-Results headers that claimed to be ours."""
+
+    headers: bytes
+    content: bytes
+    verdicts: Verdicts | None
 
 
 def new_transaction_id() -> str:
@@ -78,6 +102,7 @@ class MailHandler:
         self.settings = settings
         self.mailstore = mailstore
         self.recipients = RecipientCache(mailstore, settings.smtp_recipient_cache_ttl)
+        self.checks = SenderChecks(settings) if settings.auth_checks else None
         # Deliveries in progress; shielded from client disconnects, awaited on shutdown.
         self.deliveries: set[asyncio.Task[Delivery]] = set()
 
@@ -115,6 +140,12 @@ class MailHandler:
         envelope.mail_options.extend(mail_options)
         envelope.transaction_id = new_transaction_id()
         envelope.started = time.monotonic()
+        if self.checks is not None:
+            envelope.spf = self.checks.start_spf(
+                ip=_peer_ip(session),
+                mail_from="" if address == NULL_SENDER else address,
+                helo=session.host_name or "",
+            )
         return "250 2.1.0 Ok"
 
     # RCPT ---------------------------------------------------------------------------------------
@@ -154,6 +185,45 @@ class MailHandler:
     # DATA ---------------------------------------------------------------------------------------
     async def handle_DATA(self, server: Any, session: Session, envelope: Transaction) -> str:
         content: bytes = envelope.original_content or b""
+        try:
+            screened = await self._screen(envelope, content)
+        except asyncio.CancelledError:
+            self._log_message(envelope, content, "client_gone", None, "")
+            raise
+        server.reply_logged = True
+        if isinstance(screened, policy.Refusal):
+            self._log_message(envelope, content, screened.result, None, screened.reply)
+            return screened.reply
+        reply = await self._store(session, envelope, screened)
+        if len(content) >= TRIM_AFTER:
+            # Once aiosmtpd has dropped the envelope (right after we return), give the pages back.
+            asyncio.get_running_loop().call_soon(memory.trim)
+        return reply
+
+    async def _screen(self, envelope: Transaction, content: bytes) -> Screened | policy.Refusal:
+        """The verdicts on the message, and what it becomes: refused, or headers to add."""
+        if self.checks is None or envelope.spf is None:
+            return Screened(b"", content, None)
+        verdicts = await self.checks.verdicts(envelope.spf, content)
+        refused = policy.refusal(self.settings, verdicts)
+        if refused is not None:
+            envelope.verdicts = verdicts
+            return refused
+        hostname = self.settings.mail_hostname
+        added = authentication_results(
+            hostname,
+            spf=verdicts.spf,
+            dkim=verdicts.dkim,
+            arc=verdicts.arc,
+            dmarc=verdicts.dmarc,
+        )
+        if policy.flagged(self.settings, verdicts):
+            added += b"X-Spam: Yes\r\n"
+        envelope.verdicts = verdicts
+        return Screened(added, remove_our_results(content, hostname), verdicts)
+
+    async def _store(self, session: Session, envelope: Transaction, screened: Screened) -> str:
+        """Deliver the message with our headers on top; the reply to the end of DATA."""
         protocol = headers.protocol_name(
             esmtp=bool(session.extended_smtp),
             tls=session.ssl is not None,
@@ -170,7 +240,7 @@ class MailHandler:
         )
         message_id: str | None = None
         try:
-            delivery = await self._deliver(envelope, trace + content)
+            delivery = await self._deliver(envelope, trace + screened.headers + screened.content)
         except MessageTooLarge:
             result, reply = "too_large", "552 5.3.4 Message too big for system"
         except InsufficientStorage as exc:
@@ -194,16 +264,12 @@ class MailHandler:
             log.error("mailstore_error", during="DATA", error=str(exc))
             result, reply = "tempfail", "451 4.3.0 Delivery failed, try again later"
         except asyncio.CancelledError:
-            self._log_message(envelope, content, "client_gone", None, "")
+            self._log_message(envelope, screened.content, "client_gone", None, "")
             raise
         else:
             message_id = delivery.id
             result, reply = "delivered", f"250 2.0.0 Ok: queued as {delivery.id}"
-        self._log_message(envelope, content, result, message_id, reply)
-        server.reply_logged = True
-        if len(content) >= TRIM_AFTER:
-            # Once aiosmtpd has dropped the envelope (right after we return), give the pages back.
-            asyncio.get_running_loop().call_soon(memory.trim)
+        self._log_message(envelope, screened.content, result, message_id, reply)
         return reply
 
     async def _deliver(self, envelope: Transaction, message: bytes) -> Delivery:
@@ -241,6 +307,7 @@ class MailHandler:
             result=result,
             reply=reply,
             duration_ms=round((time.monotonic() - envelope.started) * 1000, 1),
+            **(envelope.verdicts.log_fields() if envelope.verdicts is not None else {}),
         )
 
     async def handle_exception(self, error: Exception) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
+from mailauth.dns import Nameserver, parse_nameservers
 from mailcommon.addresses import normalize_domain
 from mailcommon.settings import FrontEndSettings
 from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import NoDecode
 
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
@@ -45,6 +49,27 @@ class SmtpSettings(FrontEndSettings):
     smtp_shutdown_grace: float = Field(30.0, ge=0)
     # Run on uvloop's event loop (less CPU per message, bench/RESULTS.md); false: asyncio's own.
     smtp_uvloop: bool = True
+
+    # Sender authentication at the end of DATA (SPF, DKIM, ARC, DMARC, written as
+    # Authentication-Results); false: no checks and no header.
+    auth_checks: bool = True
+    # The checks' DNS servers, "ip" or "ip:port", comma-separated; empty: the system's resolver.
+    dns_nameservers: Annotated[list[Nameserver], NoDecode] = Field(default_factory=list)
+    # Seconds one DNS lookup may take, every retry included, before it counts as a temperror.
+    dns_timeout: float = Field(5.0, gt=0)
+    # Answers the resolver keeps (each for its TTL; least recently used dropped beyond this).
+    dns_cache_size: int = Field(10000, ge=1)
+    # DKIM signatures verified per message (RFC 6376 6.1 lets a verifier bound the work).
+    dkim_max_signatures: int = Field(5, ge=1, le=50)
+    # enforce: a DMARC fail under p=reject is refused with 550 5.7.1; tag: stored with X-Spam: Yes.
+    dmarc_policy: Literal["enforce", "tag"] = "enforce"
+    # accept: a DNS failure in the checks is recorded and the message stored; tempfail: 451 4.7.5.
+    auth_temperror: Literal["accept", "tempfail"] = "accept"
+
+    @field_validator("dns_nameservers", mode="before")
+    @classmethod
+    def _parse_nameservers(cls, value: object) -> object:
+        return parse_nameservers(value) if isinstance(value, str) else value
 
     @field_validator("mail_hostname")
     @classmethod

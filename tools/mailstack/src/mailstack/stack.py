@@ -260,8 +260,9 @@ class Stack(Running):
             proc.log_file.close()
             proc.log_file = None
 
-    def start_replica(self, base: str) -> dict[str, int]:
-        """Another instance of a front end (``"pop3"`` or ``"smtp-in"``) on its own free ports.
+    def start_replica(self, base: str, env: Mapping[str, str] | None = None) -> dict[str, int]:
+        """Another instance of a front end (``"pop3"`` or ``"smtp-in"``) on its own free ports,
+        with ``env`` added to its environment.
 
         Returns its ports by kind (``{"pop3": ..., "pop3s": ...}`` or ``{"smtp": ...}``).
         """
@@ -273,7 +274,10 @@ class Stack(Running):
             "pop3": {"pop3": "POP3_BIND_PORT", "pop3s": "POP3S_BIND_PORT"},
         }[base]
         proc.ports = {kind: free_port() for kind in variables}
-        proc.extra_env = {var: str(proc.ports[kind]) for kind, var in variables.items()}
+        proc.extra_env = {
+            **(env or {}),
+            **{var: str(proc.ports[kind]) for kind, var in variables.items()},
+        }
         self.processes[name] = proc
         return self.start_service(name).ports
 

@@ -1,0 +1,78 @@
+"""Who sent the message: the mailauth checks run for one transaction.
+
+SPF needs only the envelope, so it starts at MAIL FROM and runs while the client sends RCPT and
+DATA; DKIM and ARC start when the message is complete; DMARC combines them with the From domain.
+Every check answers with a verdict (``temperror`` for DNS trouble), never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from mailauth.arc import verify_arc
+from mailauth.dkim import verify_dkim
+from mailauth.dmarc import check_dmarc
+from mailauth.dns import Resolver
+from mailauth.headers import header_from_domain
+from mailauth.spf import check_spf
+from mailauth.verdicts import ArcResult, DkimResult, DmarcResult, SpfResult
+
+from smtp_in.settings import SmtpSettings
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    spf: SpfResult
+    dkim: list[DkimResult]
+    arc: ArcResult
+    dmarc: DmarcResult
+
+    @property
+    def temperror(self) -> bool:
+        """Some check could not be completed because DNS did not answer."""
+        results = [self.spf.result, self.dmarc.result, *(d.result for d in self.dkim)]
+        return "temperror" in results
+
+    def log_fields(self) -> dict[str, object]:
+        return {
+            "spf": self.spf.result,
+            "dkim": [f"{d.result}:{d.domain}" for d in self.dkim] or "none",
+            "arc": self.arc.result,
+            "dmarc": self.dmarc.result,
+            "dmarc_policy": self.dmarc.policy or None,
+            "from_domain": self.dmarc.from_domain or None,
+        }
+
+
+class SenderChecks:
+    """One per process: the resolver (and its cache) shared by every transaction's checks."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self.resolver = Resolver(
+            settings.dns_nameservers,
+            timeout=settings.dns_timeout,
+            cache_size=settings.dns_cache_size,
+        )
+
+    def start_spf(self, *, ip: str, mail_from: str, helo: str) -> asyncio.Task[SpfResult]:
+        """SPF for this MAIL FROM (or HELO for the null sender), running in the background."""
+        return asyncio.ensure_future(
+            check_spf(self.resolver, ip=ip, mail_from=mail_from, helo=helo)
+        )
+
+    async def verdicts(self, spf: asyncio.Task[SpfResult], message: bytes) -> Verdicts:
+        """Every verdict for ``message`` (as received, before our headers are added)."""
+        dkim, arc = await asyncio.gather(
+            verify_dkim(self.resolver, message, max_signatures=self.settings.dkim_max_signatures),
+            verify_arc(self.resolver, message),
+        )
+        spf_result = await spf
+        dmarc = await check_dmarc(
+            self.resolver,
+            from_domain=header_from_domain(message),
+            spf=spf_result,
+            dkim=dkim,
+        )
+        return Verdicts(spf_result, dkim, arc, dmarc)
