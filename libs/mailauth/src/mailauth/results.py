@@ -30,6 +30,7 @@ _MAX_VALUE = 320
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")  # RFC 2045 token: no tspecials
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")  # RFC 5322 3.2.3
+_PRINTABLE_QUOTED_STRING = re.compile(r'"(?:[ !#-\[\]-~]|\\[ -~])*"')
 _FEATURES = authres.FeatureContext(authres.dmarc, authres.arc)
 
 
@@ -55,7 +56,9 @@ def _address(address: str) -> str:
         return _value(address)
     if not local.isascii():
         return normal
-    return f"{local if _DOT_ATOM.fullmatch(local) else _quoted(local)}@{normal}"
+    if _DOT_ATOM.fullmatch(local) or _PRINTABLE_QUOTED_STRING.fullmatch(local):
+        return f"{local}@{normal}"  # as SMTP gave it (RFC 5321 4.1.2: dot-string / quoted-string)
+    return f"{_quoted(local)}@{normal}"
 
 
 def _clause(
@@ -115,15 +118,14 @@ def _fold(first: str, clauses: list[list[str]]) -> Iterator[str]:
     line = first
     for index, words in enumerate(clauses):
         yield line
-        pieces = " ".join(words).split(" ")
+        separator = ";" if index < len(clauses) - 1 else ""
+        pieces = (" ".join(words) + separator).split(" ")
         line = "\t" + pieces[0]
         for piece in pieces[1:]:
             if len(line) + 1 + len(piece) > LINE_LIMIT and line.strip():
                 yield line
                 line = ""
             line += " " + piece
-        if index < len(clauses) - 1:
-            line += ";"
     yield line
 
 
