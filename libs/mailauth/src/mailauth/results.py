@@ -3,7 +3,8 @@ reading our verdicts back.
 
 Reading uses ``authres``. Its parser (1.2.0) reads a quoted-string ``pvalue`` only when it ends
 its resinfo (a quoted ``header.d="a b"`` followed by ``header.s=x`` is dropped), so the
-properties that need quoting are written last, the most important of them at the end. Removal does not use it: a forged field must go
+properties that need quoting are written last, the most important of them at the end; and it
+reads ASCII only, so what we write is ASCII. Removal does not use it: a forged field must go
 whatever follows its authserv-id, and ``authres`` rejects the whole field for any error after it.
 """
 
@@ -48,8 +49,8 @@ def _value(text: str) -> str:
 
 def _address(address: str) -> str:
     """An RFC 8601 ``pvalue`` for an address: ``local-part@domain`` with the domain as A-labels
-    (RFC 8616); a local-part that is not ASCII is left out (RFC 8601 2.7.2 allows the domain
-    alone)."""
+    (RFC 8616); a local-part that is not ASCII (SMTPUTF8) is left out, the domain alone being
+    a ``pvalue`` too and what DMARC evaluates."""
     local, at, domain = address.rpartition("@")
     normal = ascii_domain(domain) if at else None
     if normal is None or not _TOKEN.fullmatch(normal) or len(address) > _MAX_VALUE:
