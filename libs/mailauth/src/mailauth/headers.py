@@ -1,0 +1,66 @@
+"""The header block of a message: where it ends, its fields, and the RFC5322.From domain."""
+
+from __future__ import annotations
+
+import email.errors
+import email.parser
+import email.policy
+import re
+from collections.abc import Iterator
+
+from mailauth.domains import ascii_domain
+
+# The empty line that ends the header block (RFC 5322 2.1), CRLF or bare LF.
+_EMPTY_LINE = re.compile(rb"^\r?$", re.MULTILINE)
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+")
+
+
+def split_header_block(message: bytes) -> tuple[bytes, bytes]:
+    """``(header block, rest)``: ``rest`` starts with the empty line; a message without one is
+    all header block."""
+    end = _EMPTY_LINE.search(message)
+    if end is None or end.start() == len(message):
+        return message, b""
+    return message[: end.start()], message[end.start() :]
+
+
+def header_fields(block: bytes) -> Iterator[bytes]:
+    """Each field of ``block`` as it stands, its continuation lines and line ends included."""
+    field = b""
+    for line in _LINE.findall(block):
+        if field and line[:1] not in (b" ", b"\t"):
+            yield field
+            field = b""
+        field += line
+    if field:
+        yield field
+
+
+def field_name(field: bytes) -> bytes:
+    """The field's name, lower-cased (``b""`` for a line that is no field)."""
+    name, colon, _ = field.partition(b":")
+    return name.rstrip(b" \t").lower() if colon else b""
+
+
+def header_from_domain(message: bytes) -> str | None:
+    """The RFC5322.From domain, as an A-label; ``None`` unless the header block has exactly one
+    From field with exactly one well-formed address whose domain is a domain name.
+
+    Only the header block is parsed; it is decoded as UTF-8 (RFC 6532), so SMTPUTF8 domains
+    become A-labels, and bytes that are not UTF-8 make the address unusable.
+    """
+    block, _ = split_header_block(message)
+    from_fields = [field for field in header_fields(block) if field_name(field) == b"from"]
+    if len(from_fields) != 1:
+        return None
+    text = from_fields[0].decode("utf-8", errors="replace")
+    parsed = email.parser.HeaderParser(policy=email.policy.default).parsestr(text + "\n")
+    header = parsed["From"]
+    if header is None or len(header.addresses) != 1:
+        return None
+    if any(not isinstance(d, email.errors.ObsoleteHeaderDefect) for d in header.defects):
+        return None
+    domain = header.addresses[0].domain
+    if "\ufffd" in domain or domain.startswith("["):  # not UTF-8; an address literal
+        return None
+    return ascii_domain(domain)
