@@ -242,6 +242,14 @@ def test_forged_fields_with_our_id_are_removed_and_nothing_else(line_end: bytes)
     assert remove_our_results(expected, ID) == expected
 
 
+def test_fields_only_we_write_are_removed_by_name() -> None:
+    message = (
+        b"X-Spam: No\r\nx-spam-score :  -100\r\n  folded\r\nX-Spam-Flag: NO\r\nSubject: x\r\n" + BODY
+    )
+    owned = {b"x-spam", b"x-spam-score"}
+    assert remove_our_results(message, ID, owned) == b"X-Spam-Flag: NO\r\nSubject: x\r\n" + BODY
+
+
 def test_removal_is_bounded_to_the_header_block() -> None:
     body = b"\r\n" + FORGED[0] * 3 + b"\xff\xfe binary\r\n"
     assert remove_our_results(b"Subject: x\r\n" + FORGED[0] + body, ID) == b"Subject: x\r\n" + body

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from mailstack.logs import wait_for_records
+from smtp_in.headers import MAX_ADDED_HEADERS
 from smtp_testlib import Mail, SmtpProcess, read_reply, split_trace, wait_for
 
 LIMITS = {
@@ -57,7 +58,7 @@ def test_oversized_message_gets_552_and_nothing_is_stored(mail: Mail, limited: S
     bob = mail.add_user()
     with smtplib.SMTP("127.0.0.1", limited.port) as client:
         client.ehlo()
-        assert int(client.esmtp_features["size"]) == 65536 - 4096
+        assert int(client.esmtp_features["size"]) == 65536 - MAX_ADDED_HEADERS
         client.mail("alice@pokey.onl")
         client.rcpt(f"{bob}@pokey.onl")
         code, text = client.data(b"Subject: big\r\n\r\n" + (b"y" * 76 + b"\r\n") * 1000)

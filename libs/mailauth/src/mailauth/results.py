@@ -11,7 +11,7 @@ whatever follows its authserv-id, and ``authres`` rejects the whole field for an
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import authres
@@ -188,11 +188,19 @@ def _ours(field: bytes, authserv_id: str) -> bool:
     )
 
 
-def remove_our_results(message: bytes, authserv_id: str) -> bytes:
+def remove_our_results(
+    message: bytes, authserv_id: str, owned_fields: Collection[bytes] = ()
+) -> bytes:
     """``message`` without the Authentication-Results fields that carry ``authserv_id`` (RFC 8601
-    5: forged ones); every other field (ARC-Authentication-Results too) and the body byte-exact."""
+    5: forged ones) and without any field named in ``owned_fields`` (lower-case names of fields
+    only we write, such as ``x-spam``); every other field (ARC-Authentication-Results too) and the
+    body byte-exact."""
     block, rest = split_header_block(message)
-    kept = [field for field in header_fields(block) if not _ours(field, authserv_id)]
+    kept = [
+        field
+        for field in header_fields(block)
+        if not _ours(field, authserv_id) and field_name(field) not in owned_fields
+    ]
     return b"".join(kept) + rest
 
 

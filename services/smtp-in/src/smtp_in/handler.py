@@ -45,6 +45,8 @@ log = get_logger(__name__)
 
 # EHLO keywords we add to aiosmtpd's (SIZE, 8BITMIME, SMTPUTF8, STARTTLS), before the final HELP.
 EXTRA_EHLO_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
+# Header fields that only smtp-in writes: a message's own are removed before it is stored.
+OWNED_FIELDS = frozenset({b"x-spam", b"x-spam-score"})
 # Messages at least this large are followed by a malloc_trim (see mailcommon.memory).
 TRIM_AFTER = 1024 * 1024
 
@@ -66,12 +68,11 @@ class Transaction(Envelope):
 
 @dataclass(frozen=True)
 class Screened:
-    """A message the checks let through: the headers they add, and the message without the
-    Authentication-Results headers that claimed to be ours."""
+    """A message let through: the headers the checks add, and the message without the fields
+    that claimed to be ours."""
 
     headers: bytes
     content: bytes
-    verdicts: Verdicts | None
 
 
 def new_transaction_id() -> str:
@@ -201,15 +202,17 @@ class MailHandler:
         return reply
 
     async def _screen(self, envelope: Transaction, content: bytes) -> Screened | policy.Refusal:
-        """The verdicts on the message, and what it becomes: refused, or headers to add."""
+        """The verdicts on the message, and what it becomes: refused, or stored with our headers
+        on top. Fields that claim to be ours (Authentication-Results with our authserv-id, RFC
+        8601 5; X-Spam, X-Spam-Score) are removed whether the checks run or not."""
+        hostname = self.settings.mail_hostname
+        cleaned = remove_our_results(content, hostname, OWNED_FIELDS)
         if self.checks is None or envelope.spf is None:
-            return Screened(b"", content, None)
-        verdicts = await self.checks.verdicts(envelope.spf, content)
+            return Screened(b"", cleaned)
+        verdicts = envelope.verdicts = await self.checks.verdicts(envelope.spf, content)
         refused = policy.refusal(self.settings, verdicts)
         if refused is not None:
-            envelope.verdicts = verdicts
             return refused
-        hostname = self.settings.mail_hostname
         added = authentication_results(
             hostname,
             spf=verdicts.spf,
@@ -219,8 +222,7 @@ class MailHandler:
         )
         if policy.flagged(self.settings, verdicts):
             added += b"X-Spam: Yes\r\n"
-        envelope.verdicts = verdicts
-        return Screened(added, remove_our_results(content, hostname), verdicts)
+        return Screened(added, cleaned)
 
     async def _store(self, session: Session, envelope: Transaction, screened: Screened) -> str:
         """Deliver the message with our headers on top; the reply to the end of DATA."""

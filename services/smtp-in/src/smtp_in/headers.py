@@ -19,9 +19,13 @@ from email.utils import format_datetime
 _HELO_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x5b\x5d-\x7e]")
 MAX_HELO_IN_HEADER = 255
 # The most octets Return-Path: and Received: can take (two addresses of at most 320 characters, in
-# UTF-8, a HELO name of 255 and a host name of 253): smtp-in's SIZE is MAX_MESSAGE_SIZE minus this,
-# so a message it accepts with its headers added never exceeds the mailstore's MAX_MESSAGE_SIZE.
+# UTF-8, a HELO name of 255 and a host name of 253).
 MAX_TRACE_HEADERS = 4096
+# The most octets of every header smtp-in adds: the trace headers, Authentication-Results (at most
+# 10 DKIM results of a 253-character domain and selector each, an SPF identity of 320) and the
+# X-Spam lines. smtp-in's SIZE is MAX_MESSAGE_SIZE minus this, so a message it accepts with its
+# headers added never exceeds the mailstore's MAX_MESSAGE_SIZE.
+MAX_ADDED_HEADERS = 16384
 
 
 def protocol_name(*, esmtp: bool, tls: bool, smtputf8: bool) -> str:

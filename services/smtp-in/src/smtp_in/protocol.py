@@ -51,7 +51,7 @@ from mailcommon.idle import IdleTimer
 from mailcommon.logging import get_logger
 
 from smtp_in.handler import MailHandler, Transaction, declared_size
-from smtp_in.headers import MAX_TRACE_HEADERS
+from smtp_in.headers import MAX_ADDED_HEADERS
 from smtp_in.limits import BudgetExhausted, ConnectionRegistry, DataBudget, MeteredReader
 from smtp_in.settings import SmtpSettings
 
@@ -164,7 +164,7 @@ class SMTPProtocol(SMTP):
         super().__init__(
             handler,
             # Room for our trace headers: everything we accept also fits the mailstore's limit.
-            data_size_limit=settings.max_message_size - MAX_TRACE_HEADERS,
+            data_size_limit=settings.max_message_size - MAX_ADDED_HEADERS,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=settings.mail_hostname,

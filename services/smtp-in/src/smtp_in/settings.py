@@ -19,8 +19,8 @@ class SmtpSettings(FrontEndSettings):
     smtp_bind_host: str = "0.0.0.0"
     smtp_bind_port: int = Field(2525, ge=1, le=65535)
     # Largest message stored, in octets as received (CRLF line ends), trace headers included;
-    # SIZE advertises this minus headers.MAX_TRACE_HEADERS.
-    max_message_size: int = Field(DEFAULT_MAX_MESSAGE_SIZE, ge=16384)
+    # SIZE advertises this minus headers.MAX_ADDED_HEADERS.
+    max_message_size: int = Field(DEFAULT_MAX_MESSAGE_SIZE, ge=32768)
     smtp_max_recipients: int = Field(100, ge=1)
     # Connection limits: SMTP_MAX_CONNECTIONS wins over the shared MAX_CONNECTIONS.
     max_connections: int = Field(
@@ -60,7 +60,7 @@ class SmtpSettings(FrontEndSettings):
     # Answers the resolver keeps (each for its TTL; least recently used dropped beyond this).
     dns_cache_size: int = Field(10000, ge=1)
     # DKIM signatures verified per message (RFC 6376 6.1 lets a verifier bound the work).
-    dkim_max_signatures: int = Field(5, ge=1, le=50)
+    dkim_max_signatures: int = Field(5, ge=1, le=10)
     # enforce: a DMARC fail under p=reject is refused with 550 5.7.1; tag: stored with X-Spam: Yes.
     dmarc_policy: Literal["enforce", "tag"] = "enforce"
     # accept: a DNS failure in the checks is recorded and the message stored; tempfail: 451 4.7.5.
