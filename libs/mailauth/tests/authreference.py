@@ -21,6 +21,11 @@ from mailstack.running import Running
 _SERIAL_IN_FILE = re.compile(r"^@ SOA \S+ \S+ (\d+) ", re.MULTILINE)
 _SERIAL_IN_STATUS = re.compile(r"^\[(\S+)\.\] .*serial: (\d+)", re.MULTILINE)
 _RECEIVED_SPF = re.compile(r"^Received-SPF: (\w+)", re.MULTILINE)
+# Where libspf2 has an error it prints an error block and the bare line "(invalid)", no
+# Received-SPF: a temporary DNS failure is RFC 7208's temperror, any other (a policy that does
+# not compile) its permerror.
+_INVALID = re.compile(r"^\(invalid\)$", re.MULTILINE)
+_TEMPORARY = re.compile(r"^Error: Temporary DNS failure", re.MULTILINE)
 
 
 class ReferenceTools(Running):
@@ -68,11 +73,14 @@ class ReferenceTools(Running):
         return (self.workdir / "knotd.log").read_text(errors="replace")
 
     def spfquery(self, *, ip: str, mail_from: str, helo: str) -> str:
-        """libspf2's result word, as in its Received-SPF field."""
+        """libspf2's result word, as in its Received-SPF field. spfquery has no HELO-only
+        query: an empty MAIL FROM is given as postmaster@<helo>, as RFC 7208 2.3 defines it."""
         self._sync()
-        sender = ["-sender", mail_from] if mail_from else []
-        output = self._run(["spfquery", "-ip", ip, *sender, "-helo", helo])
+        sender = mail_from or f"postmaster@{helo}"
+        output = self._run(["spfquery", "-ip", ip, "-sender", sender, "-helo", helo])
         match = _RECEIVED_SPF.search(output)
+        if match is None and _INVALID.search(output):
+            return "temperror" if _TEMPORARY.search(output) else "permerror"
         if match is None:
             raise AssertionError(f"spfquery gave no result:\n{output}")
         return match.group(1)

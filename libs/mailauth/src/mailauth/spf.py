@@ -59,6 +59,10 @@ async def check_spf(resolver: Resolver, *, ip: str, mail_from: str, helo: str) -
     scope = "mailfrom" if mail_from else "helo"
     identity = mail_from or helo
     domain = str(spf.split_email(mail_from, helo)[1]).lower()
+    if not domain or spf.RE_TOPLAB.split(domain)[-1]:
+        # RFC 7208 4.3: a malformed or single-label domain is "none", without a lookup (the
+        # test is pyspf's own, from its best_guess()).
+        return SpfResult("none", scope, domain, identity, "not a multi-label domain name")
 
     def evaluate() -> tuple[str, str]:
         query = spf.query(i=ip, s=mail_from, h=helo, querytime=QUERY_TIME)
