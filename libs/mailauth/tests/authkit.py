@@ -25,9 +25,9 @@ class Key:
     algorithm: bytes  # a=
     record: str  # the TXT record text
 
-    def published(self, selector: str) -> str:
-        """The zone-file line that publishes this key at ``selector._domainkey``."""
-        return f"{selector}._domainkey TXT {txt(self.record)}"
+    def published(self, selector: str, under: str = "") -> str:
+        """The zone-file line that publishes this key at ``selector._domainkey[.under]``."""
+        return f"{selector}._domainkey{'.' + under if under else ''} TXT {txt(self.record)}"
 
 
 @functools.cache
@@ -105,3 +105,21 @@ def sign_expiring(raw: bytes, key: Key, domain: str, selector: str, expires: int
     private = dkim.crypto.parse_pem_private_key(key.private)
     field = signer.gen_header(fields, SIGNED_HEADERS, policy, b"DKIM-Signature", private)
     return b"DKIM-Signature: " + bytes(field) + raw
+
+
+def arc_seal(raw: bytes, key: Key, domain: str, selector: str, results: str) -> bytes:
+    """``raw`` as a forwarder at ``domain`` passes it on: its Authentication-Results
+    (``results``, e.g. ``dkim=pass``) and the next ARC set on top."""
+    srv_id = f"mx.{domain}"
+    stamped = f"Authentication-Results: {srv_id}; {results}\r\n".encode() + raw
+    arc_set = dkim.arc_sign(
+        stamped,
+        selector.encode(),
+        domain.encode(),
+        key.private,
+        srv_id.encode(),
+        include_headers=SIGNED_HEADERS,
+    )
+    if not arc_set:
+        raise ValueError("dkimpy made no ARC set")
+    return b"".join(arc_set) + stamped
