@@ -25,6 +25,7 @@ _RECEIVED_SPF = re.compile(r"^Received-SPF: (\w+)", re.MULTILINE)
 # Received-SPF: a temporary DNS failure is RFC 7208's temperror, any other (a policy that does
 # not compile) its permerror.
 _INVALID = re.compile(r"^\(invalid\)$", re.MULTILINE)
+_OPENDKIM_STATUS = re.compile(r"^opendkim-testmsg: dkim_\w+\(\): (.+)$", re.MULTILINE)
 _TEMPORARY = re.compile(r"^Error: Temporary DNS failure", re.MULTILINE)
 
 
@@ -85,17 +86,24 @@ class ReferenceTools(Running):
             raise AssertionError(f"spfquery gave no result:\n{output}")
         return match.group(1)
 
-    def opendkim(self, message: bytes) -> bool:
-        """Whether libopendkim accepts the message's signatures (it prints nothing if so)."""
+    def opendkim(self, message: bytes) -> str:
+        """libopendkim's verdict: ``"OK"`` when it accepts the message (it needs one good
+        signature), else the status it prints, e.g. ``"Bad signature"``, ``"Syntax error"``."""
         self._sync()
         process = subprocess.run(
             [*self._inside(), "opendkim-testmsg"],
             input=message.replace(b"\r\n", b"\n"),
-            check=False,
             capture_output=True,
+            check=False,
             timeout=30,
         )
-        return process.returncode == 0 and not process.stdout and not process.stderr
+        output = (process.stdout + process.stderr).decode(errors="replace").strip()
+        if process.returncode == 0 and not output:
+            return "OK"
+        match = _OPENDKIM_STATUS.search(output)
+        if match is None:
+            raise AssertionError(f"opendkim-testmsg: exit {process.returncode}:\n{output}")
+        return match.group(1)
 
     def _inside(self) -> list[str]:
         assert self._holder is not None, "not started"

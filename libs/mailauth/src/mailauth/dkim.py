@@ -157,6 +157,8 @@ def _verify_all(message: bytes, max_signatures: int, min_rsa_bits: int) -> list[
             verdict = _verify_one(verifier, index, min_rsa_bits)
         except _Verdict as raised:
             verdict = raised
+        except Exception as exc:  # what the steps above did not foresee: still not a pass
+            verdict = _Verdict("permerror", f"{type(exc).__name__}: {exc}")
         results.append(_summary(value, verdict))
     return results
 
