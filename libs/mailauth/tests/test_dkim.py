@@ -183,6 +183,10 @@ BROKEN = {
         "Unable to verify",
     ),
     "not-ascii": (b"\xff\xfe; d=\xc3\x28", "Syntax error"),
+    "not-ascii-d": (
+        b"v=1; a=rsa-sha256; d=\xc3\xbc.{zone}; s=sel; h=from; bh=AAAA; b=AAAA",
+        "Syntax error",
+    ),
 }
 
 

@@ -44,8 +44,13 @@ class DkimResult:
 
 def key_lookup(name: bytes | str, timeout: float = 0) -> bytes | None:
     """dkimpy's ``dnsfunc``: the first TXT record at ``name``, its strings joined; ``None``
-    when there is none. Raises :class:`TemporaryError`. Only inside ``run_in_thread``."""
-    text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+    when there is none, or when ``name`` is not ASCII (RFC 6376 3.5: d= holds A-labels; such a
+    name is no key, not a lookup that failed). Raises :class:`TemporaryError`. Only inside
+    ``run_in_thread``."""
+    try:
+        text = name.decode("ascii") if isinstance(name, bytes) else name.encode("ascii").decode()
+    except UnicodeError:
+        return None
     for rdata in lookup_from_thread(text, "TXT"):
         return b"".join(rdata.strings)  # type: ignore[attr-defined]
     return None
