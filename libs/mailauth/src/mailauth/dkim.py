@@ -6,7 +6,8 @@ result of each signature, which dkimpy folds into ``True``/``False``/an exceptio
 - the key is looked up here (through :func:`key_lookup`, so through the shared resolver) and
   parsed with dkimpy's ``evaluate_pk`` before the signature is verified: a temporary DNS failure
   is ``temperror``, no key or an unusable one ``permerror``, and dkimpy is then handed that key;
-- a signature whose tags do not parse or validate is ``permerror``; a body-hash or signature
+- a signature whose tags do not parse or validate is ``permerror``, and so is one with
+  ``a=rsa-sha1``; a body-hash or signature
   mismatch, an RSA key under ``min_rsa_bits`` and a past ``x=`` are ``fail`` (dkimpy allows
   ten hours of slack past ``x=``; this module allows none);
 - an ``l=`` that does not cover the whole canonicalized body is never a pass: a signature that
@@ -28,6 +29,8 @@ from dkim.util import parse_tag_value  # type: ignore[import-untyped]
 
 from mailauth.dns import Resolver, TemporaryError, lookup_from_thread, run_in_thread
 
+# RFC 8301 3.1: rsa-sha1 MUST NOT be considered valid (dkimpy still verifies it).
+ALGORITHMS = (b"rsa-sha256", b"ed25519-sha256")
 HEADER_B_LENGTH = 12  # RFC 6008: header.b carries enough of b= to tell signatures apart
 DnsFunction = Callable[..., bytes | None]
 
@@ -114,6 +117,8 @@ def _verify_one(verifier: dkim.DKIM, index: int, min_rsa_bits: int) -> _Verdict:
         signature, include_headers, fields = verifier.verify_headerprep(index)
     except Exception as exc:  # tag syntax or validation (dkimpy), or worse
         raise _Verdict("permerror", f"broken signature: {exc}") from exc
+    if signature[b"a"] not in ALGORITHMS:
+        raise _Verdict("permerror", f"a={_text(signature, b'a')} is not accepted (RFC 8301)")
     _check_expiry(signature)
     record = _fetch_key(signature, min_rsa_bits)
     try:
