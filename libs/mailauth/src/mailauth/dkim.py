@@ -6,10 +6,10 @@ result of each signature, which dkimpy folds into ``True``/``False``/an exceptio
 - the key is looked up here (through :func:`key_lookup`, so through the shared resolver) and
   parsed with dkimpy's ``evaluate_pk`` before the signature is verified: a temporary DNS failure
   is ``temperror``, no key or an unusable one ``permerror``, and dkimpy is then handed that key;
-- a signature whose tags do not parse or validate is ``permerror``, and so is one with
-  ``a=rsa-sha1``; a body-hash or signature
-  mismatch, an RSA key under ``min_rsa_bits`` and a past ``x=`` are ``fail`` (dkimpy allows
-  ten hours of slack past ``x=``; this module allows none);
+- a signature whose tags do not parse or validate is ``permerror``, and so is ``a=rsa-sha1``
+  (dkimpy still verifies it) or an ``a=`` of another type than the key's ``k=``;
+- a body-hash or signature mismatch, an RSA key under ``min_rsa_bits`` and a past ``x=`` are
+  ``fail`` (dkimpy allows ten hours of slack past ``x=``; this module allows none);
 - an ``l=`` that does not cover the whole canonicalized body is never a pass: a signature that
   verifies is reported ``policy``, so content appended after signing cannot ride it.
 
@@ -20,7 +20,6 @@ thousand DKIM-Signature fields costs no more than that many lookups and verifica
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import dkim  # type: ignore[import-untyped]
@@ -29,10 +28,9 @@ from dkim.util import parse_tag_value  # type: ignore[import-untyped]
 
 from mailauth.dns import Resolver, TemporaryError, lookup_from_thread, run_in_thread
 
-# RFC 8301 3.1: rsa-sha1 MUST NOT be considered valid (dkimpy still verifies it).
+# RFC 8301 3.1: rsa-sha1 MUST NOT be considered valid.
 ALGORITHMS = (b"rsa-sha256", b"ed25519-sha256")
 HEADER_B_LENGTH = 12  # RFC 6008: header.b carries enough of b= to tell signatures apart
-DnsFunction = Callable[..., bytes | None]
 
 
 @dataclass(frozen=True)
