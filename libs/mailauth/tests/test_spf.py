@@ -138,3 +138,24 @@ def test_a_domain_whose_server_refuses_is_a_temperror(
     sender = "alice@not-served.test"
     assert check(resolver, mail_from=sender, helo="h.example.net").result == "temperror"
     assert reference.spfquery(ip=CLIENT, mail_from=sender, helo="h.example.net") == "temperror"
+
+
+def test_checks_run_off_the_event_loop_and_side_by_side(
+    dns_server: AuthoritativeDns, resolver: Resolver, zone: str
+) -> None:
+    dns_server.serve(zone, [spf(f"v=spf1 ip4:{CLIENT} -all")])
+    finished: list[str] = []
+
+    async def spf_check(ip: str) -> str:
+        result = await check_spf(resolver, ip=ip, mail_from=f"a@{zone}", helo="h.example.net")
+        finished.append(ip)
+        return result.result
+
+    async def meanwhile() -> None:
+        finished.append("loop")  # runs while the checks wait: they do not hold the loop
+
+    async def together() -> list[object]:
+        return await asyncio.gather(spf_check(CLIENT), spf_check("192.0.2.66"), meanwhile())
+
+    assert asyncio.run(together()) == ["pass", "fail", None]
+    assert finished[0] == "loop"
