@@ -84,8 +84,9 @@ def sign(
     return bytes(field) + raw
 
 
-def sign_expiring(raw: bytes, key: Key, domain: str, selector: str, expires: int) -> bytes:
-    """An rsa-sha256 relaxed/relaxed signature with ``x=expires`` (dkim.sign has no x=)."""
+def sign_with_tags(raw: bytes, key: Key, domain: str, selector: str, **tags: str) -> bytes:
+    """An rsa-sha256 relaxed/relaxed signature with extra ``tags`` (``x``, ``l``: dkim.sign
+    makes no x= and only a true l=), made with dkimpy's own header signer."""
     signer = dkim.DKIM(raw)
     signer.hasher = hashlib.sha256
     policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
@@ -96,8 +97,8 @@ def sign_expiring(raw: bytes, key: Key, domain: str, selector: str, expires: int
         (b"c", b"relaxed/relaxed"),
         (b"d", domain.encode()),
         (b"s", selector.encode()),
-        (b"t", str(expires - 86400).encode()),
-        (b"x", str(expires).encode()),
+        (b"t", str(int(time.time()) - 86400).encode()),
+        *((name.encode(), value.encode()) for name, value in tags.items()),
         (b"h", b" : ".join(SIGNED_HEADERS)),
         (b"bh", body_hash),
         (b"b", b"0" * 60),

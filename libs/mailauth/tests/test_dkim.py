@@ -9,7 +9,7 @@ import time
 
 import dns.rdata
 import pytest
-from authkit import Key, ed25519_key, message, rsa_key, sign, sign_expiring
+from authkit import Key, ed25519_key, message, rsa_key, sign, sign_with_tags
 from authreference import ReferenceTools
 from mailauth.dkim import DkimResult, verify_dkim
 from mailauth.dns import Nameserver, Resolver
@@ -101,13 +101,13 @@ def test_an_expired_signature_fails(
 ) -> None:
     key = rsa_key(2048)
     publish(dns_server, zone, key)
-    signed = sign_expiring(message(zone), key, zone, "sel", expires=int(time.time()) - 3600)
+    signed = sign_with_tags(message(zone), key, zone, "sel", x=str(int(time.time()) - 3600))
     [result] = verify(resolver, signed)
     assert result.result == "fail"
     assert "expired" in result.reason
     assert reference.opendkim(signed) == "Unable to verify"
     # The same signature unexpired passes: the expiry is what failed it.
-    fresh = sign_expiring(message(zone), key, zone, "sel", expires=int(time.time()) + 3600)
+    fresh = sign_with_tags(message(zone), key, zone, "sel", x=str(int(time.time()) + 3600))
     assert [r.result for r in verify(resolver, fresh)] == ["pass"]
     assert reference.opendkim(fresh) == "OK"
 
@@ -126,6 +126,21 @@ def test_content_appended_past_l_is_never_a_pass(
     assert "not a pass" in result.reason
     # OpenDKIM's cryptography agrees the signed part is intact; it leaves l= to policy.
     assert reference.opendkim(appended) == "OK"
+
+
+def test_an_l_longer_than_the_body_fails(
+    dns_server: AuthoritativeDns, resolver: Resolver, reference: ReferenceTools, zone: str
+) -> None:
+    key = rsa_key(2048)
+    publish(dns_server, zone, key)
+    raw = message(zone)
+    body_length = len(raw.split(b"\r\n\r\n", 1)[1])
+    signed = sign_with_tags(raw, key, zone, "sel", l=str(body_length + 10))
+    [result] = verify(resolver, signed)
+    assert (result.result, result.reason) == ("fail", f"l={body_length + 10} exceeds the body")
+    assert reference.opendkim(signed) == "Unable to verify"
+    exact = sign_with_tags(raw, key, zone, "sel", l=str(body_length))
+    assert [r.result for r in verify(resolver, exact)] == ["pass"]
 
 
 def test_a_512_bit_rsa_key_fails(

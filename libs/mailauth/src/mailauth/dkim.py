@@ -11,7 +11,8 @@ result of each signature, which dkimpy folds into ``True``/``False``/an exceptio
 - a body-hash or signature mismatch, an RSA key under ``min_rsa_bits`` and a past ``x=`` are
   ``fail`` (dkimpy allows ten hours of slack past ``x=``; this module allows none);
 - an ``l=`` that does not cover the whole canonicalized body is never a pass: a signature that
-  verifies is reported ``policy``, so content appended after signing cannot ride it.
+  verifies is reported ``policy``, so content appended after signing cannot ride it; an ``l=``
+  longer than the body is ``fail``.
 
 At most ``max_signatures`` signatures are looked at (the topmost first): a message with a
 thousand DKIM-Signature fields costs no more than that many lookups and verifications.
@@ -77,7 +78,8 @@ def _check_expiry(tags: dict[bytes, bytes]) -> None:
 
 
 def _check_length(verifier: dkim.DKIM, tags: dict[bytes, bytes]) -> None:
-    """Raise ``policy`` when ``l=`` leaves part of the canonicalized body unsigned."""
+    """Raise ``policy`` when ``l=`` leaves part of the canonicalized body unsigned, ``fail``
+    when it counts more than there is."""
     if b"l" not in tags:
         return
     policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
@@ -87,6 +89,8 @@ def _check_length(verifier: dkim.DKIM, tags: dict[bytes, bytes]) -> None:
         raise _Verdict(
             "policy", f"l={signed} signs only {signed} of {body_length} body octets; not a pass"
         )
+    if signed > body_length:  # it counts octets that are not there (libopendkim fails it too)
+        raise _Verdict("fail", f"l={signed} exceeds the body")
 
 
 def _fetch_key(tags: dict[bytes, bytes], min_rsa_bits: int) -> bytes:
