@@ -9,22 +9,15 @@ A chain longer than RFC 8617's 50 instances fails without any verification.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import dkim  # type: ignore[import-untyped]
+import dkim
 
 from mailauth.dkim import key_lookup
 from mailauth.dns import Resolver, TemporaryError, run_in_thread
+from mailauth.verdicts import ArcResult
+
+__all__ = ["ArcResult", "verify_arc"]
 
 MAX_INSTANCES = 50  # RFC 8617 4.2.1
-
-
-@dataclass(frozen=True)
-class ArcResult:
-    result: str  # none|pass|fail (RFC 8617 cv)
-    instances: int
-    reason: str
-    temporary: bool = False  # fail only because a key could not be looked up now
 
 
 def _verify(message: bytes, min_rsa_bits: int) -> ArcResult:

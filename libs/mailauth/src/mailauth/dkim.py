@@ -21,27 +21,19 @@ thousand DKIM-Signature fields costs no more than that many lookups and verifica
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-import dkim  # type: ignore[import-untyped]
-from dkim.canonicalization import CanonicalizationPolicy  # type: ignore[import-untyped]
-from dkim.util import parse_tag_value  # type: ignore[import-untyped]
+import dkim
+from dkim.canonicalization import CanonicalizationPolicy
+from dkim.util import parse_tag_value
 
 from mailauth.dns import Resolver, TemporaryError, lookup_from_thread, run_in_thread
+from mailauth.verdicts import DkimResult
+
+__all__ = ["DkimResult", "key_lookup", "verify_dkim"]
 
 # RFC 8301 3.1: rsa-sha1 MUST NOT be considered valid.
 ALGORITHMS = (b"rsa-sha256", b"ed25519-sha256")
 HEADER_B_LENGTH = 12  # RFC 6008: header.b carries enough of b= to tell signatures apart
-
-
-@dataclass(frozen=True)
-class DkimResult:
-    result: str  # pass|fail|neutral|temperror|permerror|policy (RFC 8601 2.7.1)
-    domain: str  # d=
-    selector: str  # s=
-    algorithm: str  # a=
-    header_b: str  # the first 12 characters of b= (RFC 6008 header.b)
-    reason: str
 
 
 def key_lookup(name: bytes | str, timeout: float = 0) -> bytes | None:

@@ -9,26 +9,18 @@ loop never waits on the network. The bridge only works inside :func:`mailauth.dn
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dns.rdata
 import spf  # type: ignore[import-untyped]
 
 from mailauth.dns import Resolver, TemporaryError, lookup_from_thread, run_in_thread
+from mailauth.verdicts import SpfResult
+
+__all__ = ["SpfResult", "check_spf"]
 
 # RFC 7208 4.6.4: SHOULD bound the whole evaluation (at least 20 seconds); pyspf's querytime does.
 QUERY_TIME = 20.0
 
 Answer = list[tuple[tuple[str, str], object]]
-
-
-@dataclass(frozen=True)
-class SpfResult:
-    result: str  # pass|fail|softfail|neutral|none|temperror|permerror (RFC 7208 2.6)
-    scope: str  # "mailfrom" or "helo"
-    domain: str  # the domain whose policy was evaluated
-    identity: str  # what Authentication-Results reports: the MAIL FROM address or the HELO name
-    explanation: str
 
 
 def _data(rdata: dns.rdata.Rdata, qtype: str) -> object:
