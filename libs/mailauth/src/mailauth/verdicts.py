@@ -29,3 +29,4 @@ class ArcResult:
     result: str  # none|pass|fail
     instances: int
     reason: str
+    temporary: bool = False  # a "fail" only because a key could not be looked up now
