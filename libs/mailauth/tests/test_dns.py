@@ -65,6 +65,11 @@ def test_a_zone_the_server_does_not_serve_is_a_temporary_error(resolver: Resolve
         asyncio.run(resolver.txt("not-served.invalid"))
 
 
+@pytest.mark.parametrize("name", ["a" * 64 + ".test", "a..test", "x" * 250 + ".a.b.test"])
+def test_a_name_that_cannot_exist_is_absent_not_temporary(resolver: Resolver, name: str) -> None:
+    assert asyncio.run(resolver.resolve(name, "TXT")) == []
+
+
 def test_worker_threads_look_up_through_the_loops_resolver(
     dns_server: AuthoritativeDns, resolver: Resolver, zone: str
 ) -> None:

@@ -244,7 +244,8 @@ def test_forged_fields_with_our_id_are_removed_and_nothing_else(line_end: bytes)
 
 def test_fields_only_we_write_are_removed_by_name() -> None:
     message = (
-        b"X-Spam: No\r\nx-spam-score :  -100\r\n  folded\r\nX-Spam-Flag: NO\r\nSubject: x\r\n" + BODY
+        b"X-Spam: No\r\nx-spam-score :  -100\r\n  folded\r\nX-Spam-Flag: NO\r\nSubject: x\r\n"
+        + BODY
     )
     owned = {b"x-spam", b"x-spam-score"}
     assert remove_our_results(message, ID, owned) == b"X-Spam-Flag: NO\r\nSubject: x\r\n" + BODY

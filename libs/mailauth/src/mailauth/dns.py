@@ -16,12 +16,23 @@ from typing import TypeVar
 import dns.asyncresolver
 import dns.exception
 import dns.inet
+import dns.name
 import dns.nameserver
 import dns.rdata
 import dns.resolver
 
 DEFAULT_PORT = 53
 T = TypeVar("T")
+
+
+# Names that cannot be put in a query: too long, an empty label, a bad escape, not IDNA 2008.
+_UNASKABLE = (
+    dns.name.NameTooLong,
+    dns.name.LabelTooLong,
+    dns.name.EmptyLabel,
+    dns.name.BadEscape,
+    dns.name.IDNAException,
+)
 
 
 class TemporaryError(Exception):
@@ -81,9 +92,9 @@ class Resolver:
             answer = await self._resolver.resolve(name, rdtype, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            raise TemporaryError(f"{name}/{rdtype}: {exc}") from exc
-        except dns.exception.DNSException as exc:  # a name that cannot be asked (too long, ...)
+        except _UNASKABLE:  # no such name can exist: a permanent absence, not DNS trouble
+            return []
+        except dns.exception.DNSException as exc:  # timeout, SERVFAIL, REFUSED, no server left
             raise TemporaryError(f"{name}/{rdtype}: {exc}") from exc
         return list(answer)
 

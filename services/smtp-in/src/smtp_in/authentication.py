@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from mailauth.arc import verify_arc
 from mailauth.dkim import verify_dkim
-from mailauth.dmarc import check_dmarc
+from mailauth.dmarc import DmarcResult, check_dmarc
 from mailauth.dns import Resolver
 from mailauth.headers import header_from_domain
 from mailauth.spf import check_spf
-from mailauth.verdicts import ArcResult, DkimResult, DmarcResult, SpfResult
+from mailauth.verdicts import ArcResult, DkimResult, SpfResult
 
 from smtp_in.settings import SmtpSettings
 
@@ -32,7 +32,7 @@ class Verdicts:
     def temperror(self) -> bool:
         """Some check could not be completed because DNS did not answer."""
         results = [self.spf.result, self.dmarc.result, *(d.result for d in self.dkim)]
-        return "temperror" in results
+        return "temperror" in results or self.arc.temporary
 
     def log_fields(self) -> dict[str, object]:
         return {

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
+from mailauth.results import authentication_results, remove_our_results
+from mailauth.verdicts import SpfResult
 from mailcommon import memory
 from mailcommon.client import (
     Delivery,
@@ -25,9 +27,6 @@ from mailcommon.client import (
     NotFound,
 )
 from mailcommon.logging import get_logger
-
-from mailauth.results import authentication_results, remove_our_results
-from mailauth.verdicts import SpfResult
 
 from smtp_in import headers, policy
 from smtp_in.addresses import (
