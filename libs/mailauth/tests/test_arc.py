@@ -7,10 +7,10 @@ import asyncio
 import socket
 
 import pytest
-from authkit import arc_seal, message, rsa_key, sign
 from mailauth.arc import ArcResult, verify_arc
 from mailauth.dkim import verify_dkim
 from mailauth.dns import Nameserver, Resolver
+from mailstack.authkit import arc_seal, message, rsa_key, sign
 from mailstack.dnsserver import AuthoritativeDns
 
 

@@ -9,10 +9,10 @@ import time
 
 import dns.rdata
 import pytest
-from authkit import Key, ed25519_key, message, rsa_key, sign, sign_with_tags
 from authreference import ReferenceTools
 from mailauth.dkim import DkimResult, verify_dkim
 from mailauth.dns import Nameserver, Resolver
+from mailstack.authkit import Key, ed25519_key, message, rsa_key, sign, sign_with_tags
 from mailstack.dnsserver import AuthoritativeDns
 
 

@@ -1,0 +1,259 @@
+"""Sender authentication end to end: smtp-in against a real Knot server, real keys and signatures.
+
+Each test publishes a zone of its own (nothing cached from another test), sends over SMTP from
+127.0.0.1 and reads what the mailstore stored (or that nothing was): the Authentication-Results
+header smtp-in wrote, the refusals DMARC calls for, the flags, and the log line's verdicts.
+"""
+
+from __future__ import annotations
+
+import secrets
+import smtplib
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from mailauth.results import parse_our_results
+from mailstack.authkit import arc_seal, message, rsa_key, sign
+from mailstack.dnsserver import AuthoritativeDns, txt
+from mailstack.logs import wait_for_records
+from mailstack.stack import Stack
+from smtp_testlib import Mail, SmtpProcess, split_trace
+
+AUTHSERV_ID = "mail.pokey.onl"  # the stack's MAIL_HOSTNAME
+
+
+@pytest.fixture(scope="module")
+def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthoritativeDns]:
+    with AuthoritativeDns(Path(tmp_path_factory.mktemp("knot"))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def checked(
+    stack: Stack, dns_server: AuthoritativeDns, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SmtpProcess]:
+    """An smtp-in whose checks ask the Knot server."""
+    proc = SmtpProcess(
+        stack,
+        {"DNS_NAMESERVERS": dns_server.nameserver, "DNS_TIMEOUT": "2"},
+        tmp_path_factory.mktemp("checked") / "smtp-in.log",
+    )
+    yield proc
+    proc.terminate()
+
+
+@pytest.fixture
+def sender_zone(dns_server: AuthoritativeDns) -> Callable[..., str]:
+    """Publish a fresh sender domain with the given SPF and DMARC records and a DKIM key."""
+
+    def publish(spf: str = "v=spf1 ip4:127.0.0.1 -all", dmarc: str | None = None) -> str:
+        zone = f"s{secrets.token_hex(4)}.test"
+        records = [f"@ TXT {txt(spf)}", rsa_key().published("sel")]
+        if dmarc is not None:
+            records.append(f"_dmarc TXT {txt(dmarc)}")
+        dns_server.serve(zone, records)
+        return zone
+
+    return publish
+
+
+def send(port: int, sender: str, rcpt: str, data: bytes, helo: str = "client.test") -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=helo, timeout=30) as client:
+        client.ehlo()
+        assert client.mail(sender)[0] == 250
+        assert client.rcpt(rcpt)[0] == 250
+        try:
+            return client.data(data)
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, exc.smtp_error
+
+
+def one_stored(mail: Mail, user: str) -> bytes:
+    stored = mail.stored(user)
+    assert len(stored) == 1, stored
+    return stored[0]
+
+
+def test_a_signed_aligned_message_passes_everything(
+    mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
+) -> None:
+    zone = sender_zone(dmarc="v=DMARC1; p=reject")
+    user = mail.add_user()
+    signed = sign(message(zone), rsa_key(), zone)
+    code, _ = send(checked.port, f"alice@{zone}", f"{user}@pokey.onl", signed)
+    assert code == 250
+    stored = one_stored(mail, user)
+    verdicts = parse_our_results(stored, AUTHSERV_ID)
+    assert verdicts["spf"] == "pass"
+    assert verdicts["dkim"] == [{"result": "pass", "domain": zone, "selector": "sel"}]
+    assert (verdicts["dmarc"], verdicts["dmarc_policy"]) == ("pass", "reject")
+    trace, rest = split_trace(stored)
+    assert trace[-1].startswith((b"\t", b" "))  # the folded Authentication-Results ends the trace
+    assert rest == signed.replace(b"\r\n", b"\n")  # the message itself byte-exact
+    record = wait_for_records(checked.logs, {"event": "message", "result": "delivered"})[-1]
+    assert (record["spf"], record["dmarc"], record["dkim"]) == ("pass", "pass", [f"pass:{zone}"])
+
+
+def test_dmarc_reject_refuses_with_550_and_stores_nothing(
+    mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
+) -> None:
+    zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=reject")
+    user = mail.add_user()
+    code, text = send(checked.port, f"ceo@{zone}", f"{user}@pokey.onl", message(zone))
+    assert code == 550
+    assert text.startswith(b"5.7.1 ") and zone.encode() in text
+    assert mail.stored(user) == []
+    record = wait_for_records(checked.logs, {"event": "message", "result": "dmarc_reject"})[-1]
+    assert (record["spf"], record["dmarc"], record["dmarc_policy"]) == ("fail", "fail", "reject")
+
+
+def test_a_forged_signature_is_refused_under_p_reject(
+    mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
+) -> None:
+    zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=reject")
+    user = mail.add_user()
+    signed = sign(message(zone, body="Pay the invoice.\r\n"), rsa_key(), zone)
+    altered = signed.replace(b"Pay the invoice.", b"Pay the attacker.")
+    code, _ = send(checked.port, f"ceo@{zone}", f"{user}@pokey.onl", altered)
+    assert code == 550
+    assert mail.stored(user) == []
+
+
+def test_dmarc_quarantine_is_stored_flagged(
+    mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
+) -> None:
+    zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=quarantine")
+    user = mail.add_user()
+    code, _ = send(checked.port, f"ceo@{zone}", f"{user}@pokey.onl", message(zone))
+    assert code == 250
+    trace, _ = split_trace(one_stored(mail, user))
+    assert b"X-Spam: Yes" in trace
+    assert parse_our_results(one_stored(mail, user), AUTHSERV_ID)["dmarc"] == "fail"
+
+
+def test_dmarc_policy_tag_stores_a_reject_flagged(
+    mail: Mail,
+    stack: Stack,
+    dns_server: AuthoritativeDns,
+    spawn_smtp: Callable[..., SmtpProcess],
+    sender_zone: Callable[..., str],
+) -> None:
+    tagging = spawn_smtp(stack, DNS_NAMESERVERS=dns_server.nameserver, DMARC_POLICY="tag")
+    zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=reject")
+    user = mail.add_user()
+    code, _ = send(tagging.port, f"ceo@{zone}", f"{user}@pokey.onl", message(zone))
+    assert code == 250
+    stored = one_stored(mail, user)
+    assert b"X-Spam: Yes" in split_trace(stored)[0]
+    assert parse_our_results(stored, AUTHSERV_ID)["dmarc_policy"] == "reject"
+
+
+def test_spf_fail_alone_never_refuses(
+    mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
+) -> None:
+    zone = sender_zone(spf="v=spf1 -all")  # no DMARC record
+    user = mail.add_user()
+    code, _ = send(checked.port, f"alice@{zone}", f"{user}@pokey.onl", message(zone))
+    assert code == 250
+    verdicts = parse_our_results(one_stored(mail, user), AUTHSERV_ID)
+    assert (verdicts["spf"], verdicts["dmarc"]) == ("fail", "none")
+    assert b"X-Spam" not in split_trace(one_stored(mail, user))[0]
+
+
+def test_forged_fields_that_claim_to_be_ours_are_removed(
+    mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
+) -> None:
+    zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=quarantine")
+    user = mail.add_user()
+    forged = (
+        f"Authentication-Results: {AUTHSERV_ID.upper()}; spf=pass smtp.mailfrom=ceo@{zone};\r\n"
+        f"  dkim=pass header.d={zone}; dmarc=pass header.from={zone}\r\n"
+        "Authentication-Results: other.example; spf=pass\r\n"
+        "X-Spam: No\r\n"
+        "X-Spam-Score: -100\r\n"
+    ).encode()
+    code, _ = send(checked.port, f"ceo@{zone}", f"{user}@pokey.onl", forged + message(zone))
+    assert code == 250
+    stored = one_stored(mail, user)
+    trace, rest = split_trace(stored)
+    assert rest.startswith(b"Authentication-Results: other.example; spf=pass\n")
+    assert b"X-Spam: No" not in stored and b"-100" not in stored
+    assert parse_our_results(stored, AUTHSERV_ID)["dmarc"] == "fail"
+    assert b"X-Spam: Yes" in trace
+
+
+def test_the_null_sender_is_checked_by_its_helo(
+    mail: Mail, checked: SmtpProcess, dns_server: AuthoritativeDns
+) -> None:
+    helo = f"h{secrets.token_hex(4)}.test"
+    dns_server.serve(helo, [f"@ TXT {txt('v=spf1 ip4:127.0.0.1 -all')}"])
+    user = mail.add_user()
+    code, _ = send(checked.port, "<>", f"{user}@pokey.onl", message(helo), helo=helo)
+    assert code == 250
+    stored = one_stored(mail, user)
+    assert parse_our_results(stored, AUTHSERV_ID)["spf"] == "pass"
+    assert f"postmaster@{helo}".encode() in split_trace(stored)[0][-6:][0] or (
+        f"postmaster@{helo}".encode() in b"".join(split_trace(stored)[0])
+    )
+
+
+def test_a_mailing_list_arc_chain_is_recorded(
+    mail: Mail, checked: SmtpProcess, dns_server: AuthoritativeDns, sender_zone: Callable[..., str]
+) -> None:
+    author = sender_zone(dmarc="v=DMARC1; p=none")
+    lists = f"l{secrets.token_hex(4)}.test"
+    dns_server.serve(lists, [f"@ TXT {txt('v=spf1 ip4:127.0.0.1 -all')}", rsa_key().published("arc")])
+    user = mail.add_user()
+    original = sign(message(author, subject="Meeting"), rsa_key(), author)
+    relayed = original.replace(b"Subject: Meeting", b"Subject: [team] Meeting")
+    sealed = arc_seal(relayed, rsa_key(), lists, "arc", f"dkim=pass header.d={author}")
+    code, _ = send(checked.port, f"bounces@{lists}", f"{user}@pokey.onl", sealed)
+    assert code == 250
+    verdicts = parse_our_results(one_stored(mail, user), AUTHSERV_ID)
+    assert verdicts["arc"] == "pass"
+    assert verdicts["dkim"][0]["result"] == "fail"  # the list changed the subject
+
+
+@pytest.fixture
+def silent_dns() -> Iterator[str]:
+    """A UDP socket that reads queries and never answers: every lookup times out."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_dns_trouble_is_recorded_and_the_message_stored(
+    mail: Mail, stack: Stack, spawn_smtp: Callable[..., SmtpProcess], silent_dns: str
+) -> None:
+    proc = spawn_smtp(stack, DNS_NAMESERVERS=silent_dns, DNS_TIMEOUT="0.5")
+    user = mail.add_user()
+    code, _ = send(proc.port, "alice@example.net", f"{user}@pokey.onl", message("example.net"))
+    assert code == 250
+    verdicts = parse_our_results(one_stored(mail, user), AUTHSERV_ID)
+    assert (verdicts["spf"], verdicts["dmarc"]) == ("temperror", "temperror")
+
+
+def test_auth_temperror_tempfail_answers_451(
+    mail: Mail, stack: Stack, spawn_smtp: Callable[..., SmtpProcess], silent_dns: str
+) -> None:
+    proc = spawn_smtp(
+        stack, DNS_NAMESERVERS=silent_dns, DNS_TIMEOUT="0.5", AUTH_TEMPERROR="tempfail"
+    )
+    user = mail.add_user()
+    code, text = send(proc.port, "alice@example.net", f"{user}@pokey.onl", message("example.net"))
+    assert (code, text[:6]) == (451, b"4.7.5 ")
+    assert mail.stored(user) == []
+
+
+def test_checks_off_writes_no_verdicts_but_still_removes_forgeries(
+    mail: Mail, stack: Stack, spawn_smtp: Callable[..., SmtpProcess]
+) -> None:
+    proc = spawn_smtp(stack, AUTH_CHECKS="false")
+    user = mail.add_user()
+    forged = f"Authentication-Results: {AUTHSERV_ID}; dmarc=pass\r\nX-Spam: No\r\n".encode()
+    code, _ = send(proc.port, "a@example.net", f"{user}@pokey.onl", forged + message("example.net"))
+    assert code == 250
+    stored = one_stored(mail, user)
+    assert b"Authentication-Results" not in stored and b"X-Spam" not in stored
