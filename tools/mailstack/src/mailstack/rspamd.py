@@ -90,6 +90,11 @@ class Rspamd(Running):
         return f"http://{HOST}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """rspamd's main process, while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def log_file(self) -> Path:
         return self.workdir / "rspamd.log"
 
