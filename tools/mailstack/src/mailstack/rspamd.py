@@ -7,9 +7,11 @@ files read this launcher's ``local.d`` overrides. What they change:
 - one worker, the "normal" one (``/checkv2``), on ``127.0.0.1:<free port>``: no controller,
   proxy or fuzzy worker;
 - the modules that need Redis, or servers on the internet (DNS lists, fuzzy hashes, maps
-  fetched over HTTPS), are off. Without ``nameserver`` the modules that need DNS at all (SPF,
-  DKIM, DMARC, ARC, hfilter) are off as well and rspamd's resolver points at a loopback port
-  where nothing answers, so no lookup leaves the machine or waits for a timeout; with
+  fetched over HTTPS), are off. Without ``nameserver`` the modules that look anything up in
+  DNS during a scan (SPF, DKIM, DMARC, ARC, hfilter, and once_received, which looks up the PTR
+  of a client whose ``Hostname`` was not passed: every scan would wait out the DNS timeout) are
+  off as well, and rspamd's resolver points at a loopback port where nothing answers, so nothing
+  leaves the machine (the background fetch of maps.rspamd.com's lists times out there); with
   ``nameserver`` (e.g. :class:`mailstack.dnsserver.AuthoritativeDns`) they run against it;
 - test rules make each action deterministic: a Subject containing one of :data:`MARKERS`' values
   gets that action (reject and add header by score, the others forced).
@@ -51,7 +53,7 @@ _OFF_ALWAYS = (
     "url_redirector",
 )
 #: Modules that need DNS: on only with a nameserver of the test's own.
-_NEED_DNS = ("arc", "dkim", "dmarc", "hfilter", "spf")
+_NEED_DNS = ("arc", "dkim", "dmarc", "hfilter", "once_received", "spf")
 START_TIMEOUT = 120.0  # the first start compiles the hyperscan databases
 
 
