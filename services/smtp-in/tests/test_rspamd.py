@@ -1,6 +1,6 @@
-"""smtp_in.rspamd against a real rspamd on loopback (mailstack.rspamd), and against servers that
-answer badly: a closed port, silence, junk. Each action comes from a Subject marker the launcher's
-rules know (mailstack.rspamd.MARKERS)."""
+"""smtp_in.rspamd against a real rspamd on loopback (mailstack.rspamd; with Knot DNS for its own
+SPF check), and against servers that answer badly: a closed port, silence, junk. Each action
+comes from a Subject marker the launcher's rules know (mailstack.rspamd.MARKERS)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from mailstack.dnsserver import AuthoritativeDns, txt
 from mailstack.ports import free_port, wait_until
 from mailstack.rspamd import MARKERS
 from mailstack.rspamd import Rspamd as RspamdServer
@@ -244,3 +245,13 @@ def test_the_request_carries_the_envelope_and_the_message() -> None:
     ):
         assert expected in lines
     assert body == data
+
+
+def test_rspamd_checks_spf_itself_whatever_authentication_results_says(tmp_path: Path) -> None:
+    """The message says ``spf=pass`` (our verdict); rspamd asks DNS itself and finds ``-all``."""
+    with AuthoritativeDns(tmp_path / "knot") as dns:
+        dns.serve("sender.example", [f"@ TXT {txt('v=spf1 ip4:198.51.100.0/24 -all')}"])
+        with RspamdServer(tmp_path / "rspamd", nameserver=dns.nameserver) as server:
+            verdict = scan(server.url, message("lunch at noon"))
+    assert verdict.reachable
+    assert "R_SPF_FAIL" in verdict.symbols
