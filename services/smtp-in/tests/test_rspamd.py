@@ -96,8 +96,9 @@ def test_soft_reject_is_451(rspamd: RspamdServer) -> None:
     assert verdict.headers == b""
 
 
-@pytest.mark.parametrize("action", ["add header", "rewrite subject"])
+@pytest.mark.parametrize("action", ["add header", "rewrite subject", "discard"])
 def test_spam_is_accepted_with_x_spam(rspamd: RspamdServer, action: str) -> None:
+    """``discard`` stands for the actions we do not act on: tagged, never dropped."""
     verdict = scan(rspamd.url, message(f"lunch {MARKERS[action]}"))
     assert verdict.action == action
     assert verdict.reply is None

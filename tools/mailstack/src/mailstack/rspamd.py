@@ -41,11 +41,12 @@ MARKERS = {
     "rewrite subject": "MAILDROP-TEST-REWRITE",
     "add header": "MAILDROP-TEST-TAG",
     "greylist": "MAILDROP-TEST-GREY",
+    "discard": "MAILDROP-TEST-DISCARD",
 }
 #: Action thresholds written out (rspamd's defaults today), so that the scores below stay apart.
 THRESHOLDS = {"reject": 15, "add_header": 6, "greylist": 4}
 _SCORED = {"reject": 100.0, "add header": 8.0}
-_FORCED = ("soft reject", "rewrite subject", "greylist")
+_FORCED = ("soft reject", "rewrite subject", "greylist", "discard")
 #: Modules that need Redis or servers on the internet.
 _OFF_ALWAYS = (
     *("asn", "bimi", "dcc", "emails", "fuzzy_check", "greylist", "history_redis", "mx_check"),
@@ -155,6 +156,7 @@ class Rspamd(Running):
         (local / "force_actions.conf").write_text(_forced_actions())
         (local / "actions.conf").write_text(
             "".join(f"{name} = {score};\n" for name, score in THRESHOLDS.items())
+            + 'discard { flags = ["no_threshold"]; }\n'  # forced only (rspamd knows no score)
         )
         # Nothing listens on the port of our own: without a nameserver a lookup fails at once.
         nameserver = self.nameserver or f"{HOST}:{free_port(HOST)}"
