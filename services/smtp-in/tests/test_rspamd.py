@@ -169,19 +169,21 @@ class BadServer:
         self.requests: list[bytes] = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        self.requests.append(head + await reader.readexactly(length))
-        if self.answer is None:
-            await asyncio.Event().wait()
-            return
-        writer.write(self.answer)
-        await writer.drain()
-        writer.close()
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            self.requests.append(head + await reader.readexactly(length))
+            if self.answer is None:
+                await asyncio.Event().wait()  # until the test's loop ends
+            else:
+                writer.write(self.answer)
+                await writer.drain()
+        finally:
+            writer.close()
 
     async def scan(
         self, data: bytes, fail: Fail = "accept", timeout: float = 10.0, password: str = ""

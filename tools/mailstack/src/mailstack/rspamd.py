@@ -112,11 +112,12 @@ class Rspamd(Running):
             "LOGDIR": self.workdir,
         }
         args = [arg for name, path in variables.items() for arg in ("--var", f"{name}={path}")]
-        self._process = subprocess.Popen(
-            [rspamd, "-f", *user, "-c", str(self.workdir / "rspamd.conf"), *args],
-            stdout=(self.workdir / "rspamd.out").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        with (self.workdir / "rspamd.out").open("ab") as out:  # the child keeps its own copy
+            self._process = subprocess.Popen(
+                [rspamd, "-f", *user, "-c", str(self.workdir / "rspamd.conf"), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_until(self._ready, START_TIMEOUT, "rspamd")
         except TimeoutError:
