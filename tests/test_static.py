@@ -131,3 +131,16 @@ def test_env_example_documents_every_setting() -> None:
         for cls in (MailstoreSettings, SmtpSettings, Pop3Settings)
     }
     assert missing == {name: [] for name in missing}
+
+
+def test_rspamd_is_an_optional_profile() -> None:
+    """Only ``--profile rspamd`` adds it: a pinned image, not published, with a memory limit, and
+    no service waits for it (README.md, "Spam filtering")."""
+    assert "rspamd" not in compose_config()["services"]
+    services = compose_config(COMPOSE_PROFILES="rspamd")["services"]
+    rspamd = services["rspamd"]
+    assert re.fullmatch(r"rspamd/rspamd:3\.\d+\.\d+", rspamd["image"])
+    assert rspamd["profiles"] == ["rspamd"]
+    assert rspamd["mem_limit"] and rspamd["read_only"]
+    assert "ports" not in rspamd
+    assert all("rspamd" not in service.get("depends_on", {}) for service in services.values())

@@ -168,7 +168,7 @@ class TooLong(Exception):
     """A response body over the limit the caller set."""
 
 
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """The whole body, refused (:class:`TooLong`) past ``limit`` octets however it is framed:
     by its ``Content-Length`` before reading, chunked or close-delimited as it arrives."""
     if response.content_length is not None:
@@ -204,7 +204,7 @@ class MessageStream:
     async def aread(self) -> bytes:
         """The whole message; more than :data:`MAX_RESPONSE` octets is MailstoreUnavailable."""
         try:
-            return await _read_bounded(self._response, MAX_RESPONSE)
+            return await read_bounded(self._response, MAX_RESPONSE)
         except TooLong as exc:
             raise MailstoreUnavailable(200, "too_long", str(exc), {}) from exc
 
@@ -291,7 +291,7 @@ class MailstoreClient:
                 timeout=self._timeout,
             ) as response:
                 try:
-                    body = await _read_bounded(response, MAX_RESPONSE)
+                    body = await read_bounded(response, MAX_RESPONSE)
                 except TooLong as exc:
                     response.close()  # the rest is never read: the connection cannot be reused
                     raise MailstoreUnavailable(response.status, "too_long", str(exc), {}) from exc
@@ -424,7 +424,7 @@ class MailstoreClient:
             ) as response:
                 if response.status >= 400:
                     try:
-                        body = await _read_bounded(response, MAX_RESPONSE)
+                        body = await read_bounded(response, MAX_RESPONSE)
                     except TooLong:
                         response.close()
                         body = b""

@@ -49,6 +49,14 @@ class SmtpSettings(FrontEndSettings):
     smtp_shutdown_grace: float = Field(30.0, ge=0)
     # Run on uvloop's event loop (less CPU per message, bench/RESULTS.md); false: asyncio's own.
     smtp_uvloop: bool = True
+    # rspamd's normal worker (http://rspamd:11333) to scan every message with; empty: no scanning.
+    rspamd_url: str = ""
+    # Seconds one scan may take, connection included, before rspamd counts as unavailable.
+    rspamd_timeout: float = Field(10.0, gt=0)
+    # rspamd unavailable: accept the message (tagged X-Spam-Checker: unavailable) or answer 451.
+    rspamd_fail: Literal["accept", "tempfail"] = "accept"
+    # Sent as rspamd's Password header when set (its controller worker asks for one).
+    rspamd_password: str = ""
 
     # Sender authentication at the end of DATA (SPF, DKIM, ARC, DMARC, written as
     # Authentication-Results); false: no checks and no header.
