@@ -62,11 +62,14 @@ def authheaders_verdict(
     dkim_result = (
         DKIMAuthenticationResult(result=dkim[0].result, header_d=dkim[0].domain) if dkim else None
     )
-    # authheaders takes any SPF pass as the MAIL FROM's: give it none for a HELO check.
+    # A HELO check is made only for the null sender, whose MAIL FROM identity it is (RFC 7208
+    # 2.4): authheaders gets it as that identity, postmaster@<HELO>.
+    if spf.scope == "helo":
+        spf_result = SPFAuthenticationResult(
+            result=spf.result, smtp_mailfrom=f"postmaster@{spf.domain}"
+        )
     result, _, _, policy = authheaders.dmarc_per_from(
-        from_domain,
-        spf_result=spf_result if spf.scope == "mailfrom" else None,
-        dkim_result=dkim_result,
+        from_domain, spf_result=spf_result, dkim_result=dkim_result
     )
     return result, policy
 
@@ -144,15 +147,21 @@ def test_unaligned_message_fails_with_the_published_policy(
     assert result == DmarcResult("fail", zone, policy, policy, "", "neither SPF nor DKIM aligned")
 
 
-def test_failed_signatures_and_helo_passes_do_not_align(
+def test_failed_signatures_do_not_align(
     dns_server: AuthoritativeDns, resolver: Resolver, zone: str
 ) -> None:
     dns_server.serve(zone, [f"_dmarc TXT {txt('v=DMARC1; p=reject')}"])
-    helo_pass = spf_pass(f"mx.{zone}", scope="helo")
-    result = verdict(
-        resolver, zone, helo_pass, (signature(zone, "fail"), signature(zone, "neutral"))
-    )
+    result = verdict(resolver, zone, dkim=(signature(zone, "fail"), signature(zone, "neutral")))
     assert (result.result, result.disposition) == ("fail", "reject")
+
+
+def test_the_null_senders_helo_pass_aligns(
+    dns_server: AuthoritativeDns, resolver: Resolver, zone: str
+) -> None:
+    # A bounce: MAIL FROM:<>, so SPF checked postmaster@<HELO> (RFC 7208 2.4), scope "helo".
+    dns_server.serve(zone, [f"_dmarc TXT {txt('v=DMARC1; p=reject')}"])
+    result = verdict(resolver, zone, spf_pass(f"mx.{zone}", scope="helo"))
+    assert (result.result, result.aligned_by) == ("pass", "spf")
 
 
 def test_any_passing_aligned_signature_among_several(

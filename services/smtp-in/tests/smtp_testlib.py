@@ -86,7 +86,13 @@ def split_trace(message: bytes) -> tuple[list[bytes], bytes]:
     lines = message.split(b"\n")
     assert lines[1].startswith(b"Received: "), message[:300]
     trace, i = [lines[0]], 1
-    for prefix in (b"Received: ", b"Authentication-Results: ", b"X-Spam: ", b"X-Spam-Score: "):
+    for prefix in (
+        b"Received: ",
+        b"Authentication-Results: ",
+        b"X-Spam: ",
+        b"X-Spam-Score: ",
+        b"X-Spam-Checker: ",
+    ):
         if lines[i].startswith(prefix):
             trace.append(lines[i])
             i += 1

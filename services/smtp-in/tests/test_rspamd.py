@@ -5,15 +5,18 @@ comes from a Subject marker the launcher's rules know (mailstack.rspamd.MARKERS)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import smtplib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
 import pytest
 from mailstack.dnsserver import AuthoritativeDns, txt
+from mailstack.logs import wait_for_records
 from mailstack.ports import free_port, wait_until
 from mailstack.rspamd import MARKERS
 from mailstack.rspamd import Rspamd as RspamdServer
+from mailstack.stack import Stack
 from smtp_in.rspamd import (
     MAX_REPLY,
     REJECT_REPLY,
@@ -22,6 +25,7 @@ from smtp_in.rspamd import (
     Rspamd,
     SpamVerdict,
 )
+from smtp_testlib import Mail, SmtpProcess, split_trace
 
 HOST = "127.0.0.1"
 
@@ -258,3 +262,73 @@ def test_rspamd_checks_spf_itself_whatever_authentication_results_says(tmp_path:
             verdict = scan(server.url, message("lunch at noon"))
     assert verdict.reachable
     assert "R_SPF_FAIL" in verdict.symbols
+
+
+# --- Through smtp-in: rspamd's action decides the reply and the flags -------------------------------
+def smtp_send(port: int, user: str, data: bytes) -> tuple[int, bytes]:
+    with smtplib.SMTP(HOST, port, local_hostname="client.test", timeout=60) as client:
+        client.ehlo()
+        assert client.mail("alice@sender.example")[0] == 250
+        assert client.rcpt(f"{user}@pokey.onl")[0] == 250
+        try:
+            return client.data(data)
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, exc.smtp_error
+
+
+@pytest.fixture(scope="module")
+def scanning(
+    stack: Stack, rspamd: RspamdServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SmtpProcess]:
+    proc = SmtpProcess(
+        stack, {"RSPAMD_URL": rspamd.url}, tmp_path_factory.mktemp("scan") / "smtp-in.log"
+    )
+    yield proc
+    proc.terminate()
+
+
+@pytest.mark.parametrize(
+    ("marker", "code", "text"),
+    [("reject", 550, REJECT_REPLY), ("soft reject", 451, SOFT_REJECT_REPLY)],
+)
+def test_smtp_in_refuses_what_rspamd_refuses(
+    mail: Mail, scanning: SmtpProcess, marker: str, code: int, text: str
+) -> None:
+    user = mail.add_user()
+    reply = smtp_send(scanning.port, user, message(f"Offer {MARKERS[marker]}"))
+    assert reply == (code, text[4:].encode())
+    assert mail.stored(user) == []
+    result = f"spam_{marker.replace(' ', '_')}"
+    record = wait_for_records(scanning.logs, {"event": "message", "result": result})[-1]
+    assert record["spam"] == marker
+
+
+def test_smtp_in_flags_what_rspamd_tags(mail: Mail, scanning: SmtpProcess) -> None:
+    user = mail.add_user()
+    assert smtp_send(scanning.port, user, message(f"Offer {MARKERS['add header']}"))[0] == 250
+    trace, rest = split_trace(mail.stored(user)[0])
+    assert b"X-Spam: Yes" in trace
+    assert any(line.startswith(b"X-Spam-Score: ") for line in trace)
+    assert rest.startswith(b"Authentication-Results: mx.pokey.onl;")  # another authserv-id's
+
+
+def test_smtp_in_stores_clean_mail_unflagged(mail: Mail, scanning: SmtpProcess) -> None:
+    user = mail.add_user()
+    assert smtp_send(scanning.port, user, message("Lunch"))[0] == 250
+    trace, _ = split_trace(mail.stored(user)[0])
+    assert not any(line.startswith(b"X-Spam") for line in trace)
+
+
+@pytest.mark.parametrize(("fail", "code"), [("accept", 250), ("tempfail", 451)])
+def test_smtp_in_with_rspamd_down(
+    mail: Mail, stack: Stack, spawn_smtp: Callable[..., SmtpProcess], fail: str, code: int
+) -> None:
+    proc = spawn_smtp(stack, RSPAMD_URL=f"http://{HOST}:{free_port()}", RSPAMD_FAIL=fail)
+    user = mail.add_user()
+    reply = smtp_send(proc.port, user, message("Lunch"))
+    assert reply[0] == code
+    if code == 250:
+        assert b"X-Spam-Checker: unavailable" in split_trace(mail.stored(user)[0])[0]
+    else:
+        assert reply[1] == TEMPFAIL_REPLY[4:].encode()
+        assert mail.stored(user) == []

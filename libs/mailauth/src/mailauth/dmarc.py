@@ -107,13 +107,14 @@ def _aligned(domain: str, from_domain: str, mode: bytes) -> bool:
 def _alignment(record: _Record, from_domain: str, spf: SpfResult, dkim: list[DkimResult]) -> str:
     """Which identifiers align. SPF counts only as a ``pass`` for the MAIL FROM identity (RFC
     7489 4.1: "DMARC uses the result of SPF authentication of the MAIL FROM identity"); with a
-    null MAIL FROM that identity is postmaster@<HELO name> (RFC 7208 2.4), which the SPF check
-    reports as scope "mailfrom" with the HELO domain; a separate HELO check never aligns.
+    null MAIL FROM that identity is postmaster@<HELO name> (RFC 7208 2.4): mailauth.spf checks
+    HELO only then, and reports it as scope "helo" (``smtp.helo`` in Authentication-Results), so
+    both scopes count here.
     DKIM counts for any passing signature whose d= aligns (RFC 7489 3.1.1, 4.2)."""
     aspf = record.tags.get(b"aspf", b"r").lower()
     adkim = record.tags.get(b"adkim", b"r").lower()
     by = []
-    if spf.result == "pass" and spf.scope == "mailfrom" and _aligned(spf.domain, from_domain, aspf):
+    if spf.result == "pass" and _aligned(spf.domain, from_domain, aspf):
         by.append("spf")
     if any(s.result == "pass" and _aligned(s.domain, from_domain, adkim) for s in dkim):
         by.append("dkim")

@@ -17,6 +17,7 @@ from mailcommon.logging import configure_logging, get_logger
 from mailcommon.memory import pin_mmap_threshold
 from mailcommon.startup import ConfigError, front_end_secrets, load_settings, refuse
 
+from smtp_in.rspamd import Rspamd
 from smtp_in.server import SmtpServer
 from smtp_in.settings import SmtpSettings
 
@@ -30,12 +31,15 @@ async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> No
         timeout=settings.mailstore_timeout,
         max_connections=settings.smtp_mailstore_connections,
     )
-    server = SmtpServer(settings, mailstore, context)
+    rspamd = Rspamd.from_settings(settings)
+    server = SmtpServer(settings, mailstore, context, rspamd)
     try:
         await server.start()
         await server.serve_until_stopped()
     finally:
         await mailstore.aclose()
+        if rspamd is not None:
+            await rspamd.aclose()
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ from smtp_in.addresses import (
 )
 from smtp_in.authentication import SenderChecks, Verdicts
 from smtp_in.recipients import RecipientCache
+from smtp_in.rspamd import Rspamd, SpamVerdict
 from smtp_in.settings import SmtpSettings
 
 log = get_logger(__name__)
@@ -45,7 +46,7 @@ log = get_logger(__name__)
 # EHLO keywords we add to aiosmtpd's (SIZE, 8BITMIME, SMTPUTF8, STARTTLS), before the final HELP.
 EXTRA_EHLO_KEYWORDS = ("PIPELINING", "ENHANCEDSTATUSCODES")
 # Header fields that only smtp-in writes: a message's own are removed before it is stored.
-OWNED_FIELDS = frozenset({b"x-spam", b"x-spam-score"})
+OWNED_FIELDS = frozenset({b"x-spam", b"x-spam-score", b"x-spam-checker"})
 # Messages at least this large are followed by a malloc_trim (see mailcommon.memory).
 TRIM_AFTER = 1024 * 1024
 
@@ -63,12 +64,13 @@ class Transaction(Envelope):
         # SPF of this MAIL FROM, started at MAIL (None when the checks are off).
         self.spf: asyncio.Task[SpfResult] | None = None
         self.verdicts: Verdicts | None = None
+        self.spam: SpamVerdict | None = None
 
 
 @dataclass(frozen=True)
 class Screened:
-    """A message let through: the headers the checks add, and the message without the fields
-    that claimed to be ours."""
+    """A message let through: the headers we add (trace, verdicts, flags), and the message
+    without the fields that claimed to be ours."""
 
     headers: bytes
     content: bytes
@@ -98,9 +100,12 @@ def _peer_ip(session: Session) -> str:
 class MailHandler:
     """One per process; every connection's protocol instance calls into it."""
 
-    def __init__(self, settings: SmtpSettings, mailstore: MailstoreClient) -> None:
+    def __init__(
+        self, settings: SmtpSettings, mailstore: MailstoreClient, rspamd: Rspamd | None
+    ) -> None:
         self.settings = settings
         self.mailstore = mailstore
+        self.rspamd = rspamd
         self.recipients = RecipientCache(mailstore, settings.smtp_recipient_cache_ttl)
         self.checks = SenderChecks(settings) if settings.auth_checks else None
         # Deliveries in progress; shielded from client disconnects, awaited on shutdown.
@@ -186,7 +191,7 @@ class MailHandler:
     async def handle_DATA(self, server: Any, session: Session, envelope: Transaction) -> str:
         content: bytes = envelope.original_content or b""
         try:
-            screened = await self._screen(envelope, content)
+            screened = await self._screen(session, envelope, content)
         except asyncio.CancelledError:
             self._log_message(envelope, content, "client_gone", None, "")
             raise
@@ -194,43 +199,59 @@ class MailHandler:
         if isinstance(screened, policy.Refusal):
             self._log_message(envelope, content, screened.result, None, screened.reply)
             return screened.reply
-        reply = await self._store(session, envelope, screened)
+        reply = await self._store(envelope, screened)
         if len(content) >= TRIM_AFTER:
             # Once aiosmtpd has dropped the envelope (right after we return), give the pages back.
             asyncio.get_running_loop().call_soon(memory.trim)
         return reply
 
-    async def _screen(self, envelope: Transaction, content: bytes) -> Screened | policy.Refusal:
+    async def _screen(
+        self, session: Session, envelope: Transaction, content: bytes
+    ) -> Screened | policy.Refusal:
         """The verdicts on the message, and what it becomes: refused, or stored with our headers
         on top. Fields that claim to be ours (Authentication-Results with our authserv-id, RFC
-        8601 5; X-Spam, X-Spam-Score) are removed whether the checks run or not."""
+        8601 5; X-Spam and its kin) are removed whether the checks run or not."""
         hostname = self.settings.mail_hostname
         cleaned = remove_our_results(content, hostname, OWNED_FIELDS)
-        if self.checks is None or envelope.spf is None:
-            return Screened(b"", cleaned)
-        verdicts = envelope.verdicts = await self.checks.verdicts(envelope.spf, content)
-        refused = policy.refusal(self.settings, verdicts)
-        if refused is not None:
-            return refused
-        added = authentication_results(
-            hostname,
-            spf=verdicts.spf,
-            dkim=verdicts.dkim,
-            arc=verdicts.arc,
-            dmarc=verdicts.dmarc,
-        )
-        if policy.flagged(self.settings, verdicts):
+        added = self._trace(session, envelope)
+        flagged = False
+        if self.checks is not None and envelope.spf is not None:
+            verdicts = envelope.verdicts = await self.checks.verdicts(envelope.spf, content)
+            refused = policy.refusal(self.settings, verdicts)
+            if refused is not None:
+                return refused
+            added += authentication_results(
+                hostname,
+                spf=verdicts.spf,
+                dkim=verdicts.dkim,
+                arc=verdicts.arc,
+                dmarc=verdicts.dmarc,
+            )
+            flagged = policy.flagged(self.settings, verdicts)
+        if self.rspamd is not None:
+            spam = envelope.spam = await self.rspamd.scan(
+                added + cleaned,
+                ip=_peer_ip(session),
+                helo=session.host_name,
+                mail_from=envelope.mail_from or "",
+                recipients=envelope.rcpt_tos,
+                queue_id=envelope.transaction_id,
+            )
+            if spam.reply is not None:
+                return policy.Refusal(f"spam_{spam.action.replace(' ', '_')}", spam.reply)
+            added += spam.headers
+            flagged = flagged and not spam.tagged
+        if flagged:
             added += b"X-Spam: Yes\r\n"
         return Screened(added, cleaned)
 
-    async def _store(self, session: Session, envelope: Transaction, screened: Screened) -> str:
-        """Deliver the message with our headers on top; the reply to the end of DATA."""
+    def _trace(self, session: Session, envelope: Transaction) -> bytes:
         protocol = headers.protocol_name(
             esmtp=bool(session.extended_smtp),
             tls=session.ssl is not None,
             smtputf8=bool(envelope.smtp_utf8),
         )
-        trace = headers.trace_headers(
+        return headers.trace_headers(
             sender=envelope.mail_from or "",
             helo=session.host_name,
             peer_ip=_peer_ip(session),
@@ -239,9 +260,12 @@ class MailHandler:
             transaction_id=envelope.transaction_id,
             recipient=envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None,
         )
+
+    async def _store(self, envelope: Transaction, screened: Screened) -> str:
+        """Deliver the message with our headers on top; the reply to the end of DATA."""
         message_id: str | None = None
         try:
-            delivery = await self._deliver(envelope, trace + screened.headers + screened.content)
+            delivery = await self._deliver(envelope, screened.headers + screened.content)
         except MessageTooLarge:
             result, reply = "too_large", "552 5.3.4 Message too big for system"
         except InsufficientStorage as exc:
@@ -309,6 +333,11 @@ class MailHandler:
             reply=reply,
             duration_ms=round((time.monotonic() - envelope.started) * 1000, 1),
             **(envelope.verdicts.log_fields() if envelope.verdicts is not None else {}),
+            **(
+                {"spam": envelope.spam.action, "spam_score": envelope.spam.score}
+                if envelope.spam is not None
+                else {}
+            ),
         )
 
     async def handle_exception(self, error: Exception) -> str:

@@ -62,7 +62,8 @@ _REFUSED = {"reject": REJECT_REPLY, "soft reject": SOFT_REJECT_REPLY}
 @dataclass(frozen=True)
 class SpamVerdict:
     """What one scan decided. ``reply``: the SMTP refusal, None to accept; ``headers``: the
-    header lines to prepend to the message when it is accepted (CRLF line ends; may be b"")."""
+    header lines to prepend to the message when it is accepted (CRLF line ends; may be b"");
+    ``tagged``: they mark it ``X-Spam: Yes``."""
 
     action: str
     score: float | None
@@ -71,6 +72,7 @@ class SpamVerdict:
     reply: str | None
     headers: bytes
     reachable: bool
+    tagged: bool = False
 
 
 class BadReply(Exception):
@@ -93,7 +95,8 @@ def verdict_from(body: bytes) -> SpamVerdict:
     score = _number(reply.get("score"))
     symbols = reply.get("symbols")
     headers = b""
-    if action not in _ACCEPTED and action not in _REFUSED:
+    tagged = action not in _ACCEPTED and action not in _REFUSED
+    if tagged:
         shown = f"{score:.2f}" if score is not None else "unknown"
         headers = f"X-Spam: Yes\r\nX-Spam-Score: {shown}\r\n".encode()
     return SpamVerdict(
@@ -104,6 +107,7 @@ def verdict_from(body: bytes) -> SpamVerdict:
         reply=_REFUSED.get(action),
         headers=headers,
         reachable=True,
+        tagged=tagged,
     )
 
 

@@ -17,6 +17,7 @@ from mailcommon.logging import get_logger
 from smtp_in.handler import MailHandler
 from smtp_in.limits import ConnectionRegistry, DataBudget
 from smtp_in.protocol import protocol_factory
+from smtp_in.rspamd import Rspamd
 from smtp_in.settings import SmtpSettings
 
 log = get_logger(__name__)
@@ -31,10 +32,11 @@ class SmtpServer:
         settings: SmtpSettings,
         mailstore: MailstoreClient,
         tls_context: ssl.SSLContext | None,
+        rspamd: Rspamd | None = None,
     ) -> None:
         self.settings = settings
         self.mailstore = mailstore
-        self.handler = MailHandler(settings, mailstore)
+        self.handler = MailHandler(settings, mailstore, rspamd)
         self.registry = ConnectionRegistry(
             settings.max_connections, settings.max_connections_per_ip
         )

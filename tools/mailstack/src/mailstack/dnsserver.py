@@ -51,11 +51,10 @@ class AuthoritativeDns(Running):
         (self.workdir / "zones").mkdir(parents=True, exist_ok=True)
         (self.workdir / "db").mkdir(exist_ok=True)
         self._write_config()
-        self._process = subprocess.Popen(
-            [knotd, "-c", str(self.workdir / "knot.conf")],
-            stdout=(self.workdir / "knotd.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        with (self.workdir / "knotd.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                [knotd, "-c", str(self.workdir / "knot.conf")], stdout=log, stderr=subprocess.STDOUT
+            )
         wait_until((self.workdir / "knot.sock").exists, 15, "knotd control socket")
 
     def stop(self) -> None:
