@@ -7,11 +7,13 @@ header smtp-in wrote, the refusals DMARC calls for, the flags, and the log line'
 
 from __future__ import annotations
 
+import json
 import secrets
 import smtplib
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mailauth.results import parse_our_results
@@ -78,6 +80,13 @@ def one_stored(mail: Mail, user: str) -> bytes:
     return stored[0]
 
 
+def api_summary(mail: Mail, user: str) -> dict[str, Any]:
+    status, body = mail.api("GET", f"/api/v1/users/{user}/messages")
+    assert status == 200, body
+    (listed,) = json.loads(body)["messages"]
+    return dict(listed)
+
+
 def test_a_signed_aligned_message_passes_everything(
     mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
 ) -> None:
@@ -96,6 +105,18 @@ def test_a_signed_aligned_message_passes_everything(
     assert rest == signed.replace(b"\r\n", b"\n")  # the message itself byte-exact
     record = wait_for_records(checked.logs, {"event": "message", "result": "delivered"})[-1]
     assert (record["spf"], record["dmarc"], record["dkim"]) == ("pass", "pass", [f"pass:{zone}"])
+    # The admin API reads the same verdicts back from the stored header.
+    listed = api_summary(mail, user)
+    assert listed["authentication"] == {
+        "spf": "pass",
+        "dkim": [{"result": "pass", "domain": zone, "selector": "sel"}],
+        "arc": "none",
+        "dmarc": "pass",
+        "dmarc_policy": "reject",
+    }
+    assert listed["spam"] == {"flagged": False, "score": None, "scanner_unavailable": False}
+    status, body = mail.api("GET", f"/api/v1/users/{user}/messages/{listed['id']}")
+    assert status == 200 and json.loads(body)["authentication"] == listed["authentication"]
 
 
 def test_dmarc_reject_refuses_with_550_and_stores_nothing(
@@ -133,6 +154,12 @@ def test_dmarc_quarantine_is_stored_flagged(
     trace, _ = split_trace(one_stored(mail, user))
     assert b"X-Spam: Yes" in trace
     assert parse_our_results(one_stored(mail, user), AUTHSERV_ID)["dmarc"] == "fail"
+    listed = api_summary(mail, user)
+    assert listed["spam"]["flagged"] is True
+    assert (listed["authentication"]["dmarc"], listed["authentication"]["dmarc_policy"]) == (
+        "fail",
+        "quarantine",
+    )
 
 
 def test_dmarc_policy_tag_stores_a_reject_flagged(

@@ -13,6 +13,8 @@ from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
 from typing import Any
 
+from mailauth.results import parse_our_results
+
 from mailstore_api.maildir import MessageEntry
 
 HEADER_LIMIT = 64 * 1024
@@ -40,8 +42,29 @@ def _read_head(path: Path) -> bytes:
     return data if end < 0 else data[: end + 1]
 
 
-def summary(entry: MessageEntry) -> dict[str, Any]:
-    """One listing row: id, uidl, sizes, received time and the From/To/Subject/Date headers."""
+def _spam(head: Message) -> dict[str, Any]:
+    """smtp-in's spam flags (it removes a sender's own X-Spam fields before it adds its own)."""
+    score_text = _header_text(head, "x-spam-score")
+    try:
+        score = float(score_text) if score_text is not None else None
+    except ValueError:
+        score = None
+    return {
+        "flagged": (_header_text(head, "x-spam") or "").strip().lower() == "yes",
+        "score": score,
+        "scanner_unavailable": _header_text(head, "x-spam-checker") is not None,
+    }
+
+
+def verdicts(raw_head: bytes, authserv_id: str) -> dict[str, Any]:
+    """The authentication verdicts smtp-in wrote (our Authentication-Results) and its flags."""
+    head = BytesHeaderParser(policy=policy.default).parsebytes(raw_head)
+    return {"authentication": parse_our_results(raw_head, authserv_id), "spam": _spam(head)}
+
+
+def summary(entry: MessageEntry, authserv_id: str) -> dict[str, Any]:
+    """One listing row: id, uidl, sizes, received time, the From/To/Subject/Date headers and
+    the verdicts (``authserv_id``: MAIL_HOSTNAME, whose Authentication-Results are ours)."""
     row: dict[str, Any] = {
         "id": entry.id,
         "uidl": entry.id,
@@ -50,12 +73,13 @@ def summary(entry: MessageEntry) -> dict[str, Any]:
         "received": iso(entry.received),
     }
     try:
-        head = BytesHeaderParser(policy=policy.default).parsebytes(_read_head(entry.path))
+        raw_head = _read_head(entry.path)
     except FileNotFoundError:
-        head = None
+        raw_head = None
+    head = BytesHeaderParser(policy=policy.default).parsebytes(raw_head or b"")
     for name in SUMMARY_HEADERS:
-        row[name] = _header_text(head, name) if head is not None else None
-    return row
+        row[name] = _header_text(head, name) if raw_head is not None else None
+    return row | verdicts(raw_head or b"", authserv_id)
 
 
 def _text_of(part: EmailMessage) -> str | None:
@@ -67,8 +91,9 @@ def _text_of(part: EmailMessage) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def parse(path: Path, entry_id: str) -> dict[str, Any]:
-    """Headers (in order), the MIME leaf parts with types and sizes, and decoded text bodies."""
+def parse(path: Path, entry_id: str, authserv_id: str) -> dict[str, Any]:
+    """Headers (in order), the MIME leaf parts with types and sizes, decoded text bodies, and
+    the verdicts."""
     with path.open("rb") as f:
         message = BytesParser(policy=policy.default).parse(f)
     assert isinstance(message, EmailMessage)
@@ -95,4 +120,6 @@ def parse(path: Path, entry_id: str) -> dict[str, Any]:
                 "text": _text_of(part) if is_text else None,
             }
         )
-    return {"id": entry_id, "headers": headers, "parts": parts}
+    return {"id": entry_id, "headers": headers, "parts": parts} | verdicts(
+        _read_head(path), authserv_id
+    )

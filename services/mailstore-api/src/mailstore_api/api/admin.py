@@ -66,6 +66,29 @@ class UserList(BaseModel):
     users: list[User]
 
 
+class DkimVerdict(BaseModel):
+    result: str
+    domain: str | None
+    selector: str | None
+
+
+class Authentication(BaseModel):
+    """What smtp-in's Authentication-Results header (authserv-id MAIL_HOSTNAME) says; ``null``
+    results: the message carries none (checks off, or stored before they existed)."""
+
+    spf: str | None = Field(description="pass, fail, softfail, neutral, none, temperror, permerror")
+    dkim: list[DkimVerdict] = Field(description="one per signature verified; [] when unsigned")
+    arc: str | None = Field(description="none, pass, fail")
+    dmarc: str | None = Field(description="pass, fail, none, temperror, permerror")
+    dmarc_policy: str | None = Field(description="the sender's policy: none, quarantine, reject")
+
+
+class Spam(BaseModel):
+    flagged: bool = Field(description="X-Spam: Yes (rspamd's verdict or DMARC quarantine)")
+    score: float | None = Field(description="rspamd's score, when it scanned the message")
+    scanner_unavailable: bool = Field(description="rspamd was configured but did not answer")
+
+
 class MessageSummary(BaseModel):
     id: str
     uidl: str
@@ -76,6 +99,8 @@ class MessageSummary(BaseModel):
     to: str | None
     subject: str | None
     date: str | None
+    authentication: Authentication
+    spam: Spam
 
 
 class MessagePage(BaseModel):
@@ -217,7 +242,10 @@ async def list_messages(
     """A page of the user's messages, oldest first."""
     entries = await _entries(state, username)
     page = entries[offset : offset + limit]
-    rows: list[dict[str, Any]] = await state.run_io(lambda: [messages.summary(e) for e in page])
+    authserv_id = state.settings.mail_hostname
+    rows: list[dict[str, Any]] = await state.run_io(
+        lambda: [messages.summary(e, authserv_id) for e in page]
+    )
     return MessagePage(
         total=len(entries),
         offset=offset,
@@ -231,7 +259,9 @@ async def get_message(username: str, message_id: str, state: StateDep) -> dict[s
     """One message parsed: headers, MIME parts with types and sizes, decoded text bodies."""
     entry = await _entry(state, username, message_id)
     try:
-        parsed: dict[str, Any] = await state.run_io(messages.parse, entry.path, entry.id)
+        parsed: dict[str, Any] = await state.run_io(
+            messages.parse, entry.path, entry.id, state.settings.mail_hostname
+        )
     except FileNotFoundError as exc:
         raise ApiError(404, "unknown_message", "no such message") from exc
     return {
