@@ -42,6 +42,12 @@ def field_name(field: bytes) -> bytes:
     return name.rstrip(b" \t").lower() if colon else b""
 
 
+def has_field(message: bytes, names: frozenset[bytes]) -> bool:
+    """Whether the header block has a field of one of ``names`` (lower-case)."""
+    block, _ = split_header_block(message)
+    return any(field_name(field) in names for field in header_fields(block))
+
+
 def header_from_domain(message: bytes) -> str | None:
     """The RFC5322.From domain, as an A-label; ``None`` unless the header block has exactly one
     From field with exactly one well-formed address whose domain is a domain name.
