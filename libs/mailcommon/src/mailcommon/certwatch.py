@@ -179,6 +179,7 @@ class ReloadingContext:
                     reason=reason,
                     error=str(exc),
                     keeps_serving=str(self._current.cert_file),
+                    serving_not_after=int(self._current.not_after),
                 )
             return False
         self._current, self._refused = pair, None
