@@ -133,3 +133,22 @@ def test_one_file_with_key_and_chain(tmp_path: Path, ca: ScratchCA) -> None:
     combined = tmp_path / "acme.pem"
     combined.write_bytes(cert_pem + key_pem)
     assert isinstance(load_pair(combined, None).context, ssl.SSLContext)
+
+
+def test_a_refused_pair_at_start_falls_back_until_it_is_good(tmp_path: Path, ca: ScratchCA) -> None:
+    """The ACME certificate expired (renewals failed): the generated pair serves meanwhile."""
+    acme_cert, acme_key = ca.write(
+        tmp_path / "acme",
+        HOSTNAME,
+        valid_from=datetime.timedelta(days=-100),
+        valid_for=datetime.timedelta(days=90),
+    )
+    generated = ca.write(tmp_path / "generated", HOSTNAME)
+    with pytest.raises(CertificateRefused, match="expired"):
+        ReloadingContext(lambda: (acme_cert, acme_key))
+    reloading = ReloadingContext(lambda: (acme_cert, acme_key), fallback=lambda: generated)
+    assert reloading.digest == load_pair(*generated).digest
+    assert not reloading.check("test")  # the same refused pair: no second line, no change
+    ca.write(tmp_path / "acme", HOSTNAME)
+    assert reloading.check("test")
+    assert reloading.digest == load_pair(acme_cert, acme_key).digest

@@ -94,14 +94,17 @@ class CertificateManager:
 
     def _run(self) -> None:
         retry = RETRY_FIRST
+        announced: float | None = None  # the certificate last said to be valid (once, not hourly)
         while not self._stop.is_set():
             due = self.due_in()
             if due > 0:
-                log.info(
-                    "acme_certificate_valid",
-                    not_after=int(self.not_after or 0),
-                    renew_in_s=int(due),
-                )
+                if self.not_after != announced:
+                    announced = self.not_after
+                    log.info(
+                        "acme_certificate_valid",
+                        not_after=int(self.not_after or 0),
+                        renew_in_s=int(due),
+                    )
                 self._stop.wait(min(due, RECHECK))
                 continue
             try:

@@ -37,7 +37,10 @@ class ChallengeResponder:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                log.info("acme_challenge_request", path=self.path[:200], found=answer is not None)
+                # The CA's validators at info; anything else (scanners on port 80) at debug.
+                (log.info if self.path.startswith(PREFIX) else log.debug)(
+                    "acme_challenge_request", path=self.path[:200], found=answer is not None
+                )
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Our own line above instead of the standard library's stderr line."""
