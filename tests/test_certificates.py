@@ -126,7 +126,7 @@ def test_until_acme_succeeds_the_generated_pair_serves_and_the_failure_is_logged
     }
     with Stack(tmp_path, env=env, hostname=HOSTNAME) as stack:
         [failure] = stack.wait_for_log("mailstore-api", {"event": "acme_failed"})
-        assert failure["retry_in_s"] == 60
+        assert (failure["retry_in_s"], failure["failures"]) == (60, 1)
         assert "Connection" in failure["error"]
         generated = ssl.create_default_context(cadata=stack.read_secret("tls/cert.pem").decode())
         for kind, port in ports(stack).items():

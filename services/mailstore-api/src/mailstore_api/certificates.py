@@ -70,6 +70,7 @@ class CertificateManager:
         self.cert_path = settings.secrets_dir / ACME_FILE
         # Expiry of the certificate on the volume (seconds since the epoch), for a metric.
         self.not_after: float | None = None
+        self.failures = 0  # orders failed in a row (for a metric); 0 after a success
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="acme", daemon=True)
 
@@ -110,16 +111,18 @@ class CertificateManager:
             try:
                 self.issue()
             except Exception as exc:  # any failure: log it, back off, try again
+                self.failures += 1
                 log.error(
                     "acme_failed",
                     error=f"{type(exc).__name__}: {exc}",
+                    failures=self.failures,
                     directory=self.settings.acme_directory_url,
                     retry_in_s=int(retry),
                 )
                 self._stop.wait(retry)
                 retry = min(retry * 2, RETRY_MAX)
                 continue
-            retry = RETRY_FIRST
+            retry, self.failures = RETRY_FIRST, 0
             if self.due_in() <= 0:  # a certificate due at once: do not order in a loop
                 self._stop.wait(RETRY_FIRST)
 
