@@ -43,6 +43,11 @@ RECHECK = 3600.0  # look at the file at least hourly (a clock step, a file put b
 ORDER_DEADLINE = datetime.timedelta(minutes=5)
 
 
+def backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` orders failed in a row: 1 minute, doubling, 6 hours at most."""
+    return min(RETRY_FIRST * 2.0 ** (failures - 1), RETRY_MAX)
+
+
 def _pem_private_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -94,7 +99,6 @@ class CertificateManager:
         return self.not_after - (self.not_after - not_before) / 3 - time.time()
 
     def _run(self) -> None:
-        retry = RETRY_FIRST
         announced: float | None = None  # the certificate last said to be valid (once, not hourly)
         while not self._stop.is_set():
             due = self.due_in()
@@ -112,6 +116,7 @@ class CertificateManager:
                 self.issue()
             except Exception as exc:  # any failure: log it, back off, try again
                 self.failures += 1
+                retry = backoff(self.failures)
                 log.error(
                     "acme_failed",
                     error=f"{type(exc).__name__}: {exc}",
@@ -120,9 +125,8 @@ class CertificateManager:
                     retry_in_s=int(retry),
                 )
                 self._stop.wait(retry)
-                retry = min(retry * 2, RETRY_MAX)
                 continue
-            retry, self.failures = RETRY_FIRST, 0
+            self.failures = 0
             if self.due_in() <= 0:  # a certificate due at once: do not order in a loop
                 self._stop.wait(RETRY_FIRST)
 
