@@ -50,6 +50,13 @@ class Pebble(Running):
         return self.workdir / "pebble-ca.pem"
 
     def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # a ``with`` whose start fails does not call stop
+            raise
+
+    def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ca = ScratchCA.create("pebble directory CA")
         self.ca_file.write_bytes(ca.pem)
