@@ -94,8 +94,11 @@ def test_compose_file_shape() -> None:
     assert services["pop3"]["environment"]["POP3_BIND_PORT"] == "1110"
     assert services["mailstore-api"]["environment"]["API_BIND_PORT"] == "8080"
     api_ports = services["mailstore-api"]["ports"]
-    assert all(p["host_ip"] == "127.0.0.1" for p in api_ports)
+    assert [p["host_ip"] for p in api_ports if p["target"] == 8080] == ["127.0.0.1"]
     published = {p["target"]: p["published"] for s in services.values() for p in s.get("ports", [])}
+    # The ACME HTTP-01 responder, for the CA's validators on port 80 (README, "Certificates").
+    assert services["mailstore-api"]["environment"]["ACME_HTTP_PORT"] == "8081"
+    assert published[8081] == "80"
     assert published[2525] == "25"
     assert published[1110] == "110"
     assert published[1995] == "995"

@@ -14,8 +14,11 @@ CHECK = """
 import sys
 from pathlib import Path
 import pop3d.__main__, pop3d.server, smtp_in.__main__
-from mailcommon.tls import ensure_certificate, server_context
-server_context(*ensure_certificate(None, None, Path(sys.argv[1]), "mail.example.test"))
+from mailcommon.certwatch import ReloadingContext
+from mailcommon.tls import serving_pair
+pair = serving_pair(None, None, Path(sys.argv[1]), "mail.example.test", True)
+reloading = ReloadingContext(lambda: pair)
+assert reloading.not_after > 0 and not reloading.check("test")
 assert "cryptography.hazmat.bindings._rust" not in sys.modules, "cryptography's extension loaded"
 """
 

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from mailcommon.addresses import normalize_domain
 from mailcommon.secrets import resolve_token
 
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
 
 class CommonSettings(BaseSettings):
     """Environment shared by all services. Each service subclasses this with its own fields."""
@@ -49,6 +51,27 @@ class CommonSettings(BaseSettings):
             return domains
         return value
 
+    # The operator's certificate chain and key (certbot, Traefik, Caddy...); watched for changes.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # ACME (RFC 8555): with an e-mail and no TLS_CERT_FILE, the mailstore obtains and renews a
+    # certificate for MAIL_HOSTNAME (HTTP-01 on ACME_HTTP_PORT) and the front ends serve it.
+    acme_email: str = ""
+    acme_directory_url: str = LETS_ENCRYPT_DIRECTORY
+    # A CA bundle (PEM) to verify the directory with instead of the usual ones (tests: Pebble's).
+    acme_ca_bundle: Path | None = None
+
+    @field_validator("tls_cert_file", "tls_key_file", "acme_ca_bundle", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """Compose passes ``TLS_CERT_FILE=`` as an empty string: that means "not configured"."""
+        return None if value == "" else value
+
+    @property
+    def acme_enabled(self) -> bool:
+        """Whether the certificate comes from ACME (an e-mail given, no certificate of one's own)."""
+        return bool(self.acme_email) and self.tls_cert_file is None and self.tls_key_file is None
+
     @property
     def primary_domain(self) -> str:
         """The first of ``MAIL_DOMAINS``: where a bare account name belongs."""
@@ -66,14 +89,8 @@ class FrontEndSettings(CommonSettings):
 
     mailstore_url: str = "http://127.0.0.1:8080"
     mailstore_timeout: float = 30.0
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-
-    @field_validator("tls_cert_file", "tls_key_file", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        """Compose passes ``TLS_CERT_FILE=`` as an empty string: that means "not configured"."""
-        return None if value == "" else value
+    # Seconds between checks of the certificate files (a changed pair serves within this; SIGHUP: at once).
+    tls_reload_interval: float = Field(default=30.0, gt=0, le=60)
 
     # Maximum simultaneous client connections this front end accepts.
     max_connections: int = 1000

@@ -3,16 +3,17 @@ line on stderr saying what is wrong and exit status 2, before anything listens."
 
 from __future__ import annotations
 
-import ssl
+import functools
 import sys
 from typing import NoReturn, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from mailcommon.certwatch import CertificateRefused, ReloadingContext
 from mailcommon.secrets import InsecureTokenError
 from mailcommon.settings import FrontEndSettings
-from mailcommon.tls import ensure_certificate, server_context
+from mailcommon.tls import serving_pair
 
 EXIT_CONFIG = 2
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -39,23 +40,33 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
         raise ConfigError(describe(exc)) from None
 
 
-def front_end_secrets(settings: FrontEndSettings) -> tuple[str, ssl.SSLContext]:
-    """The service token and the server TLS context of smtp-in or pop3, or ConfigError."""
+def front_end_secrets(settings: FrontEndSettings) -> tuple[str, ReloadingContext]:
+    """The service token and the server TLS context of smtp-in or pop3, or ConfigError.
+
+    The context (``.context``) picks up a changed certificate once its ``watch()`` runs.
+    """
     try:
         token = settings.resolved_service_token()
     except InsecureTokenError as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read or create the service token: {exc}") from None
-    try:
-        cert, key = ensure_certificate(
-            settings.tls_cert_file,
-            settings.tls_key_file,
-            settings.secrets_dir,
-            settings.mail_hostname,
+    source = functools.partial(
+        serving_pair,
+        settings.tls_cert_file,
+        settings.tls_key_file,
+        settings.secrets_dir,
+        settings.mail_hostname,
+        settings.acme_enabled,
+    )
+    fallback = None
+    if settings.acme_enabled:
+        fallback = functools.partial(
+            serving_pair, None, None, settings.secrets_dir, settings.mail_hostname, False
         )
-        return token, server_context(cert, key)
-    except (OSError, ValueError, ssl.SSLError, TimeoutError) as exc:
+    try:
+        return token, ReloadingContext(source, settings.tls_reload_interval, fallback)
+    except (CertificateRefused, OSError, ValueError, TimeoutError) as exc:
         raise ConfigError(f"TLS certificate: {exc}") from None
 
 

@@ -1,12 +1,16 @@
-"""Server TLS contexts: the operator's certificate, or a self-signed pair generated once.
+"""Server TLS contexts: the operator's certificate, the ACME one, or a self-signed pair.
 
 The generated pair lives in ``<secrets_dir>/tls/`` and is created race-free, so several front-end
-replicas starting at once share one certificate.
+replicas starting at once share one certificate. The certificate the mailstore's ACME client
+obtains is :data:`ACME_FILE` there (chain and key in one file, replaced by one ``rename``, so a
+reader never sees a new certificate with an old key); :func:`serving_pair` says which to serve.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import secrets
 import ssl
 import time
 from pathlib import Path
@@ -14,6 +18,7 @@ from pathlib import Path
 from mailcommon.secrets import load_or_create_file
 
 GENERATED_VALIDITY = datetime.timedelta(days=3650)
+ACME_FILE = Path("tls") / "acme.pem"  # under the secrets directory
 
 
 def _self_signed(hostname: str) -> tuple[bytes, bytes]:
@@ -82,7 +87,36 @@ def _wait_for(path: Path, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+def serving_pair(
+    cert_file: Path | None, key_file: Path | None, secrets_dir: Path, hostname: str, acme: bool
+) -> tuple[Path, Path | None]:
+    """What to serve now: the operator's pair; else, with ACME on, its certificate once there is
+    one; else the generated pair (a key of None: the certificate file holds the key)."""
+    if acme and not (cert_file or key_file) and (secrets_dir / ACME_FILE).exists():
+        return secrets_dir / ACME_FILE, None
+    return ensure_certificate(cert_file, key_file, secrets_dir, hostname)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` (mode 0600) in one ``rename``: readers see the old file or the
+    new one, never a part; durable once this returns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def server_context(cert_file: Path, key_file: Path | None) -> ssl.SSLContext:
     """A TLS server context with modern defaults (TLS 1.2 or newer)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

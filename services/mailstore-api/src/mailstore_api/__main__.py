@@ -14,6 +14,8 @@ from mailcommon.secrets import InsecureTokenError
 from mailcommon.startup import ConfigError, load_settings
 
 from mailstore_api.app import create_app
+from mailstore_api.certificates import CertificateManager
+from mailstore_api.challenges import ChallengeResponder
 from mailstore_api.db import DATABASE_FILE
 from mailstore_api.logsetup import setup_logging
 from mailstore_api.migrations import SchemaTooNew, check_file
@@ -36,6 +38,21 @@ def _configure() -> tuple[MailstoreSettings, Tokens]:
     return settings, tokens
 
 
+def _start_acme(settings: MailstoreSettings) -> None:
+    """The HTTP-01 responder when it has a port, and the ACME client when ACME is on."""
+    if settings.acme_enabled and not settings.acme_http_port:
+        raise SystemExit("mailstore-api: ACME_EMAIL is set: set ACME_HTTP_PORT too")
+    if not settings.acme_http_port:
+        return
+    try:
+        responder = ChallengeResponder(settings.api_bind_host, settings.acme_http_port)
+    except OSError as exc:
+        raise SystemExit(f"mailstore-api: cannot listen on ACME_HTTP_PORT: {exc}") from None
+    responder.start()
+    if settings.acme_enabled:
+        CertificateManager(settings, responder).start()
+
+
 def _exit_after_drain(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -52,6 +69,11 @@ def main() -> None:
         print(exc, file=sys.stderr)
         sys.exit(2)
     setup_logging(settings.log_level, settings.log_format)
+    try:
+        _start_acme(settings)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
     # Worker threads doing file I/O get the GIL back sooner after each system call.
     sys.setswitchinterval(0.001)
     app = create_app(settings, tokens, volume_locked=True)

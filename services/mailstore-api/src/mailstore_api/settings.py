@@ -40,6 +40,9 @@ class MailstoreSettings(CommonSettings):
     default_quota_bytes: int = Field(default=0, ge=0)
     # Seconds uvicorn waits for in-flight requests on SIGTERM.
     shutdown_grace: int = 30
+    # Port of the ACME HTTP-01 responder (on API_BIND_HOST; compose publishes host port 80 to it);
+    # 0: none. It answers 404 except for the challenges of an order under way.
+    acme_http_port: int = Field(default=0, ge=0, le=65535)
 
     @field_validator("postmaster_address")
     @classmethod

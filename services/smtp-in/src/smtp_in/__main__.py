@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import sys
 
 import uvloop
+from mailcommon.certwatch import ReloadingContext
 from mailcommon.client import MailstoreClient
 from mailcommon.logging import configure_logging, get_logger
 from mailcommon.memory import pin_mmap_threshold
@@ -24,7 +24,7 @@ from smtp_in.settings import SmtpSettings
 EXIT_BIND = 1
 
 
-async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> None:
+async def run(settings: SmtpSettings, token: str, tls: ReloadingContext) -> None:
     mailstore = MailstoreClient(
         settings.mailstore_url,
         token,
@@ -32,11 +32,13 @@ async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> No
         max_connections=settings.smtp_mailstore_connections,
     )
     rspamd = Rspamd.from_settings(settings)
-    server = SmtpServer(settings, mailstore, context, rspamd)
+    server = SmtpServer(settings, mailstore, tls.context, rspamd)
+    watcher = asyncio.create_task(tls.watch())  # a new certificate: see mailcommon.certwatch
     try:
         await server.start()
         await server.serve_until_stopped()
     finally:
+        watcher.cancel()
         await mailstore.aclose()
         if rspamd is not None:
             await rspamd.aclose()
@@ -45,7 +47,7 @@ async def run(settings: SmtpSettings, token: str, context: ssl.SSLContext) -> No
 def main() -> None:
     try:
         settings = load_settings(SmtpSettings)
-        token, context = front_end_secrets(settings)
+        token, tls = front_end_secrets(settings)
     except ConfigError as exc:
         refuse("smtp-in", exc)
     configure_logging("smtp-in", settings.log_level, settings.log_format)
@@ -55,7 +57,7 @@ def main() -> None:
     loop_factory = uvloop.new_event_loop if settings.smtp_uvloop else None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(run(settings, token, context))
+            runner.run(run(settings, token, tls))
     except OSError as exc:  # the listening address is taken or not ours
         get_logger(__name__).error("cannot_listen", error=str(exc))
         print(f"smtp-in: cannot listen: {exc}", file=sys.stderr)

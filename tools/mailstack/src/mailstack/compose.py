@@ -37,6 +37,7 @@ class ComposeStack(Running):
             "SMTP_PORT": str(self.smtp_port),
             "POP3_PORT": str(self.pop3_port),
             "POP3S_PORT": str(self.pop3s_port),
+            "ACME_HTTP_PORT_PUBLISHED": str(free_port()),
             "MAIL_DOMAINS": "pokey.onl,example.test",
             "MAIL_HOSTNAME": "mail.pokey.onl",
             "POP3_ALLOW_PLAINTEXT_AUTH": "true",
