@@ -32,7 +32,7 @@ from mailcommon.addresses import normalize_domain
 from mailcommon.names import is_valid_message_id, is_valid_username
 
 from mailstore_api.backup import CHUNK, DATABASES, FORMAT, MANIFEST, MANIFEST_DIGEST
-from mailstore_api.committer import open_sync
+from mailstore_api.committer import VolumeSync
 from mailstore_api.maildir import fsync_dir, message_id_of
 from mailstore_api.migrations import MIGRATIONS
 from mailstore_api.volume import hold_data_lock
@@ -274,9 +274,10 @@ class _Timed:
 
 
 def _make_durable(root: Path) -> None:
-    """Everything written under ``root``, on disk: one ``syncfs`` (else ``os.sync``)."""
-    sync = open_sync(root)
-    if sync is None:
+    """Everything written under ``root``, on disk: one ``syncfs`` (``os.sync`` without it)."""
+    try:
+        sync = VolumeSync(root)
+    except AttributeError:
         os.sync()
         return
     try:
