@@ -1,11 +1,15 @@
-"""Backups and restores end to end: ``mailctl backup`` over the REST API while 500 deliveries and
-POP3 deletes run, ``mailctl verify``, ``mailctl restore`` into a new stack whose POP3 UIDLs are
-the old ones, and damaged backups refused."""
+"""Backups, restores and imports end to end: ``mailctl backup`` over the REST API while 500
+deliveries and POP3 deletes run, ``mailctl verify``, ``mailctl restore`` into a new stack whose
+POP3 UIDLs are the old ones, damaged backups refused; ``mailctl import`` of a Maildir written by
+mpop and of an mbox written by Python's ``mailbox``, byte-exact over POP3, once however often it
+runs, with the original dates; ``mailctl export`` read back."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
+import mailbox
 import os
 import poplib
 import secrets
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,3 +281,125 @@ def test_damaged_backups_are_refused_by_verify_and_restore(
         hashlib.sha256(restored.read_bytes()).digest()
         == hashlib.sha256(b"Subject: x\n\n" + marker + b"\n").digest()
     )
+
+
+def retrieved(stack: Any, address: str, password: str) -> list[bytes]:
+    """Every message of the maildrop as POP3 RETR gives it (CRLF line ends), oldest first."""
+    client = pop3(stack, address, password)
+    try:
+        count = client.stat()[0]
+        return [b"\r\n".join(client.retr(n)[1]) + b"\r\n" for n in range(1, count + 1)]
+    finally:
+        client.quit()
+
+
+def received(admin: httpx.Client, address: str) -> list[str]:
+    r = admin.get(f"/users/{address}/messages", params={"limit": 500})
+    assert r.status_code == 200, r.text
+    return [m["received"] for m in r.json()["messages"]]
+
+
+def iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
+
+
+def crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+#: Bodies that test the edges: a From line, dots, trailing blanks, 8-bit octets, a bare CR.
+TRICKY = [
+    b"Subject: one\r\nMessage-ID: <one@test>\r\n\r\nFrom the start of a line\r\n.\r\n..x\r\n",
+    b"Subject: two\r\n\r\ntrailing blanks   \r\n\xc3\xa9t\xc3\xa9 \xff\r\nbare\rCR\r\n",
+    b"Subject: three\r\nMessage-ID: <three@test>\r\n\r\n" + (b"x" * 70 + b"\r\n") * 4000,
+]
+
+
+def test_import_of_a_maildir_written_by_mpop(
+    stack: Any, admin: httpx.Client, tmp_path: Path
+) -> None:
+    source, source_pw = new_account(admin, "mpopsrc")
+    target, target_pw = new_account(admin, "mpopdst")
+    asyncio.run(deliver(stack, [(source, data) for data in TRICKY], {}))
+    maildir = tmp_path / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    rc = tmp_path / "mpoprc"
+    rc.write_text(
+        f"account default\nhost {HOST}\nport {stack.pop3_port}\ntls off\nauth user\n"
+        f"user {source}\npassword {source_pw}\nuidls_file {tmp_path}/uidls\n"
+        f"delivery maildir {maildir}\nkeep on\nreceived_header off\n"
+    )
+    rc.chmod(0o600)
+    fetch = subprocess.run(
+        ["mpop", "-C", str(rc), "-q"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert fetch.returncode == 0, fetch.stderr
+    files = sorted((maildir / "new").iterdir(), key=lambda p: p.read_bytes())
+    assert len(files) == len(TRICKY)
+    dates = [1_500_000_000.0 + 86_400 * n for n in range(len(files))]  # an old mailbox
+    for path, date in zip(files, dates, strict=True):
+        os.utime(path, (date, date))
+
+    first = mailctl(stack, "import", target, str(maildir))
+    assert first.returncode == 0, first.stderr
+    assert f"imported {len(TRICKY)} messages" in first.stdout, first.stdout
+    again = mailctl(stack, "import", target, str(maildir))
+    assert again.returncode == 0, again.stderr
+    assert f"imported 0 messages into {target}, {len(TRICKY)} already there" in again.stdout
+
+    # Oldest first by the files' dates; each RETR is the file's octets, with CRLF.
+    by_date = sorted(zip(dates, files, strict=True))
+    assert retrieved(stack, target, target_pw) == [crlf(p.read_bytes()) for _, p in by_date]
+    assert received(admin, target) == [iso(d) for d, _ in by_date]
+    # mpop stored what POP3 sent (no Received: of its own): byte-exact against the source, too.
+    assert sorted(retrieved(stack, target, target_pw)) == sorted(
+        retrieved(stack, source, source_pw)
+    )
+
+
+def test_import_of_an_mbox_written_by_python_and_export(
+    stack: Any, admin: httpx.Client, tmp_path: Path
+) -> None:
+    target, target_pw = new_account(admin, "mboxdst")
+    path = tmp_path / "old.mbox"
+    box = mailbox.mbox(path)
+    dates = [1_400_000_000 + 3600 * n for n in range(len(TRICKY))]
+    for data, date in zip(TRICKY, dates, strict=True):
+        # The octets as they are (a parsed mboxMessage would be regenerated: a bare CR becomes
+        # a line end), after the From line that mailbox.mbox takes from a bytes message.
+        from_line = b"From sender@remote.test " + time.asctime(time.gmtime(date)).encode()
+        box.add(from_line + b"\n" + data.replace(b"\r\n", b"\n"))
+    box.close()
+    assert b"\n>From the start" in path.read_bytes()  # mailbox quoted it
+
+    r = mailctl(stack, "import", target, str(path))
+    assert r.returncode == 0, r.stderr
+    assert retrieved(stack, target, target_pw) == [crlf(data) for data in TRICKY]
+    assert received(admin, target) == [iso(d) for d in dates]
+    assert "imported 0 messages" in mailctl(stack, "import", target, str(path)).stdout
+
+    # Exported and imported into another account: the same octets, ">From" lines included.
+    quoted = b"Subject: quoted\r\n\r\n>From quoted\r\n>>From twice\r\nFrom bare\r\n"
+    asyncio.run(deliver(stack, [(target, quoted)], {}))
+    export = tmp_path / "export.mbox"
+    r = mailctl(stack, "export", target, "--output", str(export))
+    assert r.returncode == 0, r.stderr
+    copy, copy_pw = new_account(admin, "mboxcopy")
+    r = mailctl(stack, "import", copy, str(export))
+    assert r.returncode == 0, r.stderr
+    assert retrieved(stack, copy, copy_pw) == retrieved(stack, target, target_pw)
+    assert received(admin, copy) == received(admin, target)
+
+
+def test_import_goes_through_quotas(stack: Any, admin: httpx.Client, tmp_path: Path) -> None:
+    target, _ = new_account(admin, "quota")
+    assert admin.patch(f"/users/{target}", json={"quota_messages": 1}).status_code == 200
+    maildir = tmp_path / "Maildir"
+    (maildir / "new").mkdir(parents=True)
+    for n, data in enumerate(TRICKY[:2]):
+        (maildir / "new" / f"m{n}").write_bytes(data)
+    r = mailctl(stack, "import", target, str(maildir))
+    assert r.returncode == 1
+    assert "quota_exceeded" in r.stderr, r.stderr
+    assert len(received(admin, target)) == 1
