@@ -245,6 +245,9 @@ def test_damaged_backups_are_refused_by_verify_and_restore(
     good = tmp_path / "good.tar"
     assert mailctl(stack, "backup", str(good)).returncode == 0
     data = good.read_bytes()
+    # Any tar reads it: GNU tar lists what tarfile does.
+    listed = subprocess.run(["tar", "-tf", str(good)], capture_output=True, check=True, text=True)
+    assert listed.stdout.splitlines() == list(backup_members(good))
     flipped = tmp_path / "flipped.tar"
     flipped.write_bytes(flip(data, data.index(marker) + 3))
     truncated = tmp_path / "truncated.tar"

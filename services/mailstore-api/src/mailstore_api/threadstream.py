@@ -34,19 +34,26 @@ class _Writer:
     def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
         self._loop = loop
         self._queue = queue
-        self._buffer = bytearray()
+        self._parts: list[bytes] = []
+        self._buffered = 0
         self.gone = threading.Event()
 
     def write(self, data: bytes) -> int:
-        self._buffer += data
-        if len(self._buffer) >= CHUNK:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
+        self._parts.append(data)
+        self._buffered += len(data)
+        if self._buffered >= CHUNK:
+            self._put(self._take())
         return len(data)
 
+    def _take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        self._buffered = 0
+        return data
+
     def flush_end(self, error: BaseException | None) -> None:
-        if self._buffer and error is None:
-            self._put(bytes(self._buffer))
+        if self._parts and error is None:
+            self._put(self._take())
         self._put(_Done(error))
 
     def _put(self, item: object) -> None:
