@@ -9,6 +9,8 @@ page cache holds the volume: both read from memory), ``--rounds`` interleaved ro
 - ``tar -C DATA_DIR -cf - users.sqlite3 deliveries.sqlite3 mail`` (GNU tar; no checksums);
 - ``mailctl backup -`` (HTTP from the running mailstore: the online copy of the databases, every
   file read and hashed with sha256, the manifest);
+- ``mailctl backup --local -`` (the same backup made by mailctl itself from ``DATA_DIR``, beside
+  the running mailstore: no HTTP);
 - ``backup.write_backup`` in this process into a discarding sink (the same work without HTTP).
 
 Every output goes to the same consumer, which reads 1 MiB at a time and throws it away (``tar
@@ -121,6 +123,9 @@ def main() -> None:
                 "mailctl backup -": lambda: drain(
                     [sys.executable, "-m", "mailstore_api.cli", "backup", "-"], env
                 ),
+                "mailctl backup --local -": lambda: drain(
+                    [sys.executable, "-m", "mailstore_api.cli", "backup", "--local", "-"], env
+                ),
                 "write_backup (in process)": in_process,
             }
             for run in runs.values():  # warm-up: the page cache holds the volume after this
@@ -129,7 +134,7 @@ def main() -> None:
             for n in range(args.rounds):
                 for name, run in runs.items():
                     figures[name].append(timed(run))
-                    print(f"round {n + 1}: {name:<26} {figures[name][-1]:7.0f} MB/s")
+                    print(f"round {n + 1}: {name:<26} {figures[name][-1]:7.0f} MB/s", flush=True)
             tar = statistics.median(figures["tar"])
             print()
             for name, values in figures.items():

@@ -245,6 +245,12 @@ def test_damaged_backups_are_refused_by_verify_and_restore(
     good = tmp_path / "good.tar"
     assert mailctl(stack, "backup", str(good)).returncode == 0
     data = good.read_bytes()
+    # Made from the volume without the server: the same members (nothing arrives meanwhile).
+    local = tmp_path / "local.tar"
+    r = mailctl(stack, "backup", "--local", str(local), data_dir=stack.data_dir)
+    assert r.returncode == 0, r.stderr
+    assert mailctl(stack, "verify", str(local)).returncode == 0
+    assert backup_members(local).keys() == backup_members(good).keys()
     # Any tar reads it: GNU tar lists what tarfile does.
     listed = subprocess.run(["tar", "-tf", str(good)], capture_output=True, check=True, text=True)
     assert listed.stdout.splitlines() == list(backup_members(good))

@@ -2,7 +2,7 @@
 
 Configuration: ``MAILSTORE_API_URL`` (default http://127.0.0.1:8080); the admin token from
 ``ADMIN_TOKEN``, else the file ``$SECRETS_DIR/admin_token`` (``SECRETS_DIR`` default /secrets).
-``verify`` and ``restore`` work on files without the server (``restore`` on ``DATA_DIR``, default
+``backup --local``, ``verify`` and ``restore`` work on files without the server (``restore`` on ``DATA_DIR``, default
 /data, which it locks as the mailstore does, so it refuses while one runs there).
 """
 
@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +24,13 @@ import httpx
 import typer
 
 from mailstore_api import mailsources, restore
+from mailstore_api.backup import write_backup
+from mailstore_api.db import DATABASE_FILE
+from mailstore_api.maildir import MailStore
 from mailstore_api.volume import VolumeBusy
+
+#: Output buffer of ``backup``: the tar comes in pieces of 512 octets and up.
+COPY_BUFFER = 1 << 20
 
 app = typer.Typer(
     help="Manage the mail drop's domains, users, aliases and mailboxes.", no_args_is_help=True
@@ -291,30 +298,53 @@ def mail_list(
 @app.command("backup")
 def backup_cmd(
     file: Annotated[str, typer.Argument(help="Where to write the tar; - for stdout.")],
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Read DATA_DIR (default /data) directly, not over the REST API: the same "
+            "backup without HTTP, where the volume is (the mailstore's container).",
+        ),
+    ] = False,
 ) -> None:
     """Take an online backup (accounts, domains, aliases, every message) into FILE."""
-    target = Path(file + ".partial") if file != "-" else None
+    if file == "-":
+        with open(sys.stdout.fileno(), "wb", buffering=COPY_BUFFER, closefd=False) as out:
+            _write_backup(out, local)
+        return
+    target = Path(file + ".partial")
+    try:
+        with target.open("wb", buffering=COPY_BUFFER) as out:
+            _write_backup(out, local)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    target.rename(file)
+    typer.echo(f"backup written to {file}", err=True)
+
+
+def _write_backup(out: BinaryIO, local: bool) -> None:
+    """The backup's tar into ``out``: made here from DATA_DIR, or streamed from the server."""
+    if local:
+        data_dir = Path(os.environ.get("DATA_DIR", "/data"))
+        if not (data_dir / DATABASE_FILE).is_file():
+            _fail(f"no mailstore volume at {data_dir} (no {DATABASE_FILE}); set DATA_DIR")
+        try:
+            write_backup(data_dir, MailStore(data_dir / "mail", "localhost"), out)
+        except (OSError, sqlite3.Error) as exc:
+            _fail(f"the backup did not complete: {exc}")
+        return
     try:
         with _client(timeout=None) as client, client.stream("GET", "/backup") as response:
             if response.is_error:
                 response.read()
                 _check(response)
-            if target is None:
-                for chunk in response.iter_raw():
-                    sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-                return
-            with target.open("wb") as out:
-                for chunk in response.iter_raw():
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        target.rename(file)
+            for chunk in response.iter_raw():
+                out.write(chunk)
     except httpx.HTTPError as exc:
-        if target is not None:
-            target.unlink(missing_ok=True)
         _fail(f"the backup did not complete: {exc or type(exc).__name__}")
-    typer.echo(f"backup written to {file}", err=True)
 
 
 def _open_input(file: str) -> BinaryIO:

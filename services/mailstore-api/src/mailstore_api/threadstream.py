@@ -1,22 +1,24 @@
 """A blocking writer in a thread of its own, read as an async stream of chunks.
 
 ``produce(out)`` writes to ``out`` (the backup's tar); what it writes is gathered into chunks of
-about :data:`CHUNK` octets and handed to the event loop through a queue of :data:`DEPTH` chunks,
-so the thread waits while the reader is slow (memory stays bounded) and the loop wakes once per
-chunk. When the reader stops early (a client gone), the thread's next write raises
-:class:`ReaderGone` and it ends; an exception in the thread is raised to the reader.
+about :data:`CHUNK` octets and put into a thread-safe queue of :data:`DEPTH` chunks, so the
+thread waits only while the queue is full (the reader is slow: memory stays bounded), never for
+the event loop's turn; each put wakes the loop with one ``call_soon_threadsafe`` (waiting for the
+loop on every chunk held the thread up: the stream ran at half the rate of the work). When the
+reader stops early (a client gone), the thread's next write raises :class:`ReaderGone` and it
+ends; an exception in the thread is raised to the reader.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 CHUNK = 1 << 20
-DEPTH = 4
+DEPTH = 8
 
 
 class ReaderGone(Exception):
@@ -31,9 +33,10 @@ class _Done:
 
 
 class _Writer:
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue = queue
+        self.queue: queue.Queue[bytes | _Done] = queue.Queue(DEPTH)
+        self.ready = asyncio.Event()
         self._parts: list[bytes] = []
         self._buffered = 0
         self.gone = threading.Event()
@@ -56,17 +59,17 @@ class _Writer:
             self._put(self._take())
         self._put(_Done(error))
 
-    def _put(self, item: object) -> None:
+    def _put(self, item: bytes | _Done) -> None:
         if self.gone.is_set():
             raise ReaderGone("the reader went away")
-        asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop).result()
+        self.queue.put(item)  # blocks while full; a reader that leaves empties it
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
+            self._loop.call_soon_threadsafe(self.ready.set)
 
 
 async def stream(produce: Callable[[_Writer], object], name: str) -> AsyncIterator[bytes]:
     """Run ``produce`` in a new thread named ``name``; yields what it writes."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue(DEPTH)
-    writer = _Writer(loop, queue)
+    writer = _Writer(asyncio.get_running_loop())
 
     def run() -> None:
         error: BaseException | None = None
@@ -82,7 +85,13 @@ async def stream(produce: Callable[[_Writer], object], name: str) -> AsyncIterat
     threading.Thread(target=run, name=name, daemon=True).start()
     try:
         while True:
-            item = await queue.get()
+            try:
+                item = writer.queue.get_nowait()
+            except queue.Empty:
+                writer.ready.clear()
+                if writer.queue.empty():  # a put after the clear sets it again
+                    await writer.ready.wait()
+                continue
             if isinstance(item, _Done):
                 if item.error is not None:
                     raise item.error
@@ -90,5 +99,5 @@ async def stream(produce: Callable[[_Writer], object], name: str) -> AsyncIterat
             yield item
     finally:
         writer.gone.set()
-        while not queue.empty():  # a put the thread is waiting on completes; its next one raises
-            queue.get_nowait()
+        while not writer.queue.empty():  # a put the thread waits on completes; its next raises
+            writer.queue.get_nowait()
