@@ -17,10 +17,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn
 from urllib.parse import quote
 
-import httpx
 import typer
 
 from mailstore_api import mailsources, restore
@@ -28,6 +27,9 @@ from mailstore_api.backup import write_backup
 from mailstore_api.db import DATABASE_FILE
 from mailstore_api.maildir import MailStore
 from mailstore_api.volume import VolumeBusy
+
+if TYPE_CHECKING:  # imported where a call is made: the commands on files start without it
+    import httpx
 
 #: Output buffer of ``backup``: the tar comes in pieces of 512 octets and up.
 COPY_BUFFER = 1 << 20
@@ -75,12 +77,21 @@ def _base_url() -> str:
     return os.environ.get("MAILSTORE_API_URL", "http://127.0.0.1:8080").rstrip("/")
 
 
+def _httpx() -> Any:
+    """httpx, imported on first use (half a second of start-up that ``backup --local``,
+    ``verify`` and ``restore`` do without)."""
+    import httpx  # noqa: PLC0415
+
+    return httpx
+
+
 def _client(timeout: float | None = 30.0) -> httpx.Client:
-    return httpx.Client(
+    client: httpx.Client = _httpx().Client(
         base_url=_base_url() + "/api/v1",
         headers={"Authorization": f"Bearer {_admin_token()}"},
         timeout=timeout,
     )
+    return client
 
 
 def _call(
@@ -93,7 +104,7 @@ def _call(
         else:
             with _client() as own:
                 response = own.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
+    except _httpx().HTTPError as exc:
         _fail(f"cannot reach the mailstore at {_base_url()}: {exc or type(exc).__name__}")
     _check(response)
     return response
@@ -343,7 +354,7 @@ def _write_backup(out: BinaryIO, local: bool) -> None:
                 _check(response)
             for chunk in response.iter_raw():
                 out.write(chunk)
-    except httpx.HTTPError as exc:
+    except _httpx().HTTPError as exc:
         _fail(f"the backup did not complete: {exc or type(exc).__name__}")
 
 
