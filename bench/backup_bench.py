@@ -109,6 +109,10 @@ def main() -> None:
                 f"volume: {messages} messages, {octets / (1 << 20):.0f} MiB in {args.accounts} accounts"
             )
             env = {**stack.environment(), "ADMIN_TOKEN": stack.admin_token}
+            # mailctl's start-up as in the image, which compiles the bytecode at build time: the
+            # warm-up run writes it (with PYTHONDONTWRITEBYTECODE set, as on the development
+            # machine, every start compiles every module again: about a second).
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             data = str(stack.data_dir)
             files = ["users.sqlite3", "deliveries.sqlite3", "mail"]
             store = MailStore(stack.data_dir / "mail", stack.hostname)
