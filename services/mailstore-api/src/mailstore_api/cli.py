@@ -2,19 +2,37 @@
 
 Configuration: ``MAILSTORE_API_URL`` (default http://127.0.0.1:8080); the admin token from
 ``ADMIN_TOKEN``, else the file ``$SECRETS_DIR/admin_token`` (``SECRETS_DIR`` default /secrets).
+``backup --local``, ``verify`` and ``restore`` work on files without the server (``restore`` on ``DATA_DIR``, default
+/data, which it locks as the mailstore does, so it refuses while one runs there).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import shutil
+import sqlite3
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn
 from urllib.parse import quote
 
-import httpx
 import typer
+
+from mailstore_api import mailsources, restore
+from mailstore_api.backup import write_backup
+from mailstore_api.db import DATABASE_FILE
+from mailstore_api.maildir import MailStore
+from mailstore_api.volume import VolumeBusy
+
+if TYPE_CHECKING:  # imported where a call is made: the commands on files start without it
+    import httpx
+
+#: Output buffer of ``backup``: the tar comes in pieces of 512 octets and up.
+COPY_BUFFER = 1 << 20
 
 app = typer.Typer(
     help="Manage the mail drop's domains, users, aliases and mailboxes.", no_args_is_help=True
@@ -59,24 +77,46 @@ def _base_url() -> str:
     return os.environ.get("MAILSTORE_API_URL", "http://127.0.0.1:8080").rstrip("/")
 
 
-def _call(method: str, path: str, **kwargs: Any) -> httpx.Response:
-    url = _base_url()
+def _httpx() -> Any:
+    """httpx, imported on first use (half a second of start-up that ``backup --local``,
+    ``verify`` and ``restore`` do without)."""
+    import httpx  # noqa: PLC0415
+
+    return httpx
+
+
+def _client(timeout: float | None = 30.0) -> httpx.Client:
+    client: httpx.Client = _httpx().Client(
+        base_url=_base_url() + "/api/v1",
+        headers={"Authorization": f"Bearer {_admin_token()}"},
+        timeout=timeout,
+    )
+    return client
+
+
+def _call(
+    method: str, path: str, client: httpx.Client | None = None, **kwargs: Any
+) -> httpx.Response:
+    """One call of the admin API (on ``client``, else a new one); fails on an error answer."""
     try:
-        with httpx.Client(
-            base_url=url + "/api/v1",
-            headers={"Authorization": f"Bearer {_admin_token()}"},
-            timeout=30.0,
-        ) as client:
+        if client is not None:
             response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the mailstore at {url}: {exc or type(exc).__name__}")
+        else:
+            with _client() as own:
+                response = own.request(method, path, **kwargs)
+    except _httpx().HTTPError as exc:
+        _fail(f"cannot reach the mailstore at {_base_url()}: {exc or type(exc).__name__}")
+    _check(response)
+    return response
+
+
+def _check(response: httpx.Response) -> None:
     if response.is_error:
         try:
             error = response.json()["error"]
             _fail(f"{error['message']} ({error['code']}, HTTP {response.status_code})")
         except (ValueError, KeyError, TypeError):
             _fail(f"HTTP {response.status_code}: {response.text[:200]}")
-    return response
 
 
 def _password(password_stdin: bool) -> str:
@@ -264,6 +304,171 @@ def mail_list(
         )
     shown = len(page["messages"])
     typer.echo(f"{shown} of {page['total']} messages (offset {page['offset']})")
+
+
+@app.command("backup")
+def backup_cmd(
+    file: Annotated[str, typer.Argument(help="Where to write the tar; - for stdout.")],
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Read DATA_DIR (default /data) directly, not over the REST API: the same "
+            "backup without HTTP, where the volume is (the mailstore's container).",
+        ),
+    ] = False,
+) -> None:
+    """Take an online backup (accounts, domains, aliases, every message) into FILE."""
+    if file == "-":
+        with open(sys.stdout.fileno(), "wb", buffering=COPY_BUFFER, closefd=False) as out:
+            _write_backup(out, local)
+        return
+    target = Path(file + ".partial")
+    try:
+        with target.open("wb", buffering=COPY_BUFFER) as out:
+            _write_backup(out, local)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    target.rename(file)
+    typer.echo(f"backup written to {file}", err=True)
+
+
+def _write_backup(out: BinaryIO, local: bool) -> None:
+    """The backup's tar into ``out``: made here from DATA_DIR, or streamed from the server."""
+    if local:
+        data_dir = Path(os.environ.get("DATA_DIR", "/data"))
+        if not (data_dir / DATABASE_FILE).is_file():
+            _fail(f"no mailstore volume at {data_dir} (no {DATABASE_FILE}); set DATA_DIR")
+        try:
+            write_backup(data_dir, MailStore(data_dir / "mail", "localhost"), out)
+        except (OSError, sqlite3.Error) as exc:
+            _fail(f"the backup did not complete: {exc}")
+        return
+    try:
+        with _client(timeout=None) as client, client.stream("GET", "/backup") as response:
+            if response.is_error:
+                response.read()
+                _check(response)
+            for chunk in response.iter_raw():
+                out.write(chunk)
+    except _httpx().HTTPError as exc:
+        _fail(f"the backup did not complete: {exc or type(exc).__name__}")
+
+
+def _open_input(file: str) -> BinaryIO:
+    if file == "-":
+        return sys.stdin.buffer
+    try:
+        return Path(file).open("rb")
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}")
+
+
+def _summary(done: restore.Summary) -> str:
+    return (
+        f"{done.maildirs} mailboxes, {done.messages} messages, {done.octets} octets "
+        f"(taken {done.created_at})"
+    )
+
+
+@app.command("verify")
+def verify_cmd(file: Annotated[str, typer.Argument(help="A backup; - for stdin.")]) -> None:
+    """Check a backup without restoring it: checksums, manifest, database integrity."""
+    with _open_input(file) as stream:
+        try:
+            done = restore.verify(stream)
+        except restore.BadBackup as exc:
+            _fail(f"{file} is not a sound backup: {exc}")
+    typer.echo(f"{file}: ok, {_summary(done)}")
+
+
+@app.command("restore")
+def restore_cmd(file: Annotated[str, typer.Argument(help="A backup; - for stdin.")]) -> None:
+    """Restore a backup into an empty DATA_DIR (default /data), with the mailstore stopped."""
+    data_dir = Path(os.environ.get("DATA_DIR", "/data"))
+    os.umask(0o077)
+    with _open_input(file) as stream:
+        try:
+            done = restore.restore(stream, data_dir)
+        except restore.BadBackup as exc:
+            _fail(f"{file} is not a sound backup, nothing restored: {exc}")
+        except (restore.VolumeNotEmpty, VolumeBusy) as exc:
+            _fail(str(exc))
+    typer.echo(f"restored into {data_dir}: {_summary(done)}")
+
+
+@app.command("import")
+def import_cmd(
+    address: Annotated[str, typer.Argument(help="The account to import into.")],
+    path: Annotated[Path, typer.Argument(help="A Maildir (with new/ or cur/) or an mbox file.")],
+    mbox_format: Annotated[
+        str, typer.Option("--mbox-format", help="How the mbox quotes From lines: mboxrd or mboxo.")
+    ] = "mboxrd",
+) -> None:
+    """Import a Maildir or an mbox file; each message once (a second run adds nothing)."""
+    if mbox_format not in ("mboxrd", "mboxo"):
+        _fail("--mbox-format is mboxrd or mboxo")
+    fmt: mailsources.MboxFormat = "mboxrd" if mbox_format == "mboxrd" else "mboxo"
+    try:
+        source = mailsources.read_source(path, fmt)
+    except ValueError as exc:
+        _fail(str(exc))
+    added = skipped = 0
+    with _client(timeout=120.0) as client:
+        for message in source:
+            answer = _call(
+                "POST",
+                f"/users/{_path(address)}/import",
+                client,
+                params={"received": f"{message.received:.6f}"},
+                content=message.data,
+                headers={"Content-Type": "message/rfc822"},
+            ).json()
+            if answer["imported"]:
+                added += 1
+            else:
+                skipped += 1
+    typer.echo(f"imported {added} messages into {address}, {skipped} already there")
+
+
+@app.command("export")
+def export_cmd(
+    address: Annotated[str, typer.Argument(help="The account to export.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="The mbox file to append to; - for stdout.")
+    ] = "-",
+) -> None:
+    """Write an account's messages as an mbox (mboxrd), oldest first."""
+    with _client(timeout=120.0) as client:
+        messages = _exported(client, address)
+        if output != "-":
+            count = mailsources.write_mbox(Path(output), messages)
+        else:
+            with tempfile.TemporaryDirectory() as scratch:
+                mbox = Path(scratch) / "export.mbox"
+                count = mailsources.write_mbox(mbox, messages)
+                with mbox.open("rb") as f:
+                    shutil.copyfileobj(f, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+    typer.echo(f"exported {count} messages of {address}", err=True)
+
+
+def _exported(client: httpx.Client, address: str) -> Iterator[mailsources.SourceMessage]:
+    offset, user = 0, _path(address)
+    while True:
+        page = _call(
+            "GET", f"/users/{user}/messages", client, params={"offset": offset, "limit": 500}
+        ).json()
+        for entry in page["messages"]:
+            raw = _call("GET", f"/users/{user}/messages/{quote(entry['id'])}/raw", client)
+            received = datetime.datetime.fromisoformat(entry["received"]).timestamp()
+            yield mailsources.SourceMessage(raw.content, received)
+        offset += len(page["messages"])
+        if not page["messages"] or offset >= page["total"]:
+            return
 
 
 @token_app.command("show")

@@ -165,6 +165,7 @@ class Delivery:
     follows: Delivery | None = None  # an earlier delivery of this batch with the same key
     # Raised to the caller unless the key is already recorded (then answered as the first time).
     refusal: Exception | None = None
+    received: float | None = None  # an imported message's date: its name's time and its mtime
 
 
 class GroupCommitter:
@@ -222,6 +223,7 @@ class GroupCommitter:
         *,
         key: str | None = None,
         refusal: Exception | None = None,
+        received: float | None = None,
     ) -> Stored:
         """Make the message durable in every recipient's ``new/`` (once per ``key``); what its
         201 says. From then on the committer owns ``tmp`` (it removes it in every case). Raises
@@ -231,9 +233,12 @@ class GroupCommitter:
 
         With ``refusal`` (and ``key``), nothing is stored: the answer is the first delivery's if
         ``key`` is recorded, else ``refusal`` is raised (a retry of a delivery that passed a
-        check this one fails, a quota, is still answered as the first time)."""
+        check this one fails, a quota, is still answered as the first time). ``received``: the
+        date of an imported message, for its name and modification time (else now)."""
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        delivery = Delivery(recipients, stored, crlf, data, tmp, key, future, refusal=refusal)
+        delivery = Delivery(
+            recipients, stored, crlf, data, tmp, key, future, refusal=refusal, received=received
+        )
         with self._lock:
             if self.failure is not None or self._closed:
                 delivery.tmp = None
@@ -325,17 +330,19 @@ class GroupCommitter:
             delivery.tmp = None
 
     def _write(self, delivery: Delivery) -> bool:
-        delivery.name = final_name(base_name(self._store.host), delivery.stored, delivery.crlf)
-        if delivery.tmp is not None:
-            return True
+        base = base_name(self._store.host, delivery.received)
+        delivery.name = final_name(base, delivery.stored, delivery.crlf)
         try:
-            fd, delivery.tmp = self._store.open_tmp(delivery.recipients[0])
-            try:
-                write_all(fd, delivery.data)
-                if self.syncfs is None:
-                    self.fsync(fd)
-            finally:
-                os.close(fd)
+            if delivery.tmp is None:
+                fd, delivery.tmp = self._store.open_tmp(delivery.recipients[0])
+                try:
+                    write_all(fd, delivery.data)
+                    if self.syncfs is None:
+                        self.fsync(fd)
+                finally:
+                    os.close(fd)
+            if delivery.received is not None:
+                os.utime(delivery.tmp, (delivery.received, delivery.received))
         except (OSError, UnknownMailbox) as exc:
             self._discard(delivery, exc)
             return False

@@ -118,6 +118,11 @@ class Database:
         """The domain, its aliases and its accounts (their fencing numbers stay: they only grow)."""
         with self._tx() as conn:
             conn.execute("DELETE FROM aliases WHERE domain = ?", (name,))
+            conn.execute(
+                "DELETE FROM imported WHERE account IN"
+                " (SELECT address FROM accounts WHERE domain = ?)",
+                (name,),
+            )
             conn.execute("DELETE FROM accounts WHERE domain = ?", (name,))
             conn.execute("DELETE FROM domains WHERE name = ?", (name,))
 
@@ -187,8 +192,27 @@ class Database:
 
     def delete_account(self, address: str) -> bool:
         with self._tx() as conn:
+            conn.execute("DELETE FROM imported WHERE account = ?", (address,))
             cur = conn.execute("DELETE FROM accounts WHERE address = ?", (address,))
             return cur.rowcount == 1
+
+    # -- imports ---------------------------------------------------------------------------------
+
+    def imported(self, account: str, key: str) -> str | None:
+        """The name a message imported under ``key`` was stored under, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT message FROM imported WHERE account = ? AND key = ?", (account, key)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def record_import(self, account: str, key: str, message: str, imported_at: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO imported (account, key, message, imported_at)"
+                " VALUES (?, ?, ?, ?)",
+                (account, key, message, imported_at),
+            )
 
     # -- aliases ---------------------------------------------------------------------------------
 

@@ -87,12 +87,15 @@ async def store_delivery(
     recipients: list[str],
     content_length: str | None,
     chunks: AsyncIterator[bytes],
+    *,
     idempotency_key: str | None = None,
+    received: float | None = None,
 ) -> dict[str, Any]:
     """Stream ``chunks`` into every recipient's Maildir; the 201 body once durably on disk.
 
     With ``idempotency_key`` (the ``Idempotency-Key`` header), a key already stored within
     ``DELIVERY_KEY_RETENTION`` is not stored again: the answer is the first one's 201 body.
+    ``received``: an imported message's date (seconds since the epoch), else now.
     Raises :class:`ApiError` (404, 413, 422, 503 when the delivery thread has stopped, 507); a
     client that goes away mid-body propagates from ``chunks``. Nothing is left behind in tmp/ on
     any failure.
@@ -113,7 +116,7 @@ async def store_delivery(
         refusal = quota_refusal(state, names, writer.stored)
         if refusal is not None and idempotency_key is None:
             raise refusal
-        stored = await writer.commit(idempotency_key, refusal)
+        stored = await writer.commit(idempotency_key, refusal, received)
         committed = True
     except UnknownMailbox as exc:
         raise ApiError(404, "unknown_user", "no such user") from exc
@@ -197,7 +200,9 @@ class DeliveryWriter:
         """Octets as stored (LF line ends)."""
         return self._lines.stored
 
-    async def commit(self, key: str | None, refusal: Exception | None = None) -> Stored:
+    async def commit(
+        self, key: str | None, refusal: Exception | None = None, received: float | None = None
+    ) -> Stored:
         """Hand the finished message to the committer: durable in every recipient's new/ (once
         per ``key``; with ``refusal``, answered only when ``key`` is recorded); its 201."""
         if self._fd is not None:
@@ -206,7 +211,14 @@ class DeliveryWriter:
         data = b"" if tmp is not None else self._take_buffered()
         stored = self._lines.stored
         return await self._committer.commit(
-            self._recipients, stored, stored + self._lines.lfs, data, tmp, key=key, refusal=refusal
+            self._recipients,
+            stored,
+            stored + self._lines.lfs,
+            data,
+            tmp,
+            key=key,
+            refusal=refusal,
+            received=received,
         )
 
     async def abort(self) -> None:

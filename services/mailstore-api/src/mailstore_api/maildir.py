@@ -54,10 +54,11 @@ def host_label(hostname: str) -> str:
 _random = random.Random(secrets.token_bytes(32))
 
 
-def base_name(host: str) -> str:
-    """A new unique base name (without sizes)."""
-    now = time.time_ns()
-    secs, usecs = divmod(now // 1000, 1_000_000)
+def base_name(host: str, received: float | None = None) -> str:
+    """A new unique base name (without sizes), of the time now or of ``received`` (seconds since
+    the epoch: an imported message keeps its date)."""
+    micros = time.time_ns() // 1000 if received is None else round(received * 1_000_000)
+    secs, usecs = divmod(micros, 1_000_000)
     return f"{secs}.{usecs:06d}{_random.getrandbits(40):010x}.{host}"
 
 
