@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from mailauth.results import parse_our_results
 from mailstack.authkit import arc_seal, message, rsa_key, sign
@@ -288,3 +289,25 @@ def test_checks_off_writes_no_verdicts_but_still_removes_forgeries(
     assert code == 250
     stored = one_stored(mail, user)
     assert b"Authentication-Results" not in stored and b"X-Spam" not in stored
+
+
+def test_a_killed_verifier_process_is_replaced(
+    mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
+) -> None:
+    zone = sender_zone(dmarc="v=DMARC1; p=reject")
+    user = mail.add_user()
+    signed = sign(message(zone), rsa_key(), zone)
+    assert send(checked.port, f"alice@{zone}", f"{user}@pokey.onl", signed)[0] == 250
+    # The verifiers: children of the forkserver, itself a child of smtp-in.
+    workers = [
+        p
+        for p in psutil.Process(checked.proc.pid).children(recursive=True)
+        if p.ppid() != checked.proc.pid
+    ]
+    assert workers, "no verifier processes"
+    workers[0].kill()
+    workers[0].wait(10)
+    assert send(checked.port, f"alice@{zone}", f"{user}@pokey.onl", signed)[0] == 250
+    second = mail.stored(user)[-1]
+    assert parse_our_results(second, AUTHSERV_ID)["dkim"][0]["result"] == "pass"
+    wait_for_records(checked.logs, {"event": "verifier_pool_broken"})

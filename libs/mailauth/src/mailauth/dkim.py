@@ -3,9 +3,10 @@
 dkimpy does the parsing, canonicalization and cryptography; this module decides the RFC 8601
 result of each signature, which dkimpy folds into ``True``/``False``/an exception:
 
-- the key is looked up here (through :func:`key_lookup`, so through the shared resolver) and
-  parsed with dkimpy's ``evaluate_pk`` before the signature is verified: a temporary DNS failure
-  is ``temperror``, no key or an unusable one ``permerror``, and dkimpy is then handed that key;
+- the keys are looked up first, on the event loop through the shared resolver
+  (:mod:`mailauth.keys`), then each is parsed with dkimpy's ``evaluate_pk`` before its signature
+  is verified, in an executor (the caller's, e.g. a process pool; a thread by default): a
+  temporary DNS failure is ``temperror``, no key or an unusable one ``permerror``;
 - a signature whose tags do not parse or validate is ``permerror``, and so is ``a=rsa-sha1``
   (dkimpy still verifies it) or an ``a=`` of another type than the key's ``k=``;
 - a body-hash or signature mismatch, an RSA key under ``min_rsa_bits`` and a past ``x=`` are
@@ -20,36 +21,25 @@ thousand DKIM-Signature fields costs no more than that many lookups and verifica
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import Executor
 
 import dkim
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import parse_tag_value
 
-from mailauth.dns import Resolver, TemporaryError, lookup_from_thread, run_in_thread
+from mailauth.dns import Resolver, TemporaryError
 from mailauth.headers import has_field
+from mailauth.keys import KeyLookup, Keys, fetch_keys, key_names
 from mailauth.verdicts import DkimResult
 
-__all__ = ["DkimResult", "key_lookup", "verify_dkim"]
+__all__ = ["DkimResult", "verify_dkim"]
 
 # RFC 8301 3.1: rsa-sha1 MUST NOT be considered valid.
 ALGORITHMS = (b"rsa-sha256", b"ed25519-sha256")
 SIGNATURE_FIELDS = frozenset({b"dkim-signature"})
 HEADER_B_LENGTH = 12  # RFC 6008: header.b carries enough of b= to tell signatures apart
-
-
-def key_lookup(name: bytes | str, timeout: float = 0) -> bytes | None:
-    """dkimpy's ``dnsfunc``: the first TXT record at ``name``, its strings joined; ``None``
-    when there is none, or when ``name`` is not ASCII (RFC 6376 3.5: d= holds A-labels; such a
-    name is no key, not a lookup that failed). Raises :class:`TemporaryError`. Only inside
-    ``run_in_thread``."""
-    try:
-        text = name.decode("ascii") if isinstance(name, bytes) else name.encode("ascii").decode()
-    except UnicodeError:
-        return None
-    for rdata in lookup_from_thread(text, "TXT"):
-        return b"".join(rdata.strings)  # type: ignore[attr-defined]
-    return None
 
 
 class _Verdict(Exception):
@@ -87,11 +77,11 @@ def _check_length(verifier: dkim.DKIM, tags: dict[bytes, bytes]) -> None:
         raise _Verdict("fail", f"l={signed} exceeds the body")
 
 
-def _fetch_key(tags: dict[bytes, bytes], min_rsa_bits: int) -> bytes:
+def _fetch_key(tags: dict[bytes, bytes], min_rsa_bits: int, lookup: KeyLookup) -> bytes:
     """The key record for the signature, checked with dkimpy's own parser."""
     name = tags[b"s"] + b"._domainkey." + tags[b"d"]
     try:
-        record = key_lookup(name)
+        record = lookup(name)
     except TemporaryError as exc:
         raise _Verdict("temperror", f"key lookup: {exc}") from exc
     if record is None:
@@ -107,7 +97,7 @@ def _fetch_key(tags: dict[bytes, bytes], min_rsa_bits: int) -> bytes:
     return record
 
 
-def _verify_one(verifier: dkim.DKIM, index: int, min_rsa_bits: int) -> _Verdict:
+def _verify_one(verifier: dkim.DKIM, index: int, min_rsa_bits: int, lookup: KeyLookup) -> _Verdict:
     """Verify signature ``index``; the checks on the way raise their :class:`_Verdict`."""
     try:
         signature, include_headers, fields = verifier.verify_headerprep(index)
@@ -116,7 +106,7 @@ def _verify_one(verifier: dkim.DKIM, index: int, min_rsa_bits: int) -> _Verdict:
     if signature[b"a"] not in ALGORITHMS:
         raise _Verdict("permerror", f"a={_text(signature, b'a')} is not accepted (RFC 8301)")
     _check_expiry(signature)
-    record = _fetch_key(signature, min_rsa_bits)
+    record = _fetch_key(signature, min_rsa_bits, lookup)
     try:
         valid = verifier.verify_sig(
             signature, include_headers, fields[index], lambda _name, timeout=0: record
@@ -149,7 +139,11 @@ def _summary(field_value: bytes, verdict: _Verdict) -> DkimResult:
     )
 
 
-def _verify_all(message: bytes, max_signatures: int, min_rsa_bits: int) -> list[DkimResult]:
+def _verify_all(
+    message: bytes, max_signatures: int, min_rsa_bits: int, keys: Keys
+) -> list[DkimResult]:
+    """Every verdict, CPU work only (runs in the caller's executor)."""
+    lookup = KeyLookup(keys)
     try:
         verifier = dkim.DKIM(message, minkey=min_rsa_bits)
     except Exception as exc:  # headers dkimpy cannot parse: nothing can be verified
@@ -160,7 +154,7 @@ def _verify_all(message: bytes, max_signatures: int, min_rsa_bits: int) -> list[
     results = []
     for index, value in enumerate(fields[:max_signatures]):
         try:
-            verdict = _verify_one(verifier, index, min_rsa_bits)
+            verdict = _verify_one(verifier, index, min_rsa_bits, lookup)
         except _Verdict as raised:
             verdict = raised
         except Exception as exc:  # what the steps above did not foresee: still not a pass
@@ -170,10 +164,20 @@ def _verify_all(message: bytes, max_signatures: int, min_rsa_bits: int) -> list[
 
 
 async def verify_dkim(
-    resolver: Resolver, message: bytes, *, max_signatures: int = 5, min_rsa_bits: int = 1024
+    resolver: Resolver,
+    message: bytes,
+    *,
+    max_signatures: int = 5,
+    min_rsa_bits: int = 1024,
+    executor: Executor | None = None,
 ) -> list[DkimResult]:
     """A result for each of the first ``max_signatures`` DKIM signatures; ``[]`` when unsigned
-    (told from the header block, without a trip to a worker thread)."""
+    (told from the header block alone). The keys are fetched here; the verifying runs in
+    ``executor`` (``None``: the loop's default thread pool)."""
     if not has_field(message, SIGNATURE_FIELDS):
         return []
-    return await run_in_thread(resolver, lambda: _verify_all(message, max_signatures, min_rsa_bits))
+    keys = await fetch_keys(resolver, key_names(message, SIGNATURE_FIELDS, max_signatures))
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        executor, _verify_all, message, max_signatures, min_rsa_bits, keys
+    )

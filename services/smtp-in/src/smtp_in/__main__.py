@@ -17,6 +17,7 @@ from mailcommon.logging import configure_logging, get_logger
 from mailcommon.memory import pin_mmap_threshold
 from mailcommon.startup import ConfigError, front_end_secrets, load_settings, refuse
 
+from smtp_in.authentication import SenderChecks
 from smtp_in.rspamd import Rspamd
 from smtp_in.server import SmtpServer
 from smtp_in.settings import SmtpSettings
@@ -31,8 +32,9 @@ async def run(settings: SmtpSettings, token: str, tls: ReloadingContext) -> None
         timeout=settings.mailstore_timeout,
         max_connections=settings.smtp_mailstore_connections,
     )
+    checks = SenderChecks(settings) if settings.auth_checks else None
     rspamd = Rspamd.from_settings(settings)
-    server = SmtpServer(settings, mailstore, tls.context, rspamd)
+    server = SmtpServer(settings, mailstore, tls.context, checks, rspamd)
     watcher = asyncio.create_task(tls.watch())  # a new certificate: see mailcommon.certwatch
     try:
         await server.start()
@@ -42,6 +44,8 @@ async def run(settings: SmtpSettings, token: str, tls: ReloadingContext) -> None
         await mailstore.aclose()
         if rspamd is not None:
             await rspamd.aclose()
+        if checks is not None:
+            checks.close()
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ Every check answers with a verdict (``temperror`` for DNS trouble), never an exc
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from mailauth.arc import verify_arc
@@ -17,8 +19,11 @@ from mailauth.dns import Resolver
 from mailauth.headers import header_from_domain
 from mailauth.spf import check_spf
 from mailauth.verdicts import ArcResult, DkimResult, SpfResult
+from mailcommon.logging import get_logger
 
 from smtp_in.settings import SmtpSettings
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,13 @@ class Verdicts:
 
 
 class SenderChecks:
-    """One per process: the resolver (and its cache) shared by every transaction's checks."""
+    """One per process: the resolver (and its cache) shared by every transaction's checks, and
+    the pool of processes that verify signatures (``AUTH_WORKERS``; 0: threads of this one).
+
+    Verifying a DKIM signature is about a millisecond of Python per RSA key; in worker threads it
+    competes with the event loop for the GIL (smtp-in's CPU per message: see bench/RESULTS.md,
+    "Sender checks"), in worker processes it runs beside it.
+    """
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
@@ -55,6 +66,20 @@ class SenderChecks:
             timeout=settings.dns_timeout,
             cache_size=settings.dns_cache_size,
         )
+        self._verifiers = self._pool()
+
+    def _pool(self) -> ProcessPoolExecutor | None:
+        if not self.settings.auth_workers:
+            return None
+        # forkserver: workers are not forks of this multi-threaded process; they start with the
+        # verifiers imported.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["mailauth.dkim", "mailauth.arc"])
+        return ProcessPoolExecutor(self.settings.auth_workers, mp_context=context)
+
+    def close(self) -> None:
+        if self._verifiers is not None:
+            self._verifiers.shutdown(wait=False, cancel_futures=True)
 
     def start_spf(self, *, ip: str, mail_from: str, helo: str) -> asyncio.Task[SpfResult]:
         """SPF for this MAIL FROM (or HELO for the null sender), running in the background."""
@@ -62,12 +87,27 @@ class SenderChecks:
             check_spf(self.resolver, ip=ip, mail_from=mail_from, helo=helo)
         )
 
+    async def _signatures(self, message: bytes) -> tuple[list[DkimResult], ArcResult]:
+        pool = self._verifiers
+        return await asyncio.gather(
+            verify_dkim(
+                self.resolver,
+                message,
+                max_signatures=self.settings.dkim_max_signatures,
+                executor=pool,
+            ),
+            verify_arc(self.resolver, message, executor=pool),
+        )
+
     async def verdicts(self, spf: asyncio.Task[SpfResult], message: bytes) -> Verdicts:
         """Every verdict for ``message`` (as received, before our headers are added)."""
-        dkim, arc = await asyncio.gather(
-            verify_dkim(self.resolver, message, max_signatures=self.settings.dkim_max_signatures),
-            verify_arc(self.resolver, message),
-        )
+        try:
+            dkim, arc = await self._signatures(message)
+        except BrokenExecutor:
+            # A worker died (killed, out of memory): a new pool, and one more try on it.
+            log.error("verifier_pool_broken", workers=self.settings.auth_workers)
+            self._verifiers = self._pool()
+            dkim, arc = await self._signatures(message)
         spf_result = await spf
         dmarc = await check_dmarc(
             self.resolver,

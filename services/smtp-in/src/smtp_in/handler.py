@@ -101,13 +101,17 @@ class MailHandler:
     """One per process; every connection's protocol instance calls into it."""
 
     def __init__(
-        self, settings: SmtpSettings, mailstore: MailstoreClient, rspamd: Rspamd | None
+        self,
+        settings: SmtpSettings,
+        mailstore: MailstoreClient,
+        checks: SenderChecks | None,
+        rspamd: Rspamd | None,
     ) -> None:
         self.settings = settings
         self.mailstore = mailstore
+        self.checks = checks
         self.rspamd = rspamd
         self.recipients = RecipientCache(mailstore, settings.smtp_recipient_cache_ttl)
-        self.checks = SenderChecks(settings) if settings.auth_checks else None
         # Deliveries in progress; shielded from client disconnects, awaited on shutdown.
         self.deliveries: set[asyncio.Task[Delivery]] = set()
 

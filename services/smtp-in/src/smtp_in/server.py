@@ -14,6 +14,7 @@ import time
 from mailcommon.client import MailstoreClient
 from mailcommon.logging import get_logger
 
+from smtp_in.authentication import SenderChecks
 from smtp_in.handler import MailHandler
 from smtp_in.limits import ConnectionRegistry, DataBudget
 from smtp_in.protocol import protocol_factory
@@ -32,11 +33,12 @@ class SmtpServer:
         settings: SmtpSettings,
         mailstore: MailstoreClient,
         tls_context: ssl.SSLContext | None,
+        checks: SenderChecks | None = None,
         rspamd: Rspamd | None = None,
     ) -> None:
         self.settings = settings
         self.mailstore = mailstore
-        self.handler = MailHandler(settings, mailstore, rspamd)
+        self.handler = MailHandler(settings, mailstore, checks, rspamd)
         self.registry = ConnectionRegistry(
             settings.max_connections, settings.max_connections_per_ip
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from mailauth.dns import Nameserver, parse_nameservers
@@ -67,6 +68,8 @@ class SmtpSettings(FrontEndSettings):
     dns_timeout: float = Field(5.0, gt=0)
     # Answers the resolver keeps (each for its TTL; least recently used dropped beyond this).
     dns_cache_size: int = Field(10000, ge=1)
+    # Processes that verify DKIM and ARC signatures (0: threads of smtp-in itself).
+    auth_workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=0, le=64)
     # DKIM signatures verified per message (RFC 6376 6.1 lets a verifier bound the work).
     dkim_max_signatures: int = Field(5, ge=1, le=10)
     # enforce: a DMARC fail under p=reject is refused with 550 5.7.1; tag: stored with X-Spam: Yes.
