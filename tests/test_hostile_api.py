@@ -23,6 +23,9 @@ from schemathesis.checks import (
 )
 
 EXAMPLES = 8
+# The import route takes a message as its body (message/rfc822): generated bodies are sent as
+# the octets they are, as for application/octet-stream.
+schemathesis.serializer.alias("message/rfc822", "application/octet-stream")
 ALL_CHECKS = [
     not_a_server_error,
     status_code_conformance,
