@@ -34,8 +34,10 @@ def test_mailstack_runs_and_stops_the_stack(tmp_path: Path) -> None:
         assert line, f"mailstack exited early: {lines}"
         lines.append(line.strip())
     text = "\n".join(lines)
+    launched = psutil.Process(proc.pid).children()
+    assert len(launched) == 4  # redis-server and the three services
+    # ... and what they started (smtp-in's signature verifiers): all must be gone after Ctrl-C.
     children = psutil.Process(proc.pid).children(recursive=True)
-    assert len(children) == 4  # redis-server and the three services
     api = re.search(r"mailstore-api\s+(http://\S+)", text)
     smtp = re.search(r"smtp-in\s+smtp://127\.0\.0\.1:(\d+)", text)
     pop3 = re.search(r"pop3\s+pop3://127\.0\.0\.1:(\d+)", text)
