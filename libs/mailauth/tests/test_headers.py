@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mailauth.domains import organizational_domain
-from mailauth.headers import header_from_domain, split_header_block
+from mailauth.headers import (
+    SIMPLE_FROM,
+    header_from_domain,
+    parsed_from_domain,
+    split_header_block,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +65,24 @@ def test_from_fields_in_the_body_are_not_read() -> None:
 )
 def test_organizational_domains(domain: str, org: str) -> None:
     assert organizational_domain(domain) == org
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.from_regex(SIMPLE_FROM, fullmatch=True))
+def test_the_quick_from_reading_agrees_with_the_email_parser(value: bytes) -> None:
+    """Every From field the pattern reads gives the email package's answer."""
+    field = b"From:" + value
+    assert header_from_domain(field + b"\r\n\r\nbody") == parsed_from_domain(field)
+
+
+PIECES = [b"a", b"Z", b".", b"@", b"<", b">", b'"', b" ", b"\t", b"(", b")", b",", b"\\"]
+PIECES += [b"x.example", b"=?utf-8?q?a?=", b"\xc3\xbc", b":", b";", b"[", b"]", b"-", b"\r\n "]
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.lists(st.sampled_from(PIECES), max_size=14).map(b"".join))
+def test_near_misses_read_either_way_give_one_answer(value: bytes) -> None:
+    """Fields built of the characters that matter: where the pattern takes one, the same answer."""
+    field = b"From: " + value + b"\r\n"
+    if SIMPLE_FROM.fullmatch(field.partition(b":")[2]) is not None:
+        assert header_from_domain(field + b"\r\n") == parsed_from_domain(field)

@@ -13,10 +13,12 @@ from publicsuffixlist import PublicSuffixList
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
 
+@functools.lru_cache(maxsize=4096)
 def ascii_domain(domain: str) -> str | None:
     """``domain`` lower-cased, without a final dot, U-labels as A-labels (RFC 7489 6.6.1);
     ``None`` for what is no host name (empty, a label too long, a bad U-label, a character
-    outside letters, digits, ``-`` and ``_``)."""
+    outside letters, digits, ``-`` and ``_``). Remembered: one message asks for the same few
+    names up to six times (From, DMARC, alignment), at about 13 µs each through dnspython."""
     domain = domain.strip().rstrip(".")
     if not domain:
         return None
