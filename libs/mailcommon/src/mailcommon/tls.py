@@ -9,8 +9,6 @@ reader never sees a new certificate with an old key); :func:`serving_pair` says 
 from __future__ import annotations
 
 import datetime
-import os
-import secrets
 import ssl
 import time
 from pathlib import Path
@@ -95,25 +93,6 @@ def serving_pair(
     if acme and not (cert_file or key_file) and (secrets_dir / ACME_FILE).exists():
         return secrets_dir / ACME_FILE, None
     return ensure_certificate(cert_file, key_file, secrets_dir, hostname)
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Put ``data`` at ``path`` (mode 0600) in one ``rename``: readers see the old file or the
-    new one, never a part; durable once this returns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def server_context(cert_file: Path, key_file: Path | None) -> ssl.SSLContext:

@@ -27,9 +27,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.jwk import JWKRSA
+from mailcommon.atomicfile import replace_file
 from mailcommon.logging import get_logger
 from mailcommon.secrets import load_or_create_file
-from mailcommon.tls import ACME_FILE, replace_file
+from mailcommon.tls import ACME_FILE
 
 from mailstore_api.challenges import ChallengeResponder
 from mailstore_api.settings import MailstoreSettings
