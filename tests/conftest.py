@@ -38,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         raise pytest.UsageError(f"STACK must be 'local' or 'compose', not {mode!r}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: a module that runs a stack of its own gets its client
 def admin(stack: Any) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=f"{stack.api_url}/api/v1",
@@ -50,12 +50,15 @@ def admin(stack: Any) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def make_user(admin: httpx.Client) -> Callable[..., tuple[str, str]]:
-    """Create a fresh user (unique name unless given); returns (username, password)."""
+    """Create a fresh user (unique name unless given; ``fields``: more of the request, e.g.
+    ``quota_bytes``); returns (username, password)."""
 
-    def make(name: str | None = None, password: str | None = None) -> tuple[str, str]:
+    def make(
+        name: str | None = None, password: str | None = None, **fields: Any
+    ) -> tuple[str, str]:
         username = name or f"u{secrets.token_hex(5)}"
         pw = password or secrets.token_urlsafe(12)
-        response = admin.post("/users", json={"username": username, "password": pw})
+        response = admin.post("/users", json={"username": username, "password": pw, **fields})
         assert response.status_code == 201, response.text
         return username, pw
 
