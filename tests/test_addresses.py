@@ -9,13 +9,13 @@ import poplib
 import secrets
 import smtplib
 import ssl
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from mailstack import mpop
 
 HOST = "127.0.0.1"
 
@@ -93,21 +93,15 @@ def test_mpop_logs_in_with_the_full_address(
     local = f"mp{secrets.token_hex(3)}"
     _, password = make_user(f"{local}@example.test")
     assert send(stack, [f"{local}@example.test"], b"Subject: mpop\r\n\r\nfetched\r\n")[0] == 250
-    maildir = tmp_path / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True)
-    rc = tmp_path / "mpoprc"
-    rc.write_text(
+    maildir = mpop.maildir(tmp_path)
+    rc = mpop.write_rc(
+        tmp_path,
         f"account default\nhost {HOST}\nport {stack.pop3s_port}\ntls on\ntls_starttls off\n"
         "tls_certcheck off\nauth user\n"
         f"user {local}@example.test\npassword {password}\nuidls_file {tmp_path}/uidls\n"
-        f"delivery maildir {maildir}\nkeep on\n"
+        f"delivery maildir {maildir}\nkeep on\n",
     )
-    rc.chmod(0o600)
-    result = subprocess.run(
-        ["mpop", "-C", str(rc), "-q"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    mpop.run(rc, "-q")
     [fetched] = list((maildir / "new").iterdir())
     assert b"fetched" in fetched.read_bytes()
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mailstack import mpop
 from mailstack.stack import Stack
 
 HOST = "127.0.0.1"
@@ -317,20 +318,14 @@ def test_import_of_a_maildir_written_by_mpop(
     source, source_pw = make_user(fresh_address("mpopsrc"))
     target, target_pw = make_user(fresh_address("mpopdst"))
     asyncio.run(deliver(stack, [(source, data) for data in TRICKY], {}))
-    maildir = tmp_path / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True)
-    rc = tmp_path / "mpoprc"
-    rc.write_text(
+    maildir = mpop.maildir(tmp_path)
+    rc = mpop.write_rc(
+        tmp_path,
         f"account default\nhost {HOST}\nport {stack.pop3_port}\ntls off\nauth user\n"
         f"user {source}\npassword {source_pw}\nuidls_file {tmp_path}/uidls\n"
-        f"delivery maildir {maildir}\nkeep on\nreceived_header off\n"
+        f"delivery maildir {maildir}\nkeep on\nreceived_header off\n",
     )
-    rc.chmod(0o600)
-    fetch = subprocess.run(
-        ["mpop", "-C", str(rc), "-q"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert fetch.returncode == 0, fetch.stderr
+    mpop.run(rc, "-q")
     files = sorted((maildir / "new").iterdir(), key=lambda p: p.read_bytes())
     assert len(files) == len(TRICKY)
     dates = [1_500_000_000.0 + 86_400 * n for n in range(len(files))]  # an old mailbox
