@@ -34,11 +34,6 @@ FUZZ_SETTINGS = settings(
 SMTP_STATUS = re.compile(rb"^[2-5][0-9][0-9][ -]")
 
 
-def service_token(stack: Any) -> str:
-    token = getattr(stack, "service_token", None)
-    return token or stack.read_secret("service_token").decode().strip()
-
-
 def assert_alive(stack: Any, name: str) -> None:
     processes = getattr(stack, "processes", None)
     if processes is not None:  # local stack: the process itself
@@ -152,7 +147,7 @@ def fuzz_user(stack: Any) -> tuple[str, str]:
             "/internal/v1/deliveries",
             params={"recipient": user},
             content=b"Subject: fuzz\n\none line\n",
-            headers={"Authorization": f"Bearer {service_token(stack)}"},
+            headers={"Authorization": f"Bearer {stack.service_token}"},
         )
         assert delivered.status_code == 201, delivered.text
     return user, password

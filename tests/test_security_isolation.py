@@ -26,11 +26,6 @@ import pytest
 HOST = "127.0.0.1"
 
 
-def service_token(stack: Any) -> str:
-    token = getattr(stack, "service_token", None)
-    return token or stack.read_secret("service_token").decode().strip()
-
-
 @pytest.fixture(scope="module")
 def pair(stack: Any) -> Iterator[dict[str, Any]]:
     """alice and bob, two messages each, with distinctive bodies; ids by user."""
@@ -50,7 +45,7 @@ def pair(stack: Any) -> Iterator[dict[str, Any]]:
                     "/internal/v1/deliveries",
                     params={"recipient": name},
                     content=f"Subject: {who} {i}\n\nPRIVATE-{who.upper()}-{i}\n".encode(),
-                    headers={"Authorization": f"Bearer {service_token(stack)}"},
+                    headers={"Authorization": f"Bearer {stack.service_token}"},
                 )
                 assert delivered.status_code == 201, delivered.text
                 ids.append(delivered.json()["id"])
@@ -176,7 +171,7 @@ def test_message_id_path_tricks_never_reach_another_maildir(
     bob_id = pair["bob"]["ids"][0]
     secret = b"PRIVATE-BOB"
     problems: list[str] = []
-    internal = service_token(stack)
+    internal = stack.service_token
     for trick in tricks(bob, bob_id):
         urls = [
             ("admin", "GET", f"/api/v1/users/{alice}/messages/{trick}"),
@@ -257,7 +252,7 @@ def test_a_new_user_of_a_deleted_name_never_sees_the_old_mail(
         f"{stack.api_url}/internal/v1/deliveries",
         params={"recipient": name},
         content=b"Subject: old\n\nOLD-OWNER-SECRET\n",
-        headers={"Authorization": f"Bearer {service_token(stack)}"},
+        headers={"Authorization": f"Bearer {stack.service_token}"},
         timeout=30,
     )
     assert delivered.status_code == 201
@@ -301,7 +296,7 @@ def test_path_tricks_never_reach_files_outside_the_maildirs(
     spellings = []
     for target in targets:
         spellings += [target, quote(target, safe=""), quote(quote(target, safe=""), safe="")]
-    internal = service_token(stack)
+    internal = stack.service_token
     problems: list[str] = []
     for trick in spellings:
         for audience, method, url in (

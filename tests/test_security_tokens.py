@@ -27,8 +27,7 @@ def openapi(stack: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def service_token(stack: Any) -> str:
-    token = getattr(stack, "service_token", None)
-    return token or stack.read_secret("service_token").decode().strip()
+    return str(stack.service_token)
 
 
 @pytest.fixture(scope="module")
