@@ -66,6 +66,40 @@ def make_user(admin: httpx.Client) -> Callable[..., tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def seed_mailbox() -> Callable[..., str]:
+    """Create accounts (name -> password) on a stack over the admin API, and deliver one message
+    to all of them over the internal API, as smtp-in does; returns the delivery's id."""
+
+    def seed(
+        stack: Any,
+        accounts: dict[str, str],
+        body: bytes,
+        *,
+        exist_ok: bool = False,
+        timeout: float = 30,
+    ) -> str:
+        created_codes = (201, 409) if exist_ok else (201,)
+        with httpx.Client(base_url=stack.api_url, timeout=timeout) as api:
+            for name, password in accounts.items():
+                created = api.post(
+                    "/api/v1/users",
+                    json={"username": name, "password": password},
+                    headers={"Authorization": f"Bearer {stack.admin_token}"},
+                )
+                assert created.status_code in created_codes, created.text
+            delivered = api.post(
+                "/internal/v1/deliveries",
+                params=[("recipient", name) for name in accounts],
+                content=body,
+                headers={"Authorization": f"Bearer {stack.service_token}"},
+            )
+            assert delivered.status_code == 201, delivered.text
+            return str(delivered.json()["id"])
+
+    return seed
+
+
+@pytest.fixture(scope="session")
 def tls_context(stack: Any) -> ssl.SSLContext:
     """Trusts the stack's generated certificate (its name is the mail host name, not 127.0.0.1)."""
     ctx = ssl.create_default_context(cadata=stack.read_secret("tls/cert.pem").decode())
