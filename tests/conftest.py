@@ -99,7 +99,7 @@ def seed_mailbox() -> Callable[..., str]:
     return seed
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: as admin
 def tls_context(stack: Any) -> ssl.SSLContext:
     """Trusts the stack's generated certificate (its name is the mail host name, not 127.0.0.1)."""
     ctx = ssl.create_default_context(cadata=stack.read_secret("tls/cert.pem").decode())
