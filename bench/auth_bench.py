@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mailstack.dnsserver import AuthoritativeDns, txt
 from mailstack.stack import Stack
-from smtp_bench import Result, create_users, make_body, measure_points
+from smtp_bench import Result, add_measure_options, create_users, make_body, measure_points
 
 SENDER_DOMAIN = "sender.bench"
 SENDER = f"bench@{SENDER_DOMAIN}"
@@ -148,10 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=9.0, help="measured seconds per point")
-    parser.add_argument("--concurrency", default="1,10,50")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per point")
-    parser.add_argument("--no-postfix", action="store_true")
+    add_measure_options(parser)
     run(parser.parse_args())
 
 

@@ -314,6 +314,14 @@ def merge(parts: list[Result]) -> Result:
     return merged
 
 
+def add_measure_options(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`measure_points` reads."""
+    parser.add_argument("--seconds", type=float, default=9.0, help="measured seconds per point")
+    parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per point")
+    parser.add_argument("--no-postfix", action="store_true")
+
+
 def measure_points(
     args: argparse.Namespace,
     targets: list[tuple[str, int]],
@@ -414,11 +422,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=9.0, help="measured seconds per point")
-    parser.add_argument("--concurrency", default="1,10,50")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per point")
+    add_measure_options(parser)
     parser.add_argument("--big-clients", type=int, default=50)
-    parser.add_argument("--no-postfix", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the 10 MiB memory run")
     parser.add_argument(
         "--minimal-server", nargs=2, metavar=("PORT", "MAILDIR"), help=argparse.SUPPRESS
