@@ -66,18 +66,17 @@ def make_user(admin: httpx.Client) -> Callable[..., tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def seed_mailbox() -> Callable[..., str]:
-    """Create accounts (name -> password) on a stack over the admin API, and deliver one message
-    to all of them over the internal API, as smtp-in does; returns the delivery's id."""
+def seed_mailbox() -> Callable[..., list[str]]:
+    """Create accounts (name -> password) on a stack over the admin API, then deliver each of
+    ``bodies`` to all of them over the internal API, as smtp-in does; the deliveries' ids."""
 
     def seed(
         stack: Any,
         accounts: dict[str, str],
-        body: bytes,
-        *,
+        *bodies: bytes,
         exist_ok: bool = False,
         timeout: float = 30,
-    ) -> str:
+    ) -> list[str]:
         created_codes = (201, 409) if exist_ok else (201,)
         with httpx.Client(base_url=stack.api_url, timeout=timeout) as api:
             for name, password in accounts.items():
@@ -87,14 +86,17 @@ def seed_mailbox() -> Callable[..., str]:
                     headers={"Authorization": f"Bearer {stack.admin_token}"},
                 )
                 assert created.status_code in created_codes, created.text
-            delivered = api.post(
-                "/internal/v1/deliveries",
-                params=[("recipient", name) for name in accounts],
-                content=body,
-                headers={"Authorization": f"Bearer {stack.service_token}"},
-            )
-            assert delivered.status_code == 201, delivered.text
-            return str(delivered.json()["id"])
+            ids = []
+            for body in bodies:
+                delivered = api.post(
+                    "/internal/v1/deliveries",
+                    params=[("recipient", name) for name in accounts],
+                    content=body,
+                    headers={"Authorization": f"Bearer {stack.service_token}"},
+                )
+                assert delivered.status_code == 201, delivered.text
+                ids.append(str(delivered.json()["id"]))
+            return ids
 
     return seed
 

@@ -135,7 +135,7 @@ def check_smtp_output(data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_user(stack: Any, seed_mailbox: Callable[..., str]) -> tuple[str, str]:
+def fuzz_user(stack: Any, seed_mailbox: Callable[..., list[str]]) -> tuple[str, str]:
     user, password = f"fz{secrets.token_hex(5)}", secrets.token_urlsafe(12)
     seed_mailbox(stack, {user: password}, b"Subject: fuzz\n\none line\n")
     return user, password

@@ -51,7 +51,7 @@ def greedy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def user(greedy_stack: Stack, seed_mailbox: Callable[..., str]) -> tuple[str, str]:
+def user(greedy_stack: Stack, seed_mailbox: Callable[..., list[str]]) -> tuple[str, str]:
     """A fresh user with exactly one message."""
     name, password = f"g{secrets.token_hex(5)}", secrets.token_urlsafe(12)
     seed_mailbox(greedy_stack, {name: password}, b"Subject: greedy\n\nhello\n")
@@ -249,7 +249,7 @@ BIG = 4 * 1024 * 1024
 
 def test_slow_readers_of_big_messages_do_not_grow_memory_or_block_others(
     greedy_stack: Stack,
-    seed_mailbox: Callable[..., str],
+    seed_mailbox: Callable[..., list[str]],
 ) -> None:
     """Clients that RETR a 4 MB message and never read it: bounded memory, others are served."""
     names = [f"slow{secrets.token_hex(4)}" for _ in range(SLOW_READERS + 1)]

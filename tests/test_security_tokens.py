@@ -32,11 +32,12 @@ def service_token(stack: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def victim(stack: Any, seed_mailbox: Callable[..., str]) -> tuple[str, str]:
+def victim(stack: Any, seed_mailbox: Callable[..., list[str]]) -> tuple[str, str]:
     """A real user with a real message, so that a leaked 2xx would have something to leak."""
     name = "tokenvictim"
     accounts = {name: "victim-password-123"}
-    return name, seed_mailbox(stack, accounts, b"Subject: secret\n\nsecret body\n", exist_ok=True)
+    [delivered] = seed_mailbox(stack, accounts, b"Subject: secret\n\nsecret body\n", exist_ok=True)
+    return name, delivered
 
 
 def operations(spec: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
