@@ -14,7 +14,6 @@ core, for rsa-sha256 2048 and ed25519-sha256, the key already fetched.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import sys
 import tempfile
@@ -29,17 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mailstack.dnsserver import AuthoritativeDns, txt
 from mailstack.stack import Stack
-from smtp_bench import (
-    POSTFIX_PORT,
-    Result,
-    create_users,
-    load,
-    make_body,
-    merge,
-    port_open,
-    postfix_delivered,
-    wait_for_postfix,
-)
+from smtp_bench import Result, add_measure_options, create_users, make_body, measure_points
 
 SENDER_DOMAIN = "sender.bench"
 SENDER = f"bench@{SENDER_DOMAIN}"
@@ -134,49 +123,14 @@ def run(args: argparse.Namespace) -> None:
                 users = [f"u{i}" for i in range(50)]
                 create_users(stack.api_url, stack.admin_token, users)
                 off_port = stack.start_replica("smtp-in", {"AUTH_CHECKS": "false"})["smtp"]
-                servers = [("checks-on", stack.smtp_port), ("checks-off", off_port)]
-                if not args.no_postfix and port_open(POSTFIX_PORT):
-                    servers.append(("postfix", POSTFIX_PORT))
-                report(measure(args, servers, users, message))
+                targets = [("checks-on", stack.smtp_port), ("checks-off", off_port)]
+                results = measure_points(
+                    args, targets, users, sender=SENDER, message=lambda: message
+                )
+                report(results)
     rsa_rate = verifications_per_second(message, f"v=DKIM1; k=rsa; p={public}".encode())
     print(f"\nDKIM verifications per second, one core: rsa-sha256 2048 {rsa_rate:.0f}, ", end="")
     print(f"ed25519-sha256 {ed25519_figures():.0f} (4 KiB messages, dkimpy, key at hand)")
-
-
-def measure(
-    args: argparse.Namespace, servers: list[tuple[str, int]], users: list[str], message: bytes
-) -> list[Result]:
-    results: list[Result] = []
-    for c in [int(c) for c in args.concurrency.split(",")]:
-        slices: dict[str, list[Result]] = {name: [] for name, _ in servers}
-        for _ in range(args.rounds):
-            for name, port in servers:
-                names = [f"u{i}" for i in range(200)] if name == "postfix" else users
-                before = postfix_delivered() if name == "postfix" else 0
-                r = asyncio.run(
-                    load(
-                        name,
-                        port=port,
-                        domain="bench.test",
-                        users=names,
-                        concurrency=c,
-                        seconds=args.seconds / args.rounds,
-                        sender=SENDER,
-                        message=lambda: message,
-                    )
-                )
-                if name == "postfix":
-                    r.end_to_end_seconds = wait_for_postfix(before + r.sent_total) - r.started_at
-                slices[name].append(r)
-        for name, _ in servers:
-            r = merge(slices[name])
-            print(
-                f"{name:10} c={c:<3} {r.e2e_rate:8.1f} msg/s end to end"
-                f"  p50 {r.pct(0.5):.1f} ms  p99 {r.pct(0.99):.1f} ms",
-                flush=True,
-            )
-            results.append(r)
-    return results
 
 
 def report(results: list[Result]) -> None:
@@ -194,10 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=9.0, help="measured seconds per point")
-    parser.add_argument("--concurrency", default="1,10,50")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per point")
-    parser.add_argument("--no-postfix", action="store_true")
+    add_measure_options(parser)
     run(parser.parse_args())
 
 

@@ -43,6 +43,7 @@ from mailstack.ports import free_port
 from mailstack.stack import Stack
 
 POSTFIX_PORT = 2125
+POSTFIX_USERS = [f"u{i}" for i in range(200)]  # the accounts peers.sh gives Postfix
 PEERS_DIR = Path(os.environ.get("PEERS_DIR", "/tmp/peers"))
 HOST = "127.0.0.1"
 
@@ -99,6 +100,11 @@ def make_body(size: int, token: str) -> bytes:
     return body
 
 
+def fresh_message() -> bytes:
+    """A 4 KiB message with a subject of its own."""
+    return make_body(4096, uuid.uuid4().hex)
+
+
 @dataclass
 class Result:
     name: str
@@ -134,7 +140,7 @@ async def load(
     concurrency: int,
     seconds: float,
     sender: str = "bench@bench.client",
-    message: Callable[[], bytes] = lambda: make_body(4096, uuid.uuid4().hex),
+    message: Callable[[], bytes] = fresh_message,
 ) -> Result:
     """``concurrency`` connections sending ``message()`` (4 KiB) for ``seconds`` (after a short
     warm-up)."""
@@ -308,17 +314,31 @@ def merge(parts: list[Result]) -> Result:
     return merged
 
 
+def add_measure_options(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`measure_points` reads."""
+    parser.add_argument("--seconds", type=float, default=9.0, help="measured seconds per point")
+    parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per point")
+    parser.add_argument("--no-postfix", action="store_true")
+
+
 def measure_points(
-    args: argparse.Namespace, smtp_port: int, minimal_port: int, users: list[str]
+    args: argparse.Namespace,
+    targets: list[tuple[str, int]],
+    users: list[str],
+    *,
+    sender: str = "bench@bench.client",
+    message: Callable[[], bytes] = fresh_message,
 ) -> list[Result]:
-    """Each concurrency: ``--rounds`` slices per server, interleaved, so that load from other
-    processes on the machine falls on all three alike; the slices are then added up."""
+    """Each concurrency: ``--rounds`` slices per target (``(name, port)``, and Postfix unless
+    ``--no-postfix``), interleaved, so that load from other processes on the machine falls on all
+    alike; the slices are then added up. Every message is ``message()`` from ``sender``."""
     postfix = not args.no_postfix and port_open(POSTFIX_PORT)
     if not args.no_postfix and not postfix:
         print("postfix is not listening on 127.0.0.1:2125 (peers.sh start): skipped")
-    servers = [("smtp-in", smtp_port, users), ("minimal", minimal_port, users)]
+    servers = [(name, port, users) for name, port in targets]
     if postfix:
-        servers.append(("postfix", POSTFIX_PORT, [f"u{i}" for i in range(200)]))
+        servers.append(("postfix", POSTFIX_PORT, POSTFIX_USERS))
     results: list[Result] = []
     for c in [int(c) for c in args.concurrency.split(",")]:
         slices: dict[str, list[Result]] = {name: [] for name, _, _ in servers}
@@ -333,6 +353,8 @@ def measure_points(
                         users=names,
                         concurrency=c,
                         seconds=args.seconds / args.rounds,
+                        sender=sender,
+                        message=message,
                     )
                 )
                 if name == "postfix":
@@ -340,7 +362,7 @@ def measure_points(
                 slices[name].append(r)
         for name, _, _ in servers:
             r = merge(slices[name])
-            line = f"{name:8} c={c:<3} {r.rate:8.1f} msg/s accepted"
+            line = f"{name:10} c={c:<3} {r.rate:8.1f} msg/s accepted"
             if name == "postfix":
                 line += f", {r.e2e_rate:.1f} end to end"
             print(f"{line}  p50 {r.pct(0.5):.1f} ms  p99 {r.pct(0.99):.1f} ms", flush=True)
@@ -370,7 +392,8 @@ def run(args: argparse.Namespace) -> None:
             minimal.stdout.readline()
             try:
                 if not args.memory_only:
-                    report(measure_points(args, stack.smtp_port, minimal_port, users))
+                    targets = [("smtp-in", stack.smtp_port), ("minimal", minimal_port)]
+                    report(measure_points(args, targets, users))
             finally:
                 minimal.terminate()
                 minimal.wait()
@@ -399,11 +422,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=9.0, help="measured seconds per point")
-    parser.add_argument("--concurrency", default="1,10,50")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved slices per point")
+    add_measure_options(parser)
     parser.add_argument("--big-clients", type=int, default=50)
-    parser.add_argument("--no-postfix", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the 10 MiB memory run")
     parser.add_argument(
         "--minimal-server", nargs=2, metavar=("PORT", "MAILDIR"), help=argparse.SUPPRESS

@@ -38,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         raise pytest.UsageError(f"STACK must be 'local' or 'compose', not {mode!r}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: a module that runs a stack of its own gets its client
 def admin(stack: Any) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=f"{stack.api_url}/api/v1",
@@ -50,12 +50,15 @@ def admin(stack: Any) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def make_user(admin: httpx.Client) -> Callable[..., tuple[str, str]]:
-    """Create a fresh user (unique name unless given); returns (username, password)."""
+    """Create a fresh user (unique name unless given; ``fields``: more of the request, e.g.
+    ``quota_bytes``); returns (username, password)."""
 
-    def make(name: str | None = None, password: str | None = None) -> tuple[str, str]:
+    def make(
+        name: str | None = None, password: str | None = None, **fields: Any
+    ) -> tuple[str, str]:
         username = name or f"u{secrets.token_hex(5)}"
         pw = password or secrets.token_urlsafe(12)
-        response = admin.post("/users", json={"username": username, "password": pw})
+        response = admin.post("/users", json={"username": username, "password": pw, **fields})
         assert response.status_code == 201, response.text
         return username, pw
 
@@ -63,6 +66,42 @@ def make_user(admin: httpx.Client) -> Callable[..., tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def seed_mailbox() -> Callable[..., list[str]]:
+    """Create accounts (name -> password) on a stack over the admin API, then deliver each of
+    ``bodies`` to all of them over the internal API, as smtp-in does; the deliveries' ids."""
+
+    def seed(
+        stack: Any,
+        accounts: dict[str, str],
+        *bodies: bytes,
+        exist_ok: bool = False,
+        timeout: float = 30,
+    ) -> list[str]:
+        created_codes = (201, 409) if exist_ok else (201,)
+        with httpx.Client(base_url=stack.api_url, timeout=timeout) as api:
+            for name, password in accounts.items():
+                created = api.post(
+                    "/api/v1/users",
+                    json={"username": name, "password": password},
+                    headers={"Authorization": f"Bearer {stack.admin_token}"},
+                )
+                assert created.status_code in created_codes, created.text
+            ids = []
+            for body in bodies:
+                delivered = api.post(
+                    "/internal/v1/deliveries",
+                    params=[("recipient", name) for name in accounts],
+                    content=body,
+                    headers={"Authorization": f"Bearer {stack.service_token}"},
+                )
+                assert delivered.status_code == 201, delivered.text
+                ids.append(str(delivered.json()["id"]))
+            return ids
+
+    return seed
+
+
+@pytest.fixture(scope="module")  # module: as admin
 def tls_context(stack: Any) -> ssl.SSLContext:
     """Trusts the stack's generated certificate (its name is the mail host name, not 127.0.0.1)."""
     ctx = ssl.create_default_context(cadata=stack.read_secret("tls/cert.pem").decode())

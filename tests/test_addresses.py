@@ -9,12 +9,13 @@ import poplib
 import secrets
 import smtplib
 import ssl
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from mailstack import mpop
 
 HOST = "127.0.0.1"
 
@@ -49,19 +50,15 @@ def new_domain(admin: httpx.Client) -> str:
     return name
 
 
-def new_account(admin: httpx.Client, address: str, **quota: int) -> str:
-    password = secrets.token_urlsafe(12)
-    r = admin.post("/users", json={"username": address, "password": password, **quota})
-    assert r.status_code == 201, r.text
-    return password
-
-
 def test_two_domains_with_one_local_part_are_two_mailboxes(
-    stack: Any, admin: httpx.Client, tls_context: ssl.SSLContext
+    stack: Any,
+    admin: httpx.Client,
+    make_user: Callable[..., tuple[str, str]],
+    tls_context: ssl.SSLContext,
 ) -> None:
     local = f"bob{secrets.token_hex(3)}"
-    pw_primary = new_account(admin, local)  # a bare name: the primary domain, pokey.onl
-    pw_other = new_account(admin, f"{local}@example.test")
+    _, pw_primary = make_user(local)  # a bare name: the primary domain, pokey.onl
+    _, pw_other = make_user(f"{local}@example.test")
     assert admin.get(f"/users/{local}").json()["username"] == f"{local}@pokey.onl"
     assert send(stack, [f"{local}@pokey.onl"], b"Subject: one\r\n\r\nto pokey\r\n")[0] == 250
     assert send(stack, [f"{local}@Example.TEST"], b"Subject: two\r\n\r\nto example\r\n")[0] == 250
@@ -76,10 +73,12 @@ def test_two_domains_with_one_local_part_are_two_mailboxes(
 
 
 def test_auth_plain_takes_the_full_address_and_the_bare_name(
-    stack: Any, admin: httpx.Client, tls_context: ssl.SSLContext
+    stack: Any,
+    make_user: Callable[..., tuple[str, str]],
+    tls_context: ssl.SSLContext,
 ) -> None:
     local = f"pl{secrets.token_hex(3)}"
-    password = new_account(admin, local)
+    _, password = make_user(local)
     for name in (local, f"{local}@pokey.onl"):
         client = poplib.POP3_SSL(HOST, stack.pop3s_port, context=tls_context, timeout=30)
         token = base64.b64encode(f"\0{name}\0{password}".encode()).decode()
@@ -89,35 +88,31 @@ def test_auth_plain_takes_the_full_address_and_the_bare_name(
 
 
 def test_mpop_logs_in_with_the_full_address(
-    stack: Any, admin: httpx.Client, tmp_path: Path
+    stack: Any, make_user: Callable[..., tuple[str, str]], tmp_path: Path
 ) -> None:
     local = f"mp{secrets.token_hex(3)}"
-    password = new_account(admin, f"{local}@example.test")
+    _, password = make_user(f"{local}@example.test")
     assert send(stack, [f"{local}@example.test"], b"Subject: mpop\r\n\r\nfetched\r\n")[0] == 250
-    maildir = tmp_path / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True)
-    rc = tmp_path / "mpoprc"
-    rc.write_text(
+    maildir = mpop.maildir(tmp_path)
+    rc = mpop.write_rc(
+        tmp_path,
         f"account default\nhost {HOST}\nport {stack.pop3s_port}\ntls on\ntls_starttls off\n"
         "tls_certcheck off\nauth user\n"
         f"user {local}@example.test\npassword {password}\nuidls_file {tmp_path}/uidls\n"
-        f"delivery maildir {maildir}\nkeep on\n"
+        f"delivery maildir {maildir}\nkeep on\n",
     )
-    rc.chmod(0o600)
-    result = subprocess.run(
-        ["mpop", "-C", str(rc), "-q"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    mpop.run(rc, "-q")
     [fetched] = list((maildir / "new").iterdir())
     assert b"fetched" in fetched.read_bytes()
 
 
-def test_aliases_catch_alls_and_tags(stack: Any, admin: httpx.Client, mailbox: Any) -> None:
+def test_aliases_catch_alls_and_tags(
+    stack: Any, admin: httpx.Client, make_user: Callable[..., tuple[str, str]], mailbox: Any
+) -> None:
     domain = new_domain(admin)
     a, b, c = (f"{n}@{domain}" for n in ("ann", "ben", "cy"))
     for account in (a, b, c):
-        new_account(admin, account)
+        make_user(account)
     r = admin.post("/aliases", json={"address": f"team@{domain}", "targets": [a, b, c]})
     assert r.status_code == 201, r.text
     assert r.json()["accounts"] == [a, b, c]
@@ -146,7 +141,7 @@ def test_aliases_catch_alls_and_tags(stack: Any, admin: httpx.Client, mailbox: A
 
 
 def test_postmaster_and_abuse_always_reach_someone(
-    stack: Any, admin: httpx.Client, mailbox: Any
+    stack: Any, admin: httpx.Client, make_user: Callable[..., tuple[str, str]], mailbox: Any
 ) -> None:
     domain = new_domain(admin)
     # No account in this domain: postmaster@ and abuse@ go to POSTMASTER_ADDRESS or (unset, as
@@ -161,7 +156,7 @@ def test_postmaster_and_abuse_always_reach_someone(
     # it reuses an answer for up to SMTP_RECIPIENT_CACHE_TTL seconds).
     domain = new_domain(admin)
     ops = f"ops@{domain}"
-    new_account(admin, ops)
+    make_user(ops)
     r = admin.post("/aliases", json={"address": f"postmaster@{domain}", "targets": [ops]})
     assert r.status_code == 201
     assert send(stack, [f"postmaster@{domain}"], b"Subject: to ops\r\n\r\nx\r\n")[0] == 250
@@ -169,12 +164,16 @@ def test_postmaster_and_abuse_always_reach_someone(
 
 
 def test_quotas_at_rcpt_and_at_the_end_of_data(
-    stack: Any, admin: httpx.Client, tls_context: ssl.SSLContext, mailbox: Any
+    stack: Any,
+    admin: httpx.Client,
+    make_user: Callable[..., tuple[str, str]],
+    tls_context: ssl.SSLContext,
+    mailbox: Any,
 ) -> None:
     user = f"q{secrets.token_hex(3)}@pokey.onl"
-    password = new_account(admin, user, quota_bytes=6000)
+    _, password = make_user(user, quota_bytes=6000)
     other = f"r{secrets.token_hex(3)}@pokey.onl"
-    new_account(admin, other)
+    make_user(other)
     body = b"Subject: 2k\r\n\r\n" + (b"x" * 98 + b"\r\n") * 20
     assert send(stack, [user], body)[0] == 250
     assert send(stack, [user], body)[0] == 250

@@ -18,12 +18,13 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from mailstack import mpop
 from mailstack.stack import Stack
 
 HOST = "127.0.0.1"
@@ -37,16 +38,6 @@ POP3_ENV = {"POP3_ALLOW_PLAINTEXT_AUTH": "true"}
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Stack(tmp_path_factory.mktemp("source"), SERVICES, env=POP3_ENV) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def admin(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=f"{stack.api_url}/api/v1",
-        headers={"Authorization": f"Bearer {stack.admin_token}"},
-        timeout=30,
-    ) as client:
-        yield client
 
 
 def mailctl(
@@ -65,11 +56,8 @@ def mailctl(
     )
 
 
-def new_account(admin: httpx.Client, prefix: str) -> tuple[str, str]:
-    address, password = f"{prefix}{secrets.token_hex(4)}@pokey.onl", secrets.token_urlsafe(12)
-    r = admin.post("/users", json={"username": address, "password": password})
-    assert r.status_code == 201, r.text
-    return address, password
+def fresh_address(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(4)}@pokey.onl"
 
 
 def message(n: int, size: int = 0) -> bytes:
@@ -148,11 +136,11 @@ def messages_of(members: dict[str, bytes], address: str) -> dict[str, bytes]:
 
 
 def test_backup_under_load_is_consistent_and_restores_the_uidls(
-    stack: Any, admin: httpx.Client, tmp_path: Path
+    stack: Any, make_user: Callable[..., tuple[str, str]], tmp_path: Path
 ) -> None:
-    busy = [new_account(admin, "busy") for _ in range(5)]
-    popped, popped_pw = new_account(admin, "popped")
-    quiet, quiet_pw = new_account(admin, "quiet")
+    busy = [make_user(fresh_address("busy")) for _ in range(5)]
+    popped, popped_pw = make_user(fresh_address("popped"))
+    quiet, quiet_pw = make_user(fresh_address("quiet"))
     acked: dict[str, bytes] = {}
     sent = [(busy[n % 5][0], message(n, 300_000 if n % 50 == 0 else 0)) for n in range(100)]
     sent += [(popped, message(1000 + n)) for n in range(150)]
@@ -237,9 +225,9 @@ def flip(data: bytes, at: int) -> bytes:
 
 
 def test_damaged_backups_are_refused_by_verify_and_restore(
-    stack: Any, admin: httpx.Client, tmp_path: Path
+    stack: Any, make_user: Callable[..., tuple[str, str]], tmp_path: Path
 ) -> None:
-    address, _ = new_account(admin, "damaged")
+    address, _ = make_user(fresh_address("damaged"))
     marker = b"a message to damage " + secrets.token_hex(8).encode()
     asyncio.run(deliver(stack, [(address, b"Subject: x\r\n\r\n" + marker + b"\r\n")], {}))
     good = tmp_path / "good.tar"
@@ -325,25 +313,19 @@ TRICKY = [
 
 
 def test_import_of_a_maildir_written_by_mpop(
-    stack: Any, admin: httpx.Client, tmp_path: Path
+    stack: Any, admin: httpx.Client, make_user: Callable[..., tuple[str, str]], tmp_path: Path
 ) -> None:
-    source, source_pw = new_account(admin, "mpopsrc")
-    target, target_pw = new_account(admin, "mpopdst")
+    source, source_pw = make_user(fresh_address("mpopsrc"))
+    target, target_pw = make_user(fresh_address("mpopdst"))
     asyncio.run(deliver(stack, [(source, data) for data in TRICKY], {}))
-    maildir = tmp_path / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True)
-    rc = tmp_path / "mpoprc"
-    rc.write_text(
+    maildir = mpop.maildir(tmp_path)
+    rc = mpop.write_rc(
+        tmp_path,
         f"account default\nhost {HOST}\nport {stack.pop3_port}\ntls off\nauth user\n"
         f"user {source}\npassword {source_pw}\nuidls_file {tmp_path}/uidls\n"
-        f"delivery maildir {maildir}\nkeep on\nreceived_header off\n"
+        f"delivery maildir {maildir}\nkeep on\nreceived_header off\n",
     )
-    rc.chmod(0o600)
-    fetch = subprocess.run(
-        ["mpop", "-C", str(rc), "-q"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert fetch.returncode == 0, fetch.stderr
+    mpop.run(rc, "-q")
     files = sorted((maildir / "new").iterdir(), key=lambda p: p.read_bytes())
     assert len(files) == len(TRICKY)
     dates = [1_500_000_000.0 + 86_400 * n for n in range(len(files))]  # an old mailbox
@@ -368,9 +350,9 @@ def test_import_of_a_maildir_written_by_mpop(
 
 
 def test_import_of_an_mbox_written_by_python_and_export(
-    stack: Any, admin: httpx.Client, tmp_path: Path
+    stack: Any, admin: httpx.Client, make_user: Callable[..., tuple[str, str]], tmp_path: Path
 ) -> None:
-    target, target_pw = new_account(admin, "mboxdst")
+    target, target_pw = make_user(fresh_address("mboxdst"))
     path = tmp_path / "old.mbox"
     box = mailbox.mbox(path)
     dates = [1_400_000_000 + 3600 * n for n in range(len(TRICKY))]
@@ -394,15 +376,17 @@ def test_import_of_an_mbox_written_by_python_and_export(
     export = tmp_path / "export.mbox"
     r = mailctl(stack, "export", target, "--output", str(export))
     assert r.returncode == 0, r.stderr
-    copy, copy_pw = new_account(admin, "mboxcopy")
+    copy, copy_pw = make_user(fresh_address("mboxcopy"))
     r = mailctl(stack, "import", copy, str(export))
     assert r.returncode == 0, r.stderr
     assert retrieved(stack, copy, copy_pw) == retrieved(stack, target, target_pw)
     assert received(admin, copy) == received(admin, target)
 
 
-def test_import_goes_through_quotas(stack: Any, admin: httpx.Client, tmp_path: Path) -> None:
-    target, _ = new_account(admin, "quota")
+def test_import_goes_through_quotas(
+    stack: Any, admin: httpx.Client, make_user: Callable[..., tuple[str, str]], tmp_path: Path
+) -> None:
+    target, _ = make_user(fresh_address("quota"))
     assert admin.patch(f"/users/{target}", json={"quota_messages": 1}).status_code == 200
     maildir = tmp_path / "Maildir"
     (maildir / "new").mkdir(parents=True)

@@ -15,9 +15,9 @@ import secrets
 import smtplib
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,11 +32,6 @@ FUZZ_SETTINGS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 SMTP_STATUS = re.compile(rb"^[2-5][0-9][0-9][ -]")
-
-
-def service_token(stack: Any) -> str:
-    token = getattr(stack, "service_token", None)
-    return token or stack.read_secret("service_token").decode().strip()
 
 
 def assert_alive(stack: Any, name: str) -> None:
@@ -140,21 +135,9 @@ def check_smtp_output(data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_user(stack: Any) -> tuple[str, str]:
+def fuzz_user(stack: Any, seed_mailbox: Callable[..., list[str]]) -> tuple[str, str]:
     user, password = f"fz{secrets.token_hex(5)}", secrets.token_urlsafe(12)
-    headers = {"Authorization": f"Bearer {stack.admin_token}"}
-    with httpx.Client(base_url=stack.api_url, timeout=30) as api:
-        created = api.post(
-            "/api/v1/users", json={"username": user, "password": password}, headers=headers
-        )
-        assert created.status_code == 201, created.text
-        delivered = api.post(
-            "/internal/v1/deliveries",
-            params={"recipient": user},
-            content=b"Subject: fuzz\n\none line\n",
-            headers={"Authorization": f"Bearer {service_token(stack)}"},
-        )
-        assert delivered.status_code == 201, delivered.text
+    seed_mailbox(stack, {user: password}, b"Subject: fuzz\n\none line\n")
     return user, password
 
 

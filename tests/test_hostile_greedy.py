@@ -22,9 +22,8 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-import httpx
 import psutil
 import pytest
 from mailstack.ports import wait_until
@@ -52,23 +51,10 @@ def greedy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def user(greedy_stack: Stack) -> tuple[str, str]:
+def user(greedy_stack: Stack, seed_mailbox: Callable[..., list[str]]) -> tuple[str, str]:
     """A fresh user with exactly one message."""
     name, password = f"g{secrets.token_hex(5)}", secrets.token_urlsafe(12)
-    with httpx.Client(base_url=greedy_stack.api_url, timeout=30) as api:
-        created = api.post(
-            "/api/v1/users",
-            json={"username": name, "password": password},
-            headers={"Authorization": f"Bearer {greedy_stack.admin_token}"},
-        )
-        assert created.status_code == 201, created.text
-        delivered = api.post(
-            "/internal/v1/deliveries",
-            params={"recipient": name},
-            content=b"Subject: greedy\n\nhello\n",
-            headers={"Authorization": f"Bearer {greedy_stack.service_token}"},
-        )
-        assert delivered.status_code == 201, delivered.text
+    seed_mailbox(greedy_stack, {name: password}, b"Subject: greedy\n\nhello\n")
     return name, password
 
 
@@ -263,27 +249,14 @@ BIG = 4 * 1024 * 1024
 
 def test_slow_readers_of_big_messages_do_not_grow_memory_or_block_others(
     greedy_stack: Stack,
+    seed_mailbox: Callable[..., list[str]],
 ) -> None:
     """Clients that RETR a 4 MB message and never read it: bounded memory, others are served."""
     names = [f"slow{secrets.token_hex(4)}" for _ in range(SLOW_READERS + 1)]
     password = secrets.token_urlsafe(12)
     line = b"x" * 76 + b"\n"
     body = b"Subject: big\n\n" + line * (BIG // len(line))
-    with httpx.Client(base_url=greedy_stack.api_url, timeout=60) as api:
-        for name in names:
-            created = api.post(
-                "/api/v1/users",
-                json={"username": name, "password": password},
-                headers={"Authorization": f"Bearer {greedy_stack.admin_token}"},
-            )
-            assert created.status_code == 201, created.text
-        delivered = api.post(
-            "/internal/v1/deliveries",
-            params=[("recipient", n) for n in names],
-            content=body,
-            headers={"Authorization": f"Bearer {greedy_stack.service_token}"},
-        )
-        assert delivered.status_code == 201, delivered.text
+    seed_mailbox(greedy_stack, dict.fromkeys(names, password), body, timeout=60)
     pid = greedy_stack.processes["pop3"].pid
     assert pid is not None
     slow: list[socket.socket] = []

@@ -28,11 +28,6 @@ HOST = "127.0.0.1"
 TIMEOUT = 15.0
 
 
-def service_token(stack: Any) -> str:
-    token = getattr(stack, "service_token", None)
-    return token or stack.read_secret("service_token").decode().strip()
-
-
 class Pop3Conn:
     """A minimal POP3 client on a raw socket: exact bytes in, exact lines out."""
 
@@ -271,7 +266,7 @@ def test_pop3_session_follows_rfc1939_model(
             "/internal/v1/deliveries",
             params={"recipient": user},
             content=body,
-            headers={"Authorization": f"Bearer {service_token(stack)}"},
+            headers={"Authorization": f"Bearer {stack.service_token}"},
         )
         assert delivered.status_code == 201, delivered.text
         ids.append(delivered.json()["id"])

@@ -16,7 +16,7 @@ import http.client
 import poplib
 import secrets
 import smtplib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -26,35 +26,15 @@ import pytest
 HOST = "127.0.0.1"
 
 
-def service_token(stack: Any) -> str:
-    token = getattr(stack, "service_token", None)
-    return token or stack.read_secret("service_token").decode().strip()
-
-
 @pytest.fixture(scope="module")
-def pair(stack: Any) -> Iterator[dict[str, Any]]:
+def pair(stack: Any, seed_mailbox: Callable[..., list[str]]) -> Iterator[dict[str, Any]]:
     """alice and bob, two messages each, with distinctive bodies; ids by user."""
     users: dict[str, Any] = {}
-    with httpx.Client(base_url=stack.api_url, timeout=30) as api:
-        for who in ("alice", "bob"):
-            name, password = f"{who}{secrets.token_hex(4)}", secrets.token_urlsafe(12)
-            created = api.post(
-                "/api/v1/users",
-                json={"username": name, "password": password},
-                headers={"Authorization": f"Bearer {stack.admin_token}"},
-            )
-            assert created.status_code == 201, created.text
-            ids = []
-            for i in range(2):
-                delivered = api.post(
-                    "/internal/v1/deliveries",
-                    params={"recipient": name},
-                    content=f"Subject: {who} {i}\n\nPRIVATE-{who.upper()}-{i}\n".encode(),
-                    headers={"Authorization": f"Bearer {service_token(stack)}"},
-                )
-                assert delivered.status_code == 201, delivered.text
-                ids.append(delivered.json()["id"])
-            users[who] = {"name": name, "password": password, "ids": ids}
+    for who in ("alice", "bob"):
+        name, password = f"{who}{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+        bodies = [f"Subject: {who} {i}\n\nPRIVATE-{who.upper()}-{i}\n".encode() for i in range(2)]
+        ids = seed_mailbox(stack, {name: password}, *bodies)
+        users[who] = {"name": name, "password": password, "ids": ids}
     yield users
 
 
@@ -176,7 +156,7 @@ def test_message_id_path_tricks_never_reach_another_maildir(
     bob_id = pair["bob"]["ids"][0]
     secret = b"PRIVATE-BOB"
     problems: list[str] = []
-    internal = service_token(stack)
+    internal = stack.service_token
     for trick in tricks(bob, bob_id):
         urls = [
             ("admin", "GET", f"/api/v1/users/{alice}/messages/{trick}"),
@@ -245,22 +225,14 @@ def test_password_change_revokes_the_old_password_at_once(stack: Any, admin: htt
 
 
 def test_a_new_user_of_a_deleted_name_never_sees_the_old_mail(
-    stack: Any, admin: httpx.Client
+    stack: Any, admin: httpx.Client, seed_mailbox: Callable[..., list[str]]
 ) -> None:
     name, old, new = (
         f"re{secrets.token_hex(4)}",
         secrets.token_urlsafe(12),
         secrets.token_urlsafe(12),
     )
-    assert admin.post("/users", json={"username": name, "password": old}).status_code == 201
-    delivered = httpx.post(
-        f"{stack.api_url}/internal/v1/deliveries",
-        params={"recipient": name},
-        content=b"Subject: old\n\nOLD-OWNER-SECRET\n",
-        headers={"Authorization": f"Bearer {service_token(stack)}"},
-        timeout=30,
-    )
-    assert delivered.status_code == 201
+    [delivered] = seed_mailbox(stack, {name: old}, b"Subject: old\n\nOLD-OWNER-SECRET\n")
     # not without purge while mail remains; refused while a POP3 session holds the maildrop
     assert admin.delete(f"/users/{name}").status_code == 409
     pop = pop3_session(stack, name, old)
@@ -273,7 +245,7 @@ def test_a_new_user_of_a_deleted_name_never_sees_the_old_mail(
     # somebody else gets the name
     assert admin.post("/users", json={"username": name, "password": new}).status_code == 201
     assert admin.get(f"/users/{name}/messages").json()["messages"] == []
-    raw = admin.get(f"/users/{name}/messages/{delivered.json()['id']}/raw")
+    raw = admin.get(f"/users/{name}/messages/{delivered}/raw")
     assert raw.status_code == 404 and b"OLD-OWNER-SECRET" not in raw.content
     pop = pop3_session(stack, name, new)
     try:
@@ -301,7 +273,7 @@ def test_path_tricks_never_reach_files_outside_the_maildirs(
     spellings = []
     for target in targets:
         spellings += [target, quote(target, safe=""), quote(quote(target, safe=""), safe="")]
-    internal = service_token(stack)
+    internal = stack.service_token
     problems: list[str] = []
     for trick in spellings:
         for audience, method, url in (

@@ -51,6 +51,31 @@ def read_all(sock: ssl.SSLSocket, buf: bytearray, expect: int, quiet: float = 0.
     return [line for line in bytes(buf).split(b"\r\n") if line]
 
 
+def connect(port: int, greeting: bytes) -> tuple[socket.socket, bytearray]:
+    """A plaintext connection to ``port`` whose greeting starts with ``greeting``, and its buffer."""
+    plain = socket.create_connection((HOST, port), timeout=30)
+    buf = bytearray()
+    assert read_line(plain, buf).startswith(greeting)
+    return plain, buf
+
+
+def upgrade_with(
+    plain: socket.socket,
+    buf: bytearray,
+    tls_context: ssl.SSLContext,
+    *,
+    command: bytes,
+    injected: str,
+    ready: bytes,
+) -> ssl.SSLSocket:
+    """Write ``command`` and ``injected`` in one ``send``; the reply must start with ``ready``
+    with nothing after it in plaintext; then the TLS handshake."""
+    plain.sendall(command + b"\r\n" + injected.encode() + b"\r\n")
+    assert read_line(plain, buf).startswith(ready)
+    assert not buf, f"plaintext after {ready.decode()} to {command.decode()}: {bytes(buf)!r}"
+    return tls_context.wrap_socket(plain)
+
+
 @pytest.mark.parametrize(
     "injected",
     [
@@ -67,13 +92,9 @@ def test_pop3_stls_ignores_pipelined_commands(
     injected: str,
 ) -> None:
     user, password = make_user()
-    plain = socket.create_connection((HOST, stack.pop3_port), timeout=30)
-    buf = bytearray()
-    assert read_line(plain, buf).startswith(b"+OK")
-    plain.sendall(b"STLS\r\n" + injected.format(user=user, password=password).encode() + b"\r\n")
-    assert read_line(plain, buf).startswith(b"+OK")
-    assert not buf, f"plaintext after +OK to STLS: {bytes(buf)!r}"
-    tls = tls_context.wrap_socket(plain)
+    plain, buf = connect(stack.pop3_port, b"+OK")
+    pipelined = injected.format(user=user, password=password)
+    tls = upgrade_with(plain, buf, tls_context, command=b"STLS", injected=pipelined, ready=b"+OK")
     try:
         tls.sendall(f"PASS {password}\r\n".encode())
         started = time.monotonic()
@@ -107,16 +128,18 @@ def test_smtp_starttls_ignores_pipelined_commands(
     injected: str,
 ) -> None:
     user, _ = make_user()
-    plain = socket.create_connection((HOST, stack.smtp_port), timeout=30)
-    buf = bytearray()
-    assert read_line(plain, buf).startswith(b"220")
+    plain, buf = connect(stack.smtp_port, b"220")
     plain.sendall(b"EHLO client.test\r\n")
     while not (line := read_line(plain, buf)).startswith(b"250 "):
         assert line.startswith(b"250-"), line
-    plain.sendall(b"STARTTLS\r\n" + injected.format(user=user).encode() + b"\r\n")
-    assert read_line(plain, buf).startswith(b"220")
-    assert not buf, f"plaintext after 220 to STARTTLS: {bytes(buf)!r}"
-    tls = tls_context.wrap_socket(plain)
+    tls = upgrade_with(
+        plain,
+        buf,
+        tls_context,
+        command=b"STARTTLS",
+        injected=injected.format(user=user),
+        ready=b"220",
+    )
     try:
         # After TLS the session starts over (RFC 3207 4.2): no HELO, no MAIL, whatever was injected.
         tls.sendall(f"RCPT TO:<{user}@pokey.onl>\r\n".encode())

@@ -9,6 +9,7 @@ before anything else is looked at (401, not 404 or 422), so it says nothing abou
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,29 +28,16 @@ def openapi(stack: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def service_token(stack: Any) -> str:
-    token = getattr(stack, "service_token", None)
-    return token or stack.read_secret("service_token").decode().strip()
+    return str(stack.service_token)
 
 
 @pytest.fixture(scope="module")
-def victim(stack: Any, service_token: str) -> tuple[str, str]:
+def victim(stack: Any, seed_mailbox: Callable[..., list[str]]) -> tuple[str, str]:
     """A real user with a real message, so that a leaked 2xx would have something to leak."""
     name = "tokenvictim"
-    with httpx.Client(base_url=stack.api_url, timeout=30) as api:
-        created = api.post(
-            "/api/v1/users",
-            json={"username": name, "password": "victim-password-123"},
-            headers={"Authorization": f"Bearer {stack.admin_token}"},
-        )
-        assert created.status_code in (201, 409), created.text
-        delivered = api.post(
-            "/internal/v1/deliveries",
-            params={"recipient": name},
-            content=b"Subject: secret\n\nsecret body\n",
-            headers={"Authorization": f"Bearer {service_token}"},
-        )
-        assert delivered.status_code == 201, delivered.text
-        return name, delivered.json()["id"]
+    accounts = {name: "victim-password-123"}
+    [delivered] = seed_mailbox(stack, accounts, b"Subject: secret\n\nsecret body\n", exist_ok=True)
+    return name, delivered
 
 
 def operations(spec: dict[str, Any], prefix: str) -> list[tuple[str, str]]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import poplib
 import smtplib
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
+from mailstack import mpop
 
 SEED_LINE = b"Hello Bob, this is a test message over the internet!"
 HOST = "127.0.0.1"
@@ -52,11 +52,9 @@ def send_seed_message(stack: Any) -> None:
 
 
 def write_mpoprc(tmp_path: Path, stack: Any, keep: str) -> Path:
-    maildir = tmp_path / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
-    rc = tmp_path / "mpoprc"
-    rc.write_text(
+    maildir = mpop.maildir(tmp_path)
+    return mpop.write_rc(
+        tmp_path,
         # The seed's ~/.mpoprc, pointed at the test stack's port.
         "defaults\n"
         "tls off\n"
@@ -71,18 +69,8 @@ def write_mpoprc(tmp_path: Path, stack: Any, keep: str) -> Path:
         f"delivery maildir {maildir}\n"
         f"keep {keep}\n"
         "\n"
-        "account default : bobatpokey\n"
+        "account default : bobatpokey\n",
     )
-    rc.chmod(0o600)
-    return rc
-
-
-def run_mpop(rc: Path) -> str:
-    result = subprocess.run(
-        ["mpop", "-C", str(rc), "-q"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_seed_journey(stack: Any, admin: httpx.Client, mailbox: Any, tmp_path: Path) -> None:
@@ -132,11 +120,11 @@ def test_seed_journey(stack: Any, admin: httpx.Client, mailbox: Any, tmp_path: P
 
     # 5. mpop with the seed's .mpoprc: keep on twice fetches it once.
     rc = write_mpoprc(tmp_path, stack, keep="on")
-    run_mpop(rc)
+    mpop.run(rc, "-q")
     fetched = list((tmp_path / "Maildir" / "new").iterdir())
     assert len(fetched) == 1
     assert fetched[0].read_bytes().rstrip(b"\r\n").endswith(SEED_LINE)
-    run_mpop(rc)
+    mpop.run(rc, "-q")
     assert len(list((tmp_path / "Maildir" / "new").iterdir())) == 1
     assert len(mailbox("bob")) == 1
 
@@ -165,6 +153,6 @@ def test_mpop_keep_off_deletes(stack: Any, make_user: Any, mailbox: Any, tmp_pat
         .replace("password password", f"password {password}")
     )
     rc.write_text(text)
-    run_mpop(rc)
+    mpop.run(rc, "-q")
     assert len(list((tmp_path / "Maildir" / "new").iterdir())) == 3
     assert mailbox(user) == []

@@ -10,11 +10,10 @@ writes. (Imported by name: conftest puts this directory on sys.path.)
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-from mailstack.dnsserver import AuthoritativeDns
+from mailstack.dnsserver import AuthoritativeDns, knot_program, knotc, write_knot_config
 from mailstack.ports import wait_until
 from mailstack.running import Running
 
@@ -55,7 +54,7 @@ class ReferenceTools(Running):
         assert self._holder.stdout is not None
         if self._holder.stdout.readline().strip() != "ready":
             raise RuntimeError("could not set up the reference tools' network namespace")
-        knotd = shutil.which("knotd") or "/usr/sbin/knotd"
+        knotd = knot_program("knotd")
         self._knotd = subprocess.Popen(
             [*self._inside(), knotd, "-c", str(self.workdir / "knot.conf")],
             stdout=(self.workdir / "knotd.log").open("ab"),
@@ -123,38 +122,12 @@ class ReferenceTools(Running):
             if (match := _SERIAL_IN_FILE.search(path.read_text()))
         }
         self._write_config()
-        self._knotc("reload")
+        knotc(self.workdir, "reload")
         wait_until(lambda: self._serials() == wanted, 15, "reference knotd zones")
 
     def _serials(self) -> dict[str, str]:
-        return dict(_SERIAL_IN_STATUS.findall(self._knotc("zone-status")))
-
-    def _knotc(self, command: str) -> str:
-        knotc = shutil.which("knotc") or "/usr/sbin/knotc"
-        socket = str(self.workdir / "knot.sock")
-        return subprocess.run(
-            [knotc, "-s", socket, command], capture_output=True, text=True, check=True
-        ).stdout
+        return dict(_SERIAL_IN_STATUS.findall(knotc(self.workdir, "zone-status")))
 
     def _write_config(self) -> None:
-        zones = "".join(
-            f"  - domain: {path.name.removesuffix('.zone')}\n"
-            for path in sorted(self.zones.glob("*.zone"))
-        )
-        (self.workdir / "knot.conf").write_text(
-            "server:\n"
-            f'    rundir: "{self.workdir}"\n'
-            "    listen: 127.0.0.1@53\n"
-            "database:\n"
-            f'    storage: "{self.workdir}/db"\n'
-            "log:\n"
-            "  - target: stderr\n"
-            "    any: warning\n"
-            "template:\n"
-            "  - id: default\n"
-            f'    storage: "{self.zones}"\n'
-            '    file: "%s.zone"\n'
-            "    zonefile-sync: -1\n"
-            "    zonefile-load: whole\n"
-            "    journal-content: none\n" + (f"zone:\n{zones}" if zones else "")
-        )
+        origins = [path.name.removesuffix(".zone") for path in sorted(self.zones.glob("*.zone"))]
+        write_knot_config(self.workdir, "127.0.0.1@53", self.zones, origins)

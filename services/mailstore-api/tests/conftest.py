@@ -7,25 +7,29 @@ server start their own with ``make_mailstore``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from mailcommon.locks import Lease, MaildropLocks
 from mailstack.ports import free_port, wait_until
 from mailstack.stack import with_huge_pages
 
 LIMIT = 300_000  # MAX_MESSAGE_SIZE of the shared mailstore
 PRIMARY = "test.example"  # MAIL_DOMAINS of every mailstore here: the primary domain ...
 SECOND = "other.example"  # ... and a second one
+T = TypeVar("T")
 
 
 class RedisServer:
@@ -71,6 +75,32 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+    def acquire(self, user: str, ttl_ms: int = 60_000) -> Lease:
+        """Take ``user``'s maildrop lock here, as a POP3 session does (it must be free)."""
+
+        async def run(locks: MaildropLocks) -> Lease:
+            lease = await locks.acquire(user, ttl_ms)
+            assert lease is not None
+            return lease
+
+        return self._with_locks(run)
+
+    def release(self, lease: Lease) -> None:
+        async def run(locks: MaildropLocks) -> None:
+            await locks.release(lease)
+
+        self._with_locks(run)
+
+    def _with_locks(self, use: Callable[[MaildropLocks], Awaitable[T]]) -> T:
+        async def run() -> T:
+            client = aioredis.Redis.from_url(self.url)
+            try:
+                return await use(MaildropLocks(client))
+            finally:
+                await client.aclose()
+
+        return asyncio.run(run())
 
 
 @dataclass

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
-from mailcommon.locks import Lease, MaildropLocks
 from mailcommon.names import USERNAME_RULE
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,30 +31,6 @@ MULTIPART = (
     b"AAECAwQF\r\n"
     b"--XX--\r\n"
 )
-
-
-def lock(redis_url: str, user: str) -> Lease:
-    async def run() -> Lease:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            lease = await MaildropLocks(client).acquire(user, 60_000)
-        finally:
-            await client.aclose()
-        assert lease is not None
-        return lease
-
-    return asyncio.run(run())
-
-
-def unlock(redis_url: str, lease: Lease) -> None:
-    async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            await MaildropLocks(client).release(lease)
-        finally:
-            await client.aclose()
-
-    asyncio.run(run())
 
 
 def deliver(internal: httpx.Client, user: str, body: bytes) -> str:
@@ -241,13 +214,13 @@ def test_purge_is_423_while_a_pop3_session_holds_the_lock(
 ):
     user, _ = new_user()
     deliver(internal, user, b"Subject: x\n\nx\n")
-    lease = lock(redis_server.url, mailstore.address(user))  # POP3 locks the account's address
+    lease = redis_server.acquire(mailstore.address(user))  # POP3 locks the account's address
     try:
         r = admin.delete(f"/users/{user}", params={"purge": "true"})
         assert r.status_code == 423
         assert error(r) == "mailbox_locked"
     finally:
-        unlock(redis_server.url, lease)
+        redis_server.release(lease)
     assert mailstore.maildir(user).is_dir()
 
 
@@ -322,13 +295,13 @@ def test_message_delete_204_404_423_and_503(mailstore, redis_server, admin, inte
     user, _ = new_user()
     keep = deliver(internal, user, b"Subject: keep\n\nx\n")
     gone = deliver(internal, user, b"Subject: gone\n\nx\n")
-    lease = lock(redis_server.url, mailstore.address(user))
+    lease = redis_server.acquire(mailstore.address(user))
     try:
         r = admin.delete(f"/users/{user}/messages/{gone}")
         assert r.status_code == 423
         assert error(r) == "mailbox_locked"
     finally:
-        unlock(redis_server.url, lease)
+        redis_server.release(lease)
     assert admin.delete(f"/users/{user}/messages/{gone}").status_code == 204
     r = admin.delete(f"/users/{user}/messages/{gone}")
     assert r.status_code == 404

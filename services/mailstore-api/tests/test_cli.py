@@ -27,6 +27,12 @@ def mailctl(
         (mailstore.secrets_dir / "admin_token").write_text(mailstore.admin_token + "\n")
     else:
         env["ADMIN_TOKEN"] = mailstore.admin_token
+    return run_mailctl(env, *args, stdin=stdin)
+
+
+def run_mailctl(
+    env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mailstore_api.cli", *args],
         input=stdin,
@@ -102,26 +108,12 @@ def test_errors_are_one_line_and_non_zero(mailstore):
 
 def test_unreachable_mailstore_and_missing_token(mailstore, tmp_path):
     env = {**os.environ, "MAILSTORE_API_URL": "http://127.0.0.1:9", "ADMIN_TOKEN": "x" * 40}
-    r = subprocess.run(
-        [sys.executable, "-m", "mailstore_api.cli", "user", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    r = run_mailctl(env, "user", "list")
     assert r.returncode == 1
     assert "cannot reach the mailstore" in r.stderr and "Traceback" not in r.stderr
     env = {**os.environ, "MAILSTORE_API_URL": mailstore.url, "SECRETS_DIR": str(tmp_path / "none")}
     env.pop("ADMIN_TOKEN", None)
-    r = subprocess.run(
-        [sys.executable, "-m", "mailstore_api.cli", "token", "show"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    r = run_mailctl(env, "token", "show")
     assert r.returncode == 1
     assert "no admin token" in r.stderr
 

@@ -3,14 +3,11 @@ against the real mailstore: real SQLite, real Maildirs, real HTTP."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
-from mailcommon.locks import Lease, MaildropLocks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -294,28 +291,12 @@ def test_force_is_423_while_pop3_holds_an_account_of_the_domain(mailstore, redis
         "/users", json={"username": f"free@{name}", "password": "pw"}
     ).status_code == (201)
 
-    async def hold() -> Lease:
-        client = aioredis.Redis.from_url(redis_server.url)
-        try:
-            lease = await MaildropLocks(client).acquire(held, 60_000)
-        finally:
-            await client.aclose()
-        assert lease is not None
-        return lease
-
-    async def release(lease: Lease) -> None:
-        client = aioredis.Redis.from_url(redis_server.url)
-        try:
-            await MaildropLocks(client).release(lease)
-        finally:
-            await client.aclose()
-
-    lease = asyncio.run(hold())
+    lease = redis_server.acquire(held)
     try:
         r = admin.delete(f"/domains/{name}", params={"force": "true"})
         assert error(r, 423)["code"] == "mailbox_locked"
         assert listed(admin)[name]["accounts"] == 2  # nothing removed, not even the free one
         assert mailstore.maildir(f"free@{name}").is_dir()
     finally:
-        asyncio.run(release(lease))
+        redis_server.release(lease)
     assert admin.delete(f"/domains/{name}", params={"force": "true"}).status_code == 204

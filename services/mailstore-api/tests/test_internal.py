@@ -10,37 +10,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from mailcommon.client import LockConflict, MailstoreClient, NotFound
-from mailcommon.locks import Lease, MaildropLocks
+from mailcommon.locks import MaildropLocks
 
 pytestmark = pytest.mark.timeout(60)
 
 MESSAGE = (
     b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nline one\r\n.dot\r\n"
 )
-
-
-def acquire(redis_url: str, user: str, ttl_ms: int = 60_000) -> Lease:
-    async def run() -> Lease:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            lease = await MaildropLocks(client).acquire(user, ttl_ms)
-        finally:
-            await client.aclose()
-        assert lease is not None
-        return lease
-
-    return asyncio.run(run())
-
-
-def release(redis_url: str, lease: Lease) -> None:
-    async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            await MaildropLocks(client).release(lease)
-        finally:
-            await client.aclose()
-
-    asyncio.run(run())
 
 
 def deliver(internal: httpx.Client, recipients: list[str], body: bytes) -> httpx.Response:
@@ -242,7 +218,7 @@ def test_too_large_is_413_and_leaves_nothing(mailstore, internal, new_user):
 def test_snapshot_stream_expunge_cycle(mailstore, redis_server, internal, new_user):
     user, _ = new_user()
     ids = [deliver(internal, [user], MESSAGE + str(i).encode() * i).json()["id"] for i in range(3)]
-    lease = acquire(redis_server.url, mailstore.address(user))
+    lease = redis_server.acquire(mailstore.address(user))
     try:
         r = internal.post(
             f"/mailboxes/{user}/snapshot", json={"lock_token": lease.token, "fence": lease.fence}
@@ -284,7 +260,7 @@ def test_snapshot_stream_expunge_cycle(mailstore, redis_server, internal, new_us
         )
         assert r.json() == {"deleted": [], "already_gone": [ids[1]]}
     finally:
-        release(redis_server.url, lease)
+        redis_server.release(lease)
     remaining = sorted(
         p.name.split(":2,")[0] for p in mailstore.files(user, "new") + mailstore.files(user, "cur")
     )
@@ -301,7 +277,7 @@ def test_snapshot_and_expunge_need_the_lock(mailstore, redis_server, internal, n
     r = internal.post(f"/mailboxes/{user}/snapshot", json={"lock_token": "t", "fence": 1})
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "lock_not_held"
-    lease = acquire(redis_server.url, mailstore.address(user))
+    lease = redis_server.acquire(mailstore.address(user))
     try:
         # wrong token, wrong fence
         for token, fence in (("other", lease.fence), (lease.token, lease.fence + 1)):
@@ -312,7 +288,7 @@ def test_snapshot_and_expunge_need_the_lock(mailstore, redis_server, internal, n
             assert r.status_code == 409
             assert r.json()["error"]["code"] == "lock_not_held"
     finally:
-        release(redis_server.url, lease)
+        redis_server.release(lease)
     # the lock expired/released: the old holder cannot expunge
     r = internal.post(
         f"/mailboxes/{user}/expunge",
@@ -325,22 +301,22 @@ def test_snapshot_and_expunge_need_the_lock(mailstore, redis_server, internal, n
 def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, internal, new_user):
     user, _ = new_user()
     mid = deliver(internal, [user], MESSAGE).json()["id"]
-    first = acquire(redis_server.url, mailstore.address(user))
+    first = redis_server.acquire(mailstore.address(user))
     assert (
         internal.post(
             f"/mailboxes/{user}/snapshot", json={"lock_token": first.token, "fence": first.fence}
         ).status_code
         == 200
     )
-    release(redis_server.url, first)
-    second = acquire(redis_server.url, mailstore.address(user))
+    redis_server.release(first)
+    second = redis_server.acquire(mailstore.address(user))
     assert (
         internal.post(
             f"/mailboxes/{user}/snapshot", json={"lock_token": second.token, "fence": second.fence}
         ).json()["highest_fence"]
         == second.fence
     )
-    release(redis_server.url, second)
+    redis_server.release(second)
 
     async def forget_counter() -> None:
         client = aioredis.Redis.from_url(redis_server.url)
@@ -348,9 +324,8 @@ def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, inter
         await client.aclose()
 
     asyncio.run(forget_counter())
-    low = acquire(
-        redis_server.url, mailstore.address(user)
-    )  # fence 1 again: lower than the mailstore has seen
+    # Fence 1 again: lower than the mailstore has seen.
+    low = redis_server.acquire(mailstore.address(user))
     assert low.fence < second.fence
     try:
         r = internal.post(
@@ -366,7 +341,7 @@ def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, inter
         assert r.status_code == 409
         assert r.json()["error"]["code"] == "stale_fence"
     finally:
-        release(redis_server.url, low)
+        redis_server.release(low)
     assert len(mailstore.files(user, "new")) == 1
 
     # what pop3 does: raise the counter above the highest seen, lock again, retry
@@ -376,7 +351,7 @@ def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, inter
         await client.aclose()
 
     asyncio.run(raise_fence())
-    again = acquire(redis_server.url, mailstore.address(user))
+    again = redis_server.acquire(mailstore.address(user))
     try:
         assert again.fence > second.fence
         r = internal.post(
@@ -384,7 +359,7 @@ def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, inter
         )
         assert r.status_code == 200
     finally:
-        release(redis_server.url, again)
+        redis_server.release(again)
 
 
 def test_unknown_mailbox_is_404(internal):

@@ -4,7 +4,6 @@ pop3d processes. (Imported by name: conftest puts this directory on sys.path.)""
 from __future__ import annotations
 
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import httpx
 from mailstack.ports import free_port, tcp_ready, wait_until
+from mailstack.processes import stop_process
 from mailstack.stack import Stack
 
 HOST = "127.0.0.1"
@@ -131,13 +131,7 @@ def start_pop3(stack: Stack, workdir: Path, overrides: dict[str, str]) -> Pop3Pr
 
 
 def stop_pop3(proc: Pop3Proc) -> None:
-    if proc.popen.poll() is None:
-        proc.popen.send_signal(signal.SIGTERM)
-        try:
-            proc.popen.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.popen.kill()
-            proc.popen.wait()
+    stop_process(proc.popen)
 
 
 class Raw:

@@ -37,6 +37,16 @@ def login(r: Raw, user: str, pw: str) -> None:
     assert r.cmd(f"PASS {pw}").startswith(b"+OK"), user
 
 
+def logged_in_with(stack: Stack, mail: Mail, stored: list[bytes]) -> tuple[str, Raw, list[str]]:
+    """A new account holding ``stored`` (delivered in order) and a POP3 session logged in to it:
+    (the account, the session, the message ids)."""
+    user, pw = mail.user()
+    ids = [mail.deliver(user, data) for data in stored]
+    r = Raw(stack.pop3_port)
+    login(r, user, pw)
+    return user, r, ids
+
+
 def fetch(r: Raw, command: str) -> tuple[bytes, bytes]:
     """(status line, the body as the client holds it: unstuffed, CRLF)."""
     status = r.cmd(command)
@@ -51,12 +61,8 @@ def wait_for_session(logs: Callable[[], str], user: str) -> list[dict[str, objec
 
 
 def test_sequential_retr_is_byte_exact_and_batched(stack: Stack, mail: Mail) -> None:
-    user, pw = mail.user()
     stored = [message(i) for i in range(40)]
-    for data in stored:
-        mail.deliver(user, data)
-    r = Raw(stack.pop3_port)
-    login(r, user, pw)
+    user, r, _ = logged_in_with(stack, mail, stored)
     for n, data in enumerate(stored, 1):
         status, body = fetch(r, f"RETR {n}")
         assert status == b"+OK %d octets" % len(client_view(data)), (n, status)
@@ -70,12 +76,8 @@ def test_sequential_retr_is_byte_exact_and_batched(stack: Stack, mail: Mail) -> 
 
 
 def test_top_and_dele_inside_a_prefetched_range(stack: Stack, mail: Mail) -> None:
-    user, pw = mail.user()
     stored = [message(i) for i in range(10)]
-    for data in stored:
-        mail.deliver(user, data)
-    r = Raw(stack.pop3_port)
-    login(r, user, pw)
+    user, r, _ = logged_in_with(stack, mail, stored)
     status, body = fetch(r, "TOP 1 0")  # prefetches 2..10
     assert status.startswith(b"+OK")
     assert body == client_view(stored[0].split(b"\n\n")[0] + b"\n\n")
@@ -109,13 +111,8 @@ def test_top_and_dele_inside_a_prefetched_range(stack: Stack, mail: Mail) -> Non
 
 
 def test_gone_messages_and_big_ones_in_between(stack: Stack, mail: Mail) -> None:
-    user, pw = mail.user()
-    stored = [message(0), message(1), message(2, 200 * 1024), message(3), message(4)]
-    ids = [mail.deliver(user, data) for data in stored]
-    stored.append(message(5))
-    ids.append(mail.deliver(user, stored[5]))
-    r = Raw(stack.pop3_port)
-    login(r, user, pw)
+    stored = [message(0), message(1), message(2, 200 * 1024), message(3), message(4), message(5)]
+    user, r, ids = logged_in_with(stack, mail, stored)
     # message 5 vanishes behind the session's back (another Maildir tool): the batch of 4..6
     # fails as a whole, and each message is then read alone; 1 and 2 are one batch (the big
     # message 3 ends it, and is streamed)

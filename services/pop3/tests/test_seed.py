@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mailstack import mpop
 from mailstack.stack import Stack
 from pop3kit import Mail, Pop3Proc, Raw
 
@@ -33,11 +32,9 @@ def test_seed_telnet_transcript(stack: Stack, mail: Mail) -> None:
 
 
 def mpoprc(tmp: Path, port: int, user: str, pw: str, *, keep: str, tls: str = "") -> Path:
-    maildir = tmp / "Maildir"
-    for sub in ("cur", "new", "tmp"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
-    rc = tmp / "mpoprc"
-    rc.write_text(
+    maildir = mpop.maildir(tmp)
+    return mpop.write_rc(
+        tmp,
         "defaults\n"
         f"{tls or 'tls off'}\n"
         "auth user\n"
@@ -51,18 +48,8 @@ def mpoprc(tmp: Path, port: int, user: str, pw: str, *, keep: str, tls: str = ""
         f"uidls_file {tmp / 'uidls'}\n"
         f"keep {keep}\n"
         "\n"
-        "account default : bobatpokey\n"
+        "account default : bobatpokey\n",
     )
-    os.chmod(rc, 0o600)
-    return rc
-
-
-def run_mpop(rc: Path) -> str:
-    result = subprocess.run(
-        ["mpop", "-C", str(rc)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def fetched(tmp: Path) -> list[bytes]:
@@ -73,11 +60,11 @@ def test_mpop_seed_config_keep_on_twice(stack: Stack, mail: Mail, tmp_path: Path
     user, pw = mail.user(password="password")
     mail.deliver(user, SEED_BODY)
     rc = mpoprc(tmp_path, stack.pop3_port, user, pw, keep="on")
-    out = run_mpop(rc)
+    out = mpop.run(rc)
     assert "new: 1 message in 54 bytes" in out, out
     assert len(fetched(tmp_path)) == 1
     assert fetched(tmp_path)[0].endswith(SEED_BODY)
-    out = run_mpop(rc)
+    out = mpop.run(rc)
     assert "new: no messages" in out, out
     assert len(fetched(tmp_path)) == 1
     assert len(mail.messages(user)) == 1
@@ -87,7 +74,7 @@ def test_mpop_keep_off_deletes(stack: Stack, mail: Mail, tmp_path: Path) -> None
     user, pw = mail.user()
     for i in range(3):
         mail.deliver(user, f"Subject: {i}\n\n.line {i}\n".encode())
-    run_mpop(mpoprc(tmp_path, stack.pop3_port, user, pw, keep="off"))
+    mpop.run(mpoprc(tmp_path, stack.pop3_port, user, pw, keep="off"))
     got = fetched(tmp_path)
     assert len(got) == 3
     assert all(b"\n.line " in m for m in got)  # byte-stuffing undone by the client
@@ -113,12 +100,12 @@ def test_mpop_over_tls(
     )
     port = strict.port if starttls == "on" else strict.pop3s_port
     rc = mpoprc(tmp_path, port, user, pw, keep="on", tls=tls)
-    run_mpop(rc)
+    mpop.run(rc)
     assert len(fetched(tmp_path)) == 1
-    run_mpop(rc)
+    mpop.run(rc)
     assert len(fetched(tmp_path)) == 1
     rc = mpoprc(tmp_path, port, user, pw, keep="off", tls=tls)
-    run_mpop(rc)
+    mpop.run(rc)
     assert mail.messages(user) == []
 
 
@@ -128,7 +115,5 @@ def test_mpop_refused_without_tls_on_strict_server(
     strict = pop3_factory({"POP3_ALLOW_PLAINTEXT_AUTH": "false"})
     user, pw = mail.user()
     rc = mpoprc(tmp_path, strict.port, user, pw, keep="on")
-    result = subprocess.run(
-        ["mpop", "-C", str(rc)], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = mpop.attempt(rc)
     assert result.returncode != 0

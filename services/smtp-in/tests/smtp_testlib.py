@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailstack.ports import free_port, tcp_ready, wait_until
+from mailstack.processes import stop_process
 from mailstack.stack import Stack
 
 DOMAINS = "pokey.onl,example.test"
@@ -130,15 +130,9 @@ class SmtpProcess:
         return self.log_path.read_text(errors="replace")
 
     def terminate(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc, timeout)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def read_reply(sock: socket.socket, buf: bytearray) -> bytes:

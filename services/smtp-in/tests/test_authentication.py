@@ -75,6 +75,14 @@ def send(
             return exc.smtp_code, exc.smtp_error
 
 
+def send_to_new_user(
+    mail: Mail, port: int, sender: str, data: bytes, helo: str = "client.test"
+) -> tuple[str, int, bytes]:
+    """:func:`send` to a new account: (its name, the reply to DATA)."""
+    user = mail.add_user()
+    return (user, *send(port, sender, f"{user}@pokey.onl", data, helo))
+
+
 def one_stored(mail: Mail, user: str) -> bytes:
     stored = mail.stored(user)
     assert len(stored) == 1, stored
@@ -92,9 +100,8 @@ def test_a_signed_aligned_message_passes_everything(
     mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
 ) -> None:
     zone = sender_zone(dmarc="v=DMARC1; p=reject")
-    user = mail.add_user()
     signed = sign(message(zone), rsa_key(), zone)
-    code, _ = send(checked.port, f"alice@{zone}", f"{user}@pokey.onl", signed)
+    user, code, _ = send_to_new_user(mail, checked.port, f"alice@{zone}", signed)
     assert code == 250
     stored = one_stored(mail, user)
     verdicts = parse_our_results(stored, AUTHSERV_ID)
@@ -124,8 +131,7 @@ def test_dmarc_reject_refuses_with_550_and_stores_nothing(
     mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
 ) -> None:
     zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=reject")
-    user = mail.add_user()
-    code, text = send(checked.port, f"ceo@{zone}", f"{user}@pokey.onl", message(zone))
+    user, code, text = send_to_new_user(mail, checked.port, f"ceo@{zone}", message(zone))
     assert code == 550
     assert text.startswith(b"5.7.1 ") and zone.encode() in text
     assert mail.stored(user) == []
@@ -137,10 +143,9 @@ def test_a_forged_signature_is_refused_under_p_reject(
     mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
 ) -> None:
     zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=reject")
-    user = mail.add_user()
     signed = sign(message(zone, body="Pay the invoice.\r\n"), rsa_key(), zone)
     altered = signed.replace(b"Pay the invoice.", b"Pay the attacker.")
-    code, _ = send(checked.port, f"ceo@{zone}", f"{user}@pokey.onl", altered)
+    user, code, _ = send_to_new_user(mail, checked.port, f"ceo@{zone}", altered)
     assert code == 550
     assert mail.stored(user) == []
 
@@ -149,8 +154,7 @@ def test_dmarc_quarantine_is_stored_flagged(
     mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
 ) -> None:
     zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=quarantine")
-    user = mail.add_user()
-    code, _ = send(checked.port, f"ceo@{zone}", f"{user}@pokey.onl", message(zone))
+    user, code, _ = send_to_new_user(mail, checked.port, f"ceo@{zone}", message(zone))
     assert code == 250
     trace, _ = split_trace(one_stored(mail, user))
     assert b"X-Spam: Yes" in trace
@@ -172,8 +176,7 @@ def test_dmarc_policy_tag_stores_a_reject_flagged(
 ) -> None:
     tagging = spawn_smtp(stack, DNS_NAMESERVERS=dns_server.nameserver, DMARC_POLICY="tag")
     zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=reject")
-    user = mail.add_user()
-    code, _ = send(tagging.port, f"ceo@{zone}", f"{user}@pokey.onl", message(zone))
+    user, code, _ = send_to_new_user(mail, tagging.port, f"ceo@{zone}", message(zone))
     assert code == 250
     stored = one_stored(mail, user)
     assert b"X-Spam: Yes" in split_trace(stored)[0]
@@ -184,8 +187,7 @@ def test_spf_fail_alone_never_refuses(
     mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
 ) -> None:
     zone = sender_zone(spf="v=spf1 -all")  # no DMARC record
-    user = mail.add_user()
-    code, _ = send(checked.port, f"alice@{zone}", f"{user}@pokey.onl", message(zone))
+    user, code, _ = send_to_new_user(mail, checked.port, f"alice@{zone}", message(zone))
     assert code == 250
     verdicts = parse_our_results(one_stored(mail, user), AUTHSERV_ID)
     assert (verdicts["spf"], verdicts["dmarc"]) == ("fail", "none")
@@ -196,7 +198,6 @@ def test_forged_fields_that_claim_to_be_ours_are_removed(
     mail: Mail, checked: SmtpProcess, sender_zone: Callable[..., str]
 ) -> None:
     zone = sender_zone(spf="v=spf1 -all", dmarc="v=DMARC1; p=quarantine")
-    user = mail.add_user()
     forged = (
         f"Authentication-Results: {AUTHSERV_ID.upper()}; spf=pass smtp.mailfrom=ceo@{zone};\r\n"
         f"  dkim=pass header.d={zone}; dmarc=pass header.from={zone}\r\n"
@@ -204,7 +205,7 @@ def test_forged_fields_that_claim_to_be_ours_are_removed(
         "X-Spam: No\r\n"
         "X-Spam-Score: -100\r\n"
     ).encode()
-    code, _ = send(checked.port, f"ceo@{zone}", f"{user}@pokey.onl", forged + message(zone))
+    user, code, _ = send_to_new_user(mail, checked.port, f"ceo@{zone}", forged + message(zone))
     assert code == 250
     stored = one_stored(mail, user)
     trace, rest = split_trace(stored)
@@ -219,8 +220,7 @@ def test_the_null_sender_is_checked_by_its_helo(
 ) -> None:
     helo = f"h{secrets.token_hex(4)}.test"
     dns_server.serve(helo, [f"@ TXT {txt('v=spf1 ip4:127.0.0.1 -all')}"])
-    user = mail.add_user()
-    code, _ = send(checked.port, "<>", f"{user}@pokey.onl", message(helo), helo=helo)
+    user, code, _ = send_to_new_user(mail, checked.port, "<>", message(helo), helo=helo)
     assert code == 250
     stored = one_stored(mail, user)
     verdicts = parse_our_results(stored, AUTHSERV_ID)
@@ -237,11 +237,10 @@ def test_a_mailing_list_arc_chain_is_recorded(
     dns_server.serve(
         lists, [f"@ TXT {txt('v=spf1 ip4:127.0.0.1 -all')}", rsa_key().published("arc")]
     )
-    user = mail.add_user()
     original = sign(message(author, subject="Meeting"), rsa_key(), author)
     relayed = original.replace(b"Subject: Meeting", b"Subject: [team] Meeting")
     sealed = arc_seal(relayed, rsa_key(), lists, "arc", f"dkim=pass header.d={author}")
-    code, _ = send(checked.port, f"bounces@{lists}", f"{user}@pokey.onl", sealed)
+    user, code, _ = send_to_new_user(mail, checked.port, f"bounces@{lists}", sealed)
     assert code == 250
     verdicts = parse_our_results(one_stored(mail, user), AUTHSERV_ID)
     assert verdicts["arc"] == "pass"
@@ -260,8 +259,7 @@ def test_dns_trouble_is_recorded_and_the_message_stored(
     mail: Mail, stack: Stack, spawn_smtp: Callable[..., SmtpProcess], silent_dns: str
 ) -> None:
     proc = spawn_smtp(stack, DNS_NAMESERVERS=silent_dns, DNS_TIMEOUT="0.5")
-    user = mail.add_user()
-    code, _ = send(proc.port, "alice@example.net", f"{user}@pokey.onl", message("example.net"))
+    user, code, _ = send_to_new_user(mail, proc.port, "alice@example.net", message("example.net"))
     assert code == 250
     verdicts = parse_our_results(one_stored(mail, user), AUTHSERV_ID)
     assert (verdicts["spf"], verdicts["dmarc"]) == ("temperror", "temperror")
@@ -273,8 +271,9 @@ def test_auth_temperror_tempfail_answers_451(
     proc = spawn_smtp(
         stack, DNS_NAMESERVERS=silent_dns, DNS_TIMEOUT="0.5", AUTH_TEMPERROR="tempfail"
     )
-    user = mail.add_user()
-    code, text = send(proc.port, "alice@example.net", f"{user}@pokey.onl", message("example.net"))
+    user, code, text = send_to_new_user(
+        mail, proc.port, "alice@example.net", message("example.net")
+    )
     assert (code, text[:6]) == (451, b"4.7.5 ")
     assert mail.stored(user) == []
 
@@ -283,9 +282,10 @@ def test_checks_off_writes_no_verdicts_but_still_removes_forgeries(
     mail: Mail, stack: Stack, spawn_smtp: Callable[..., SmtpProcess]
 ) -> None:
     proc = spawn_smtp(stack, AUTH_CHECKS="false")
-    user = mail.add_user()
     forged = f"Authentication-Results: {AUTHSERV_ID}; dmarc=pass\r\nX-Spam: No\r\n".encode()
-    code, _ = send(proc.port, "a@example.net", f"{user}@pokey.onl", forged + message("example.net"))
+    user, code, _ = send_to_new_user(
+        mail, proc.port, "a@example.net", forged + message("example.net")
+    )
     assert code == 250
     stored = one_stored(mail, user)
     assert b"Authentication-Results" not in stored and b"X-Spam" not in stored

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import email
 import email.policy
+from typing import Any
 
 from smtp_in.headers import (
     MAX_TRACE_HEADERS,
@@ -15,19 +16,25 @@ from smtp_in.headers import (
 )
 
 WHEN = datetime.datetime(2026, 11, 27, 6, 0, 0, tzinfo=datetime.UTC)
+# One delivery's trace_headers arguments; each test changes what it is about.
+DELIVERY: dict[str, Any] = {
+    "sender": "alice@pokey.onl",
+    "helo": "client.example",
+    "peer_ip": "192.0.2.7",
+    "hostname": "mail.pokey.onl",
+    "protocol": "ESMTPS",
+    "transaction_id": "0123456789abcdef",
+    "recipient": "bob@pokey.onl",
+    "when": WHEN,
+}
+
+
+def trace(**changes: Any) -> bytes:
+    return trace_headers(**{**DELIVERY, **changes})
 
 
 def test_trace_headers_one_recipient() -> None:
-    text = trace_headers(
-        sender="alice@pokey.onl",
-        helo="client.example",
-        peer_ip="192.0.2.7",
-        hostname="mail.pokey.onl",
-        protocol="ESMTPS",
-        transaction_id="0123456789abcdef",
-        recipient="bob@pokey.onl",
-        when=WHEN,
-    )
+    text = trace()
     assert text == (
         b"Return-Path: <alice@pokey.onl>\r\n"
         b"Received: from client.example ([192.0.2.7])\r\n"
@@ -40,7 +47,7 @@ def test_trace_headers_one_recipient() -> None:
 
 
 def test_trace_headers_several_recipients_and_null_sender() -> None:
-    text = trace_headers(
+    text = trace(
         sender="<>",
         helo=None,
         peer_ip="::1",
@@ -48,7 +55,6 @@ def test_trace_headers_several_recipients_and_null_sender() -> None:
         protocol="SMTP",
         transaction_id="id1",
         recipient=None,
-        when=WHEN,
     )
     assert text == (
         b"Return-Path: <>\r\n"
@@ -59,15 +65,13 @@ def test_trace_headers_several_recipients_and_null_sender() -> None:
 
 
 def test_utf8_addresses_are_utf8_octets() -> None:
-    text = trace_headers(
+    text = trace(
         sender="jürgen@bücher.test",
         helo="bücher.test",
         peer_ip="127.0.0.1",
         hostname="mx.test",
         protocol="UTF8SMTP",
         transaction_id="x",
-        recipient="bob@pokey.onl",
-        when=WHEN,
     )
     assert text.startswith("Return-Path: <jürgen@bücher.test>\r\n".encode())
     assert b"from b_cher.test ([127.0.0.1])" in text

@@ -1,15 +1,16 @@
 """Tokens: validated when configured, generated once onto the secrets volume when not.
 
-Generation is race-free across processes and containers: the token is written to a private temporary
-file and hard-linked into place, which fails if another process got there first; the loser reads the
-winner's token.
+Generation is race-free across processes and containers (:func:`mailcommon.atomicfile.create_exclusive`:
+a private temporary file hard-linked into place, which fails if another process got there first); the
+loser reads the winner's token.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from mailcommon.atomicfile import create_exclusive
 
 MIN_TOKEN_LENGTH = 32
 # Values that appear in .env.example and the docs; a token equal to one of them is refused.
@@ -41,28 +42,10 @@ def validate_token(name: str, value: str) -> str:
     return value
 
 
-def _write_exclusive(path: Path, data: bytes) -> None:
-    """Create ``path`` with ``data`` (mode 0600) unless it exists; never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-
-
 def load_or_create_file(path: Path, make: bytes) -> bytes:
     """Return the contents of ``path``, creating it with ``make`` first if it does not exist."""
     if not path.exists():
-        _write_exclusive(path, make)
+        create_exclusive(path, make)
     return path.read_bytes()
 
 

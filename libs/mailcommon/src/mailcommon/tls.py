@@ -9,8 +9,6 @@ reader never sees a new certificate with an old key); :func:`serving_pair` says 
 from __future__ import annotations
 
 import datetime
-import os
-import secrets
 import ssl
 import time
 from pathlib import Path
@@ -29,31 +27,20 @@ def _self_signed(hostname: str) -> tuple[bytes, bytes]:
     start, ``bench/RESULTS.md`` "pop3 memory at start").
     """
     from cryptography import x509  # noqa: PLC0415 (see the docstring)
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415 (see the docstring)
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415 (see the docstring)
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415 (see the docstring)
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    from mailcommon import certbuilder  # noqa: PLC0415 (see the docstring)
+
+    key = certbuilder.new_key()
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + GENERATED_VALIDITY)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    cert = certbuilder.build_certificate(
+        key,
+        hostname,
+        now - datetime.timedelta(minutes=5),
+        now + GENERATED_VALIDITY,
+        names=[x509.DNSName(hostname)],
+        ca=True,
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return certbuilder.pem_certificate(cert), certbuilder.pem_private_key(key)
 
 
 def ensure_certificate(
@@ -95,25 +82,6 @@ def serving_pair(
     if acme and not (cert_file or key_file) and (secrets_dir / ACME_FILE).exists():
         return secrets_dir / ACME_FILE, None
     return ensure_certificate(cert_file, key_file, secrets_dir, hostname)
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Put ``data`` at ``path`` (mode 0600) in one ``rename``: readers see the old file or the
-    new one, never a part; durable once this returns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def server_context(cert_file: Path, key_file: Path | None) -> ssl.SSLContext:

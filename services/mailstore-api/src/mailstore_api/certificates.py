@@ -25,11 +25,13 @@ from typing import cast
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from josepy.jwk import JWKRSA
+from mailcommon.atomicfile import replace_file
+from mailcommon.certbuilder import new_key, pem_private_key
 from mailcommon.logging import get_logger
 from mailcommon.secrets import load_or_create_file
-from mailcommon.tls import ACME_FILE, replace_file
+from mailcommon.tls import ACME_FILE
 
 from mailstore_api.challenges import ChallengeResponder
 from mailstore_api.settings import MailstoreSettings
@@ -46,12 +48,6 @@ ORDER_DEADLINE = datetime.timedelta(minutes=5)
 def backoff(failures: int) -> float:
     """Seconds to wait after ``failures`` orders failed in a row: 1 minute, doubling, 6 hours at most."""
     return min(RETRY_FIRST * 2.0 ** (failures - 1), RETRY_MAX)
-
-
-def _pem_private_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def certificate_window(pem: bytes, hostname: str) -> tuple[float, float] | None:
@@ -133,7 +129,7 @@ class CertificateManager:
     def _client(self) -> tuple[client.ClientV2, JWKRSA]:
         path = self.settings.secrets_dir / ACCOUNT_KEY_FILE
         if not path.exists():
-            load_or_create_file(path, _pem_private_key(rsa.generate_private_key(65537, 2048)))
+            load_or_create_file(path, pem_private_key(rsa.generate_private_key(65537, 2048)))
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
         account_key = JWKRSA(key=cast(rsa.RSAPrivateKey, private))
         bundle = self.settings.acme_ca_bundle
@@ -158,7 +154,7 @@ class CertificateManager:
         hostname = self.settings.mail_hostname
         log.info("acme_order", hostname=hostname, directory=self.settings.acme_directory_url)
         acme, account_key = self._client()
-        key_pem = _pem_private_key(ec.generate_private_key(ec.SECP256R1()))
+        key_pem = pem_private_key(new_key())
         order = acme.new_order(crypto_util.make_csr(key_pem, [hostname]))
         tokens: list[str] = []
         try:

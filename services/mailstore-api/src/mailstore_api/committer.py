@@ -77,10 +77,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from mailcommon.atomicfile import write_all
 from mailcommon.logging import get_logger
 
 from mailstore_api.db import DeliveryKeys, KeyedDelivery
-from mailstore_api.maildir import MailStore, UnknownMailbox, base_name, final_name, write_all
+from mailstore_api.maildir import MailStore, UnknownMailbox, base_name, final_name
 from mailstore_api.threads import wait_through_cancel
 
 #: At most this many deliveries per batch (in-memory messages are at most 256 KiB each).

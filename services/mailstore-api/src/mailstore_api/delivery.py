@@ -17,12 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from mailcommon.atomicfile import write_all
 from mailcommon.logging import get_logger
 
 from mailstore_api import accounts
 from mailstore_api.committer import CommitterStopped, GroupCommitter, Stored
 from mailstore_api.errors import ApiError
-from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full, write_all
+from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full
 from mailstore_api.state import State
 from mailstore_api.threads import in_thread
 from mailstore_api.usage import fits

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailcommon.addresses import normalize_domain, split_address
+from mailcommon.atomicfile import fsync_dir
 from mailcommon.names import is_valid_message_id, is_valid_username
 
 MAX_NAME = 70
@@ -86,21 +87,6 @@ def _received_from_name(name: str) -> float | None:
     if not match:
         return None
     return int(match.group(1)) + int(match.group(2)) / 1_000_000
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def is_disk_full(exc: OSError) -> bool:

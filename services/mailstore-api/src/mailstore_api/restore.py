@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from mailcommon.addresses import normalize_domain
+from mailcommon.atomicfile import fsync_dir
 from mailcommon.names import is_valid_message_id, is_valid_username
 
 from mailstore_api.backup import CHUNK, DATABASES, FORMAT, MANIFEST, MANIFEST_DIGEST
 from mailstore_api.committer import VolumeSync
-from mailstore_api.maildir import fsync_dir, message_id_of
+from mailstore_api.maildir import message_id_of
 from mailstore_api.migrations import MIGRATIONS
 from mailstore_api.volume import hold_data_lock
 

@@ -258,29 +258,30 @@ async def cmd_stat(s: Session, arg: bytes) -> None:
 
 async def cmd_list(s: Session, arg: bytes) -> None:
     snap = _snapshot(s)
-    args = Args(arg, len(snap))
-    n = args.opt_msg()
-    args.done()
-    if n is not None:
-        msg = _live_msg(s, n)
-        await s.ok(f"{msg} {snap.sizes[msg - 1]}")
-        return
-    count, size = snap.stat()
-    lines = [b"%d %d" % (i, snap.sizes[i - 1]) for i in snap.live()]
-    await s.send(multiline(b"+OK %d messages (%d octets)\r\n" % (count, size), lines))
+    await _scan_listing(
+        s, arg, snap.sizes, lambda: b"+OK %d messages (%d octets)\r\n" % snap.stat()
+    )
 
 
 async def cmd_uidl(s: Session, arg: bytes) -> None:
+    await _scan_listing(s, arg, _snapshot(s).ids, lambda: b"+OK unique-id listing follows\r\n")
+
+
+async def _scan_listing(
+    s: Session, arg: bytes, column: list[int] | list[str], header: Callable[[], bytes]
+) -> None:
+    """LIST and UIDL (RFC 1939 5): with a message number, ``+OK n value`` for that message;
+    without, ``header()`` and a line ``n value`` for each message not marked as deleted."""
     snap = _snapshot(s)
     args = Args(arg, len(snap))
     n = args.opt_msg()
     args.done()
     if n is not None:
         msg = _live_msg(s, n)
-        await s.ok(f"{msg} {snap.ids[msg - 1]}")
+        await s.ok(f"{msg} {column[msg - 1]}")
         return
-    lines = [b"%d %s" % (i, snap.ids[i - 1].encode()) for i in snap.live()]
-    await s.send(multiline(b"+OK unique-id listing follows\r\n", lines))
+    lines = [f"{i} {column[i - 1]}".encode() for i in snap.live()]
+    await s.send(multiline(header(), lines))
 
 
 async def _send_message(s: Session, n: int, top: int | None) -> None:

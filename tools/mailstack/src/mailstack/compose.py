@@ -49,6 +49,12 @@ class ComposeStack(Running):
     def api_url(self) -> str:
         return f"http://{HOST}:{self.api_port}"
 
+    @functools.cached_property
+    def service_token(self) -> str:
+        """SERVICE_TOKEN: compose leaves it unset, so the mailstore generated it onto the secrets
+        volume (as :class:`mailstack.stack.Stack` has its own)."""
+        return self.read_secret("service_token").decode().strip()
+
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
         """Run ``docker compose -p <project> ARGS`` in the checkout; returns its output."""
         result = subprocess.run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import dns.exception
@@ -47,7 +48,7 @@ class AuthoritativeDns(Running):
         return f"{HOST}:{self.port}"
 
     def start(self) -> None:
-        knotd = shutil.which("knotd") or "/usr/sbin/knotd"
+        knotd = knot_program("knotd")
         (self.workdir / "zones").mkdir(parents=True, exist_ok=True)
         (self.workdir / "db").mkdir(exist_ok=True)
         self._write_config()
@@ -82,12 +83,7 @@ class AuthoritativeDns(Running):
         (self.workdir / "zones" / f"{origin}.zone").write_text("\n".join(lines) + "\n")
         self._zones[origin] = records
         self._write_config()
-        knotc = shutil.which("knotc") or "/usr/sbin/knotc"
-        subprocess.run(
-            [knotc, "-s", str(self.workdir / "knot.sock"), "reload"],
-            check=True,
-            capture_output=True,
-        )
+        knotc(self.workdir, "reload")
         wait_until(lambda: self._answers(origin, serial), 15, f"zone {origin}")
 
     def _answers(self, origin: str, serial: int) -> bool:
@@ -101,21 +97,43 @@ class AuthoritativeDns(Running):
         return any(rdata.serial == serial for rdata in response.answer[0])
 
     def _write_config(self) -> None:
-        zones = "".join(f"  - domain: {origin}\n" for origin in sorted(self._zones))
-        (self.workdir / "knot.conf").write_text(
-            "server:\n"
-            f'    rundir: "{self.workdir}"\n'
-            f"    listen: {HOST}@{self.port}\n"
-            "database:\n"
-            f'    storage: "{self.workdir}/db"\n'
-            "log:\n"
-            "  - target: stderr\n"
-            "    any: warning\n"
-            "template:\n"
-            "  - id: default\n"
-            f'    storage: "{self.workdir}/zones"\n'
-            '    file: "%s.zone"\n'
-            "    zonefile-sync: -1\n"
-            "    zonefile-load: whole\n"
-            "    journal-content: none\n" + (f"zone:\n{zones}" if zones else "")
+        write_knot_config(
+            self.workdir, f"{HOST}@{self.port}", self.workdir / "zones", sorted(self._zones)
         )
+
+
+def knot_program(name: str) -> str:
+    """Where Knot's ``knotd`` or ``knotc`` is (Debian puts them in /usr/sbin)."""
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def knotc(workdir: Path, command: str) -> str:
+    """Run ``knotc command`` against the ``knotd`` of :func:`write_knot_config`'s ``workdir``."""
+    socket = str(workdir / "knot.sock")
+    return subprocess.run(
+        [knot_program("knotc"), "-s", socket, command], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def write_knot_config(workdir: Path, listen: str, zones: Path, origins: Iterable[str]) -> None:
+    """``workdir/knot.conf``: a ``knotd`` with its control socket and database in ``workdir``,
+    listening on ``listen`` (``ip@port``), serving ``zones/<origin>.zone`` for each origin (zone
+    files are its only source: never written back, no journal)."""
+    listed = "".join(f"  - domain: {origin}\n" for origin in origins)
+    (workdir / "knot.conf").write_text(
+        "server:\n"
+        f'    rundir: "{workdir}"\n'
+        f"    listen: {listen}\n"
+        "database:\n"
+        f'    storage: "{workdir}/db"\n'
+        "log:\n"
+        "  - target: stderr\n"
+        "    any: warning\n"
+        "template:\n"
+        "  - id: default\n"
+        f'    storage: "{zones}"\n'
+        '    file: "%s.zone"\n'
+        "    zonefile-sync: -1\n"
+        "    zonefile-load: whole\n"
+        "    journal-content: none\n" + (f"zone:\n{listed}" if listed else "")
+    )

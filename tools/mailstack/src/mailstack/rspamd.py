@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from mailstack.ports import free_port, http_ok, wait_until
+from mailstack.processes import stop_process
 from mailstack.running import Running
 
 HOST = "127.0.0.1"
@@ -131,12 +132,7 @@ class Rspamd(Running):
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
+            stop_process(self._process)
             self._process = None
 
     def logs(self, name: str = "rspamd") -> str:

@@ -19,6 +19,7 @@ from typing import IO
 
 from mailstack.logs import mark_http, mark_pop3, mark_smtp
 from mailstack.ports import free_port, http_ok, tcp_ready, wait_until
+from mailstack.processes import stop_process
 from mailstack.running import Running
 
 ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3")
@@ -238,13 +239,7 @@ class Stack(Running):
         proc = self.processes.get(name)
         if proc is None or proc.popen is None:
             return None
-        if proc.running():
-            proc.popen.send_signal(signal.SIGTERM)
-            try:
-                proc.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+        stop_process(proc.popen, grace)
         if proc.log_file:
             proc.log_file.close()
             proc.log_file = None
