@@ -3,8 +3,9 @@
 
 A delivery's ``result``: ``stored``, ``replayed`` (its ``Idempotency-Key`` was stored before), the
 ``code`` of the error it was answered with (``unknown_user``, ``quota_exceeded``, ...), or
-``failed`` (the client went away before the end of the body, or an error answered 500). ``maildrop_delivery_seconds`` runs from the
-request to the message being durable in every recipient's Maildir.
+``failed`` (the client went away before the end of the body, or an error answered 500).
+``maildrop_delivery_seconds`` runs from the request to the message being durable in every
+recipient's Maildir.
 """
 
 from __future__ import annotations
