@@ -49,6 +49,12 @@ def test_mailstack_runs_and_stops_the_stack(tmp_path: Path) -> None:
         f"{api.group(1)}/api/v1/users", headers={"Authorization": f"Bearer {token.group(1)}"}
     )
     assert users.status_code == 200
+    # Each service's metrics address (the mailstore's with the admin token).
+    for name in ("mailstore-api", "smtp-in", "pop3"):
+        metrics = re.search(rf"^{name}\s+(http://127\.0\.0\.1:\d+/metrics)$", text, re.MULTILINE)
+        assert metrics, (name, text)
+        answer = httpx.get(metrics.group(1), headers={"Authorization": f"Bearer {token.group(1)}"})
+        assert answer.status_code == 200 and "maildrop_" in answer.text, name
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0

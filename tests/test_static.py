@@ -104,6 +104,10 @@ def test_compose_file_shape() -> None:
     assert published[1995] == "995"
     for name in ("smtp-in", "pop3"):
         assert services[name]["depends_on"]["mailstore-api"]["condition"] == "service_healthy"
+    # /metrics of the front ends: inside the compose network, never on a host port.
+    for name in ("smtp-in", "pop3"):
+        assert services[name]["environment"]["METRICS_PORT"] == "9100"
+        assert all(p["target"] != 9100 for p in services[name].get("ports", [])), name
 
 
 def test_compose_builds_its_images_and_never_pulls_them() -> None:

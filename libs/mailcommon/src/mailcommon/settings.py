@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mailcommon.addresses import normalize_domain
-from mailcommon.secrets import resolve_token
+from mailcommon.secrets import resolve_token, validate_token
 
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
@@ -61,6 +61,17 @@ class CommonSettings(BaseSettings):
     # A CA bundle (PEM) to verify the directory with instead of the usual ones (tests: Pebble's).
     acme_ca_bundle: Path | None = None
 
+    # Bearer token that may read /metrics (the mailstore also takes the admin token there);
+    # empty: smtp-in and pop3 serve /metrics to anyone who reaches METRICS_PORT.
+    metrics_token: SecretStr = SecretStr("")
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            validate_token("METRICS_TOKEN", value.get_secret_value())
+        return value
+
     @field_validator("tls_cert_file", "tls_key_file", "acme_ca_bundle", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -91,6 +102,10 @@ class FrontEndSettings(CommonSettings):
     mailstore_timeout: float = 30.0
     # Seconds between checks of the certificate files (a changed pair serves within this; SIGHUP: at once).
     tls_reload_interval: float = Field(default=30.0, gt=0, le=60)
+
+    # The /metrics listener (mailcommon.metrics); 0: none.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_bind_host: str = "0.0.0.0"
 
     # Maximum simultaneous client connections this front end accepts.
     max_connections: int = 1000

@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 from mailcommon.memory import pin_mmap_threshold
+from mailcommon.metrics import watch_certificate
 from mailcommon.secrets import InsecureTokenError
 from mailcommon.startup import ConfigError, load_settings
 
@@ -50,7 +51,9 @@ def _start_acme(settings: MailstoreSettings) -> None:
         raise SystemExit(f"mailstore-api: cannot listen on ACME_HTTP_PORT: {exc}") from None
     responder.start()
     if settings.acme_enabled:
-        CertificateManager(settings, responder).start()
+        manager = CertificateManager(settings, responder)
+        watch_certificate(lambda: manager.not_after)
+        manager.start()
 
 
 def _exit_after_drain(signum: int, frame: FrameType | None) -> None:

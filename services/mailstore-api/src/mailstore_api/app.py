@@ -9,6 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from mailcommon.logging import get_logger
+from mailcommon.metrics import PATH as METRICS_PATH
+from mailcommon.metrics import exposition
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mailstore_api.api import addresses, admin, backups, health, internal
@@ -31,7 +35,8 @@ class AdminAPI(FastAPI):
 
 
 class Mailstore:
-    """``/internal/`` to the internal router; everything else, lifespan included, to FastAPI."""
+    """``/internal/`` to the internal router, ``/metrics`` to the exposition; everything else,
+    lifespan included, to FastAPI."""
 
     def __init__(self, internal_api: ASGIApp, admin_api: ASGIApp) -> None:
         self.internal = internal_api
@@ -40,6 +45,8 @@ class Mailstore:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/internal/"):
             await self.internal(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == METRICS_PATH:
+            await Response(exposition(), media_type=CONTENT_TYPE_LATEST)(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
 
@@ -87,5 +94,6 @@ def create_app(settings: MailstoreSettings, tokens: Tokens, volume_locked: bool 
         Mailstore(internal.InternalAPI(), admin_api),
         admin_token=tokens.admin,
         service_token=tokens.service,
+        metrics_token=settings.metrics_token.get_secret_value(),
     )
     return RequestLog(app)

@@ -33,6 +33,7 @@ from mailcommon.logging import get_logger
 from mailcommon.secrets import load_or_create_file
 from mailcommon.tls import ACME_FILE
 
+from mailstore_api import metrics
 from mailstore_api.challenges import ChallengeResponder
 from mailstore_api.settings import MailstoreSettings
 
@@ -112,6 +113,7 @@ class CertificateManager:
                 self.issue()
             except Exception as exc:  # any failure: log it, back off, try again
                 self.failures += 1
+                metrics.ACME_FAILURES.inc()
                 retry = backoff(self.failures)
                 log.error(
                     "acme_failed",

@@ -80,6 +80,7 @@ from typing import NamedTuple
 from mailcommon.atomicfile import write_all
 from mailcommon.logging import get_logger
 
+from mailstore_api import metrics
 from mailstore_api.db import DeliveryKeys, KeyedDelivery
 from mailstore_api.maildir import MailStore, UnknownMailbox, base_name, final_name
 from mailstore_api.threads import wait_through_cancel
@@ -313,6 +314,7 @@ class GroupCommitter:
             self._on_stop()
 
     def _commit(self, batch: list[Delivery]) -> None:
+        metrics.COMMIT_BATCH_SIZE.observe(len(batch))
         written = [d for d in batch if d.refusal is not None or self._write(d)]
         fresh = self._record(written)
         durable = self._sync_files(fresh)

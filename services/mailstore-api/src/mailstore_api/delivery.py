@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from mailcommon.atomicfile import write_all
 from mailcommon.logging import get_logger
 
-from mailstore_api import accounts
+from mailstore_api import accounts, metrics
 from mailstore_api.committer import CommitterStopped, GroupCommitter, Stored
 from mailstore_api.errors import ApiError
 from mailstore_api.maildir import LineEndings, MailStore, UnknownMailbox, is_disk_full
@@ -99,8 +100,43 @@ async def store_delivery(
     ``received``: an imported message's date (seconds since the epoch), else now.
     Raises :class:`ApiError` (404, 413, 422, 503 when the delivery thread has stopped, 507); a
     client that goes away mid-body propagates from ``chunks``. Nothing is left behind in tmp/ on
-    any failure.
+    any failure. Counted in :mod:`mailstore_api.metrics`.
     """
+    started = time.perf_counter()
+    try:
+        stored = await _store(
+            state,
+            recipients,
+            content_length,
+            chunks,
+            idempotency_key=idempotency_key,
+            received=received,
+        )
+    except ApiError as exc:
+        metrics.delivery(exc.code)
+        raise
+    except BaseException:
+        metrics.delivery("failed")  # the client went away, or an error answered 500
+        raise
+    if stored.replayed:
+        metrics.delivery("replayed")
+    else:
+        metrics.delivery("stored")
+        metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
+        state.usage.added(stored.recipients, stored.size)
+    return {"id": stored.id, "recipients": stored.recipients, "size": stored.size}
+
+
+async def _store(
+    state: State,
+    recipients: list[str],
+    content_length: str | None,
+    chunks: AsyncIterator[bytes],
+    *,
+    idempotency_key: str | None,
+    received: float | None,
+) -> Stored:
+    """:func:`store_delivery` but for the counting and the usage."""
     check_idempotency_key(idempotency_key)
     names = check_recipients(state, recipients)
     limit = state.settings.max_message_size
@@ -133,9 +169,7 @@ async def store_delivery(
     finally:
         if not committed:
             await writer.abort()
-    if not stored.replayed:
-        state.usage.added(stored.recipients, stored.size)
-    return {"id": stored.id, "recipients": stored.recipients, "size": stored.size}
+    return stored
 
 
 class DeliveryWriter:

@@ -13,6 +13,7 @@ import re
 import time
 
 import structlog
+from mailcommon.metrics import PATH as METRICS_PATH
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailstore_api.errors import unauthorized
@@ -86,18 +87,25 @@ class RequestLog:
 
 
 class BearerAuth:
-    """``/api/`` needs the admin token, ``/internal/`` the service token; compared in constant time."""
+    """``/api/`` needs the admin token, ``/internal/`` the service token, ``/metrics`` the admin
+    token or ``metrics_token``; compared in constant time."""
 
-    def __init__(self, app: ASGIApp, admin_token: str, service_token: str) -> None:
+    def __init__(
+        self, app: ASGIApp, admin_token: str, service_token: str, metrics_token: str = ""
+    ) -> None:
         self.app = app
         self._prefixes = (
             ("/api/", b"Bearer " + admin_token.encode()),
             ("/internal/", b"Bearer " + service_token.encode()),
         )
+        self._metrics = [b"Bearer " + t.encode() for t in (admin_token, metrics_token) if t]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            if path == METRICS_PATH and not any(bearer_ok(scope, t) for t in self._metrics):
+                await unauthorized()(scope, receive, send)
+                return
             for prefix, expected in self._prefixes:
                 if path.startswith(prefix) or path == prefix.rstrip("/"):
                     if not bearer_ok(scope, expected):

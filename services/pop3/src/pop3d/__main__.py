@@ -12,6 +12,7 @@ import sys
 import uvloop
 from mailcommon.certwatch import ReloadingContext
 from mailcommon.logging import configure_logging
+from mailcommon.metrics import exposed, watch_certificate
 from mailcommon.startup import ConfigError, front_end_secrets, load_settings, refuse
 
 from pop3d.context import Context
@@ -50,8 +51,10 @@ def main() -> int:
 
 async def _serve(server: Pop3Server, tls: ReloadingContext) -> None:
     watcher = asyncio.create_task(tls.watch())  # a new certificate: see mailcommon.certwatch
+    watch_certificate(lambda: tls.not_after)
     try:
-        await server.run()
+        async with exposed(server.ctx.settings, "pop3"):
+            await server.run()
     finally:
         watcher.cancel()
 

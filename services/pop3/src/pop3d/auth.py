@@ -32,6 +32,7 @@ from mailcommon.locks import Lease
 from mailcommon.logging import get_logger
 from redis.exceptions import RedisError
 
+from pop3d import metrics
 from pop3d.leases import LeaseState
 from pop3d.session import Session
 from pop3d.snapshot import Snapshot
@@ -112,6 +113,7 @@ def refuse(s: Session, reason: str, user: str | None, *, verified: bool = False)
         name["user"] = user[:64]
     elif user:
         name["user_hash"] = user_tag(s.ctx.log_key, user)
+    metrics.login(reason)
     log.info("refusal", sid=s.sid, peer=f"{s.peer_ip}:{s.peer_port}", reason=reason, **name)
 
 
@@ -269,6 +271,7 @@ async def enter_transaction(
     s.user = user
     s.snapshot = Snapshot(snapshot.entries)
     s.state = State.TRANSACTION
+    metrics.login("ok")
     count, size = s.snapshot.stat()
     await s.ok(f"{shown}'s maildrop has {count} messages ({size} octets)")
     return True

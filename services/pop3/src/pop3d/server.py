@@ -19,6 +19,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pop3d import metrics
 from pop3d.auth import end_session_lease, log_key
 from pop3d.commands import dispatch
 from pop3d.context import Context
@@ -114,6 +115,7 @@ class Pop3Server:
         self.ctx = ctx
         self.servers: list[asyncio.Server] = []
         self._sessions: set[asyncio.Task[None]] = set()
+        metrics.count_connections(lambda: ctx.limiter.total)
 
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls_port: bool
@@ -157,6 +159,7 @@ class Pop3Server:
                     writer.close()
                 # A connection that never sent a command (health probes, port scanners) is
                 # logged at debug level only, so probes every few seconds do not flood the log.
+                metrics.session(s.result, s.stats.retrieved, s.stats.deleted)
                 quiet = s.commands == 0 and s.result == "disconnected"
                 (log.debug if quiet else log.info)(
                     "session",

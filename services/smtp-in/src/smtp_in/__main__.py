@@ -15,6 +15,7 @@ from mailcommon.certwatch import ReloadingContext
 from mailcommon.client import MailstoreClient
 from mailcommon.logging import configure_logging, get_logger
 from mailcommon.memory import pin_mmap_threshold
+from mailcommon.metrics import exposed, watch_certificate
 from mailcommon.startup import ConfigError, front_end_secrets, load_settings, refuse
 
 from smtp_in.authentication import SenderChecks
@@ -36,9 +37,11 @@ async def run(settings: SmtpSettings, token: str, tls: ReloadingContext) -> None
     rspamd = Rspamd.from_settings(settings)
     server = SmtpServer(settings, mailstore, tls.context, checks, rspamd)
     watcher = asyncio.create_task(tls.watch())  # a new certificate: see mailcommon.certwatch
+    watch_certificate(lambda: tls.not_after)
     try:
         await server.start()
-        await server.serve_until_stopped()
+        async with exposed(settings, "smtp-in"):
+            await server.serve_until_stopped()
     finally:
         watcher.cancel()
         await mailstore.aclose()

@@ -28,7 +28,7 @@ from mailcommon.client import (
 )
 from mailcommon.logging import get_logger
 
-from smtp_in import headers, policy
+from smtp_in import headers, metrics, policy
 from smtp_in.addresses import (
     NULL_SENDER,
     check_recipient,
@@ -325,6 +325,7 @@ class MailHandler:
         message_id: str | None,
         reply: str,
     ) -> None:
+        metrics.message(result, len(content))
         log.info(
             "message",
             id=message_id,

@@ -50,6 +50,7 @@ from aiosmtpd.smtp import SMTP, syntax
 from mailcommon.idle import IdleTimer
 from mailcommon.logging import get_logger
 
+from smtp_in import metrics
 from smtp_in.handler import MailHandler, Transaction, declared_size
 from smtp_in.headers import MAX_ADDED_HEADERS
 from smtp_in.limits import BudgetExhausted, ConnectionRegistry, DataBudget, MeteredReader
@@ -304,6 +305,7 @@ class SMTPProtocol(SMTP):
             first = min(ceiling, self._budget.cost(DataBudget.FIRST_STEP))
         if not await self._budget.acquire(first, self._budget_wait, keep=ceiling - first):
             log.warning("data_budget_exhausted", reserved=self._budget.reserved, wanted=first)
+            metrics.message("no_memory", 0)
             await self.push("452 4.3.1 Insufficient system resources, try again later")
             return
         meter: MeteredReader | None = None
@@ -327,6 +329,7 @@ class SMTPProtocol(SMTP):
             # Mid-message there is no reply that keeps the session in step (the rest of the
             # data would be read as commands): say why and close; the sender retries later.
             log.warning("data_budget_exhausted", reserved=self._budget.reserved, detail=str(exc))
+            metrics.message("no_memory", 0)
             await self.push("421 4.3.1 Insufficient system resources, closing connection")
         finally:
             if meter is not None:
@@ -360,10 +363,14 @@ class SMTPProtocol(SMTP):
     # Replies --------------------------------------------------------------------------------
     async def push(self, status: AnyStr) -> None:
         text = status if isinstance(status, str) else status.decode("utf-8", "surrogateescape")
+        if self._command == "DATA" and text in metrics.DATA_REFUSALS:
+            metrics.message(metrics.DATA_REFUSALS[text], 0)
         exempt = not self._greeted or (self._command in {"EHLO", "HELO"} and text.startswith("250"))
         self._greeted = True
         if not exempt:
             text = with_enhanced_code(text)
+        if self._command == "RCPT":
+            metrics.recipient(text)
         if text[:1] in {"4", "5"} and not self.reply_logged:
             log.info("refused", command=self._command, reply=text)
         self.reply_logged = False

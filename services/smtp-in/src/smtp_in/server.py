@@ -14,6 +14,7 @@ import time
 from mailcommon.client import MailstoreClient
 from mailcommon.logging import get_logger
 
+from smtp_in import metrics
 from smtp_in.authentication import SenderChecks
 from smtp_in.handler import MailHandler
 from smtp_in.limits import ConnectionRegistry, DataBudget
@@ -42,6 +43,7 @@ class SmtpServer:
         self.registry = ConnectionRegistry(
             settings.max_connections, settings.max_connections_per_ip
         )
+        metrics.count_connections(self.registry.count)
         self.budget = DataBudget(settings.smtp_data_memory_budget)
         self.tls_context = tls_context
         self._server: asyncio.Server | None = None

@@ -41,6 +41,9 @@ def main() -> None:
         print(f"  smtp-in        smtp://127.0.0.1:{stack.smtp_port}")
         print(f"  pop3           pop3://127.0.0.1:{stack.pop3_port}  (STLS)")
         print(f"  pop3s          127.0.0.1:{stack.pop3s_port}  (implicit TLS)")
+        print("  metrics        (Prometheus text; the mailstore's needs the admin token)")
+        for name in ("mailstore-api", "smtp-in", "pop3"):
+            print(f"    {name:15}{stack.metrics_url(name)}")
         print(f"  admin token    {stack.admin_token}")
         print(
             f"  mailctl:       MAILSTORE_API_URL={stack.api_url} ADMIN_TOKEN=... mailctl user list"

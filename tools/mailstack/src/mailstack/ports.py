@@ -87,6 +87,14 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def scrape(url: str, token: str | None = None) -> str:
+    """The text ``url`` answers (a ``/metrics`` page), sent ``Bearer <token>`` when given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (loopback URL we built)
+    with urllib.request.urlopen(request, timeout=5.0) as response:  # noqa: S310
+        return str(response.read().decode())
+
+
 def wait_until(probe: Callable[[], _T | None], timeout: float, what: str) -> _T:
     """Poll ``probe()`` until it returns something true, and return that; raise TimeoutError
     naming ``what`` after ``timeout`` seconds. The one polling loop of the tests and tools."""

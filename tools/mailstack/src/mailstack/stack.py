@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from mailstack.logs import mark_http, mark_pop3, mark_smtp
-from mailstack.ports import free_port, http_ok, tcp_ready, wait_until
+from mailstack.ports import free_port, http_ok, scrape, tcp_ready, wait_until
 from mailstack.processes import stop_process
 from mailstack.running import Running
 
@@ -94,6 +94,9 @@ class Stack(Running):
         self.smtp_port = free_port()
         self.pop3_port = free_port()
         self.pop3s_port = free_port()
+        # The /metrics listeners of the front ends (METRICS_PORT); the mailstore's is its API.
+        self.smtp_metrics_port = free_port()
+        self.pop3_metrics_port = free_port()
         self.domains = domains
         self.hostname = hostname
         self.overrides = dict(env or {})
@@ -108,6 +111,16 @@ class Stack(Running):
     @property
     def redis_url(self) -> str:
         return f"redis://{HOST}:{self.redis_port}/0"
+
+    def metrics_url(self, name: str) -> str:
+        """Where ``name`` (a service or a replica) serves ``/metrics``."""
+        if name.split("#", 1)[0] == "mailstore-api":
+            return f"{self.api_url}/metrics"
+        return f"http://{HOST}:{self.processes[name].ports['metrics']}/metrics"
+
+    def metrics(self, name: str) -> str:
+        """What ``name`` serves at ``/metrics`` now (the mailstore's with the admin token)."""
+        return scrape(self.metrics_url(name), self.admin_token)
 
     def maildir(self, account: str) -> Path:
         """The Maildir of ``account`` (``local@domain``; a bare name is in the first domain)."""
@@ -140,6 +153,7 @@ class Stack(Running):
                 "POP3_BIND_HOST": HOST,
                 "POP3_BIND_PORT": str(self.pop3_port),
                 "POP3S_BIND_PORT": str(self.pop3s_port),
+                "METRICS_BIND_HOST": HOST,
             }
         )
         env.update(self.overrides)
@@ -183,10 +197,15 @@ class Stack(Running):
         argv = [sys.executable, "-m", MODULES[base]]
         ports = {
             "mailstore-api": {"api": self.api_port},
-            "smtp-in": {"smtp": self.smtp_port},
-            "pop3": {"pop3": self.pop3_port, "pop3s": self.pop3s_port},
+            "smtp-in": {"smtp": self.smtp_port, "metrics": self.smtp_metrics_port},
+            "pop3": {
+                "pop3": self.pop3_port,
+                "pop3s": self.pop3s_port,
+                "metrics": self.pop3_metrics_port,
+            },
         }[base]
-        return Process(name, argv, self.environment(), log_path, ports)
+        extra = {"METRICS_PORT": str(ports["metrics"])} if "metrics" in ports else {}
+        return Process(name, argv, self.environment(), log_path, ports, extra)
 
     def start_service(self, name: str) -> Process:
         """Start (or restart) ``name`` and wait until it answers."""
@@ -259,14 +278,19 @@ class Stack(Running):
         """Another instance of a front end (``"pop3"`` or ``"smtp-in"``) on its own free ports,
         with ``env`` added to its environment.
 
-        Returns its ports by kind (``{"pop3": ..., "pop3s": ...}`` or ``{"smtp": ...}``).
+        Returns its ports by kind (``{"pop3": ..., "pop3s": ..., "metrics": ...}`` or
+        ``{"smtp": ..., "metrics": ...}``).
         """
         self._replicas += 1
         name = f"{base}#{self._replicas}"
         proc = self._build(name)
         variables = {
-            "smtp-in": {"smtp": "SMTP_BIND_PORT"},
-            "pop3": {"pop3": "POP3_BIND_PORT", "pop3s": "POP3S_BIND_PORT"},
+            "smtp-in": {"smtp": "SMTP_BIND_PORT", "metrics": "METRICS_PORT"},
+            "pop3": {
+                "pop3": "POP3_BIND_PORT",
+                "pop3s": "POP3S_BIND_PORT",
+                "metrics": "METRICS_PORT",
+            },
         }[base]
         proc.ports = {kind: free_port() for kind in variables}
         proc.extra_env = {
