@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from mailcommon.names import is_valid_message_id
 
+from mailstore_api import tarheader
 from mailstore_api.db import DATABASE_FILE
 from mailstore_api.maildir import MailStore, message_id_of
 from mailstore_api.migrations import version
@@ -59,9 +60,10 @@ class Writable(Protocol):
 
 
 class _TarStream:
-    """The tar stream: :mod:`tarfile`'s own headers (``TarInfo.tobuf``, pax format: a name of any
-    length), each followed by the file's octets and NULs to the next 512-octet block, and at the
-    end two zero blocks and NULs to a whole 10 KiB record, as ``TarFile.close`` writes them.
+    """The tar stream: :mod:`tarfile`'s own headers (pax format: a name of any length; made by
+    :func:`~mailstore_api.tarheader.header`), each followed by the file's octets and NULs to the
+    next 512-octet block, and at the end two zero blocks and NULs to a whole 10 KiB record, as
+    ``TarFile.close`` writes them.
 
     Framed here rather than with ``TarFile.addfile``, which per file copies the ``TarInfo`` and
     reads through ``copyfileobj`` and a file object: with messages of a few KiB that overhead made
@@ -78,12 +80,8 @@ class _TarStream:
         self._written += len(data)
 
     def header(self, name: str, size: int, mtime: float) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = size
         # Whole seconds: a fraction would cost a pax header per file.
-        info.mtime = int(mtime)
-        info.mode = 0o600
-        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        self._write(tarheader.header(name, size, int(mtime)))
 
     def data(self, data: bytes) -> None:
         self._write(data)
