@@ -164,9 +164,9 @@ def write_backup(data_dir: Path, store: MailStore, out: Writable) -> Manifest:
         box = store.maildir(address)
         relative = box.relative_to(data_dir).as_posix()
         manifest.maildirs.append(relative)
-        for sub, filename in _messages(box):
-            name = f"{relative}/{sub}/{filename}"
-            entry = _add_file(tar, name, box / sub / filename)
+        # Plain strings per file: a Path per file cost about a tenth of the time (cProfile).
+        for sub, filename in _messages(str(box)):
+            entry = _add_file(tar, f"{relative}/{sub}/{filename}", f"{box}/{sub}/{filename}")
             if entry is not None:
                 manifest.files.append(entry)
     body = manifest.to_bytes()
@@ -176,11 +176,11 @@ def write_backup(data_dir: Path, store: MailStore, out: Writable) -> Manifest:
     return manifest
 
 
-def _messages(box: Path) -> Iterator[tuple[str, str]]:
+def _messages(box: str) -> Iterator[tuple[str, str]]:
     """(``new`` or ``cur``, file name) of each message as listed (some may be gone by now)."""
     for sub in ("new", "cur"):
         try:
-            names = sorted(os.listdir(box / sub))
+            names = sorted(os.listdir(f"{box}/{sub}"))
         except FileNotFoundError:  # the account was deleted after the database copy
             continue
         for name in names:
@@ -188,7 +188,7 @@ def _messages(box: Path) -> Iterator[tuple[str, str]]:
                 yield sub, name
 
 
-def _add_file(tar: _TarStream, name: str, path: Path) -> dict[str, Any] | None:
+def _add_file(tar: _TarStream, name: str, path: str) -> dict[str, Any] | None:
     """One message file, read whole; its manifest entry, or None when it is gone already."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
