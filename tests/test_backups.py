@@ -40,15 +40,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-def mailctl(
-    stack: Any, *args: str, data_dir: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def mailctl_env(stack: Any, data_dir: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "MAILSTORE_API_URL": stack.api_url, "ADMIN_TOKEN": stack.admin_token}
     if data_dir is not None:
         env["DATA_DIR"] = str(data_dir)
+    return env
+
+
+def mailctl(
+    stack: Any, *args: str, data_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mailstore_api.cli", *args],
-        env=env,
+        env=mailctl_env(stack, data_dir),
         capture_output=True,
         text=True,
         timeout=300,
@@ -239,6 +243,18 @@ def test_damaged_backups_are_refused_by_verify_and_restore(
     assert r.returncode == 0, r.stderr
     assert mailctl(stack, "verify", str(local)).returncode == 0
     assert backup_members(local).keys() == backup_members(good).keys()
+    # To stdout, here a pipe: the same backup.
+    to_stdout = subprocess.run(
+        [sys.executable, "-m", "mailstore_api.cli", "backup", "--local", "-"],
+        env=mailctl_env(stack, stack.data_dir),
+        stdout=subprocess.PIPE,
+        timeout=300,
+        check=True,
+    )
+    piped = tmp_path / "piped.tar"
+    piped.write_bytes(to_stdout.stdout)
+    assert mailctl(stack, "verify", str(piped)).returncode == 0
+    assert backup_members(piped).keys() == backup_members(good).keys()
     # Any tar reads it: GNU tar lists what tarfile does.
     listed = subprocess.run(["tar", "-tf", str(good)], capture_output=True, check=True, text=True)
     assert listed.stdout.splitlines() == list(backup_members(good))

@@ -1,5 +1,5 @@
-"""Backups and mail sources as files, without a server: crafted archives refused by restore,
-mbox quoting undone, dates read from mbox From lines."""
+"""Backups and mail sources as files, without a server: the tar headers equal tarfile's, crafted
+archives refused by restore, mbox quoting undone, dates read from mbox From lines."""
 
 from __future__ import annotations
 
@@ -8,7 +8,29 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from mailstore_api import mailsources, restore
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from mailstore_api import mailsources, restore, tarheader
+
+# Names as a backup has them (mail/<domain>/<local>/new|cur/<file>) and any others: long, non-ASCII
+# (pax headers), lone surrogates (an undecodable file name, as os.listdir gives it).
+_names = st.one_of(
+    st.from_regex(
+        r"mail/[a-z0-9.-]{1,40}/[a-z0-9._+-]{1,30}/(new|cur)/[!-~]{1,70}", fullmatch=True
+    ),
+    st.text(st.characters(blacklist_categories=["Cs"]), max_size=300),
+    st.text(st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF), min_size=1, max_size=5),
+)
+_numbers = st.one_of(st.integers(0, 2**40), st.integers(8**11 - 2, 8**11 + 2))
+
+
+@settings(max_examples=500)
+@given(name=_names, size=_numbers, mtime=_numbers)
+@example(name="x" * 100, size=0, mtime=0)
+@example(name="x" * 101, size=0, mtime=0)
+@example(name="é", size=8**11 - 1, mtime=8**11 - 1)
+def test_tar_header_is_tarfiles(name: str, size: int, mtime: int) -> None:
+    assert tarheader.header(name, size, mtime) == tarheader.pax_header(name, size, mtime)
 
 
 def archive(*members: tarfile.TarInfo) -> io.BytesIO:
