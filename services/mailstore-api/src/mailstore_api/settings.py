@@ -44,6 +44,15 @@ class MailstoreSettings(CommonSettings):
     # 0: none. It answers 404 except for the challenges of an order under way.
     acme_http_port: int = Field(default=0, ge=0, le=65535)
 
+    # The web console (/ui/): seconds a session lives without a request, and at most in all;
+    # failed sign-ins throttled as POP3 logins are (mailcommon.throttle): at most N per window,
+    # per client address and in all (the one name "admin").
+    console_session_idle: int = Field(default=1800, ge=60)
+    console_session_max: int = Field(default=43200, ge=60)
+    console_auth_fail_window: int = Field(default=300, ge=1, le=86400)
+    console_auth_fail_max_per_ip: int = Field(default=10, ge=1)
+    console_auth_fail_max: int = Field(default=30, ge=1)
+
     @field_validator("postmaster_address")
     @classmethod
     def _check_postmaster(cls, value: str) -> str:
