@@ -33,7 +33,7 @@ HOSTILE_HTML = (
 )
 
 
-def hostile_message(subject: str) -> bytes:
+def hostile_message(subject: str, html: str = HOSTILE_HTML) -> bytes:
     attachment = base64.encodebytes(ATTACHMENT).decode()
     png = base64.encodebytes(PNG).decode()
     return (
@@ -59,7 +59,7 @@ def hostile_message(subject: str) -> bytes:
         "--ALT\r\n"
         "Content-Type: text/html; charset=utf-8\r\n"
         "\r\n"
-        f"{HOSTILE_HTML}\r\n"
+        f"{html}\r\n"
         "--ALT--\r\n"
         "--REL\r\n"
         "Content-Type: image/png\r\n"
