@@ -155,3 +155,32 @@ def test_a_hostile_message_runs_nothing_and_reaches_no_remote_host(
     browser.get(f"{mailstore.url}/ui/accounts/{user}/messages/{mid}?remote=true")
     wait_until(lambda: beacon.hits, 10, "the remote image")
     assert beacon.hits == ["/pixel.png"]
+
+
+def test_a_new_message_appears_in_the_open_list_without_a_reload(
+    browser, mailstore, new_user, internal
+):
+    user, _ = new_user()
+    deliver(internal, user, hostile_message("the first"))
+    browser.get(f"{mailstore.url}/ui/signin")
+    browser.find_element(By.NAME, "password").send_keys(mailstore.admin_token)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait_until(lambda: browser.current_url.endswith("/ui/domains"), 10, "the domains page")
+    browser.get(f"{mailstore.url}/ui/accounts/{user}/messages")
+    assert "the first" in browser.find_element(By.ID, "message-rows").text
+    browser.execute_script("window.notReloaded = true")
+    wait_until(
+        lambda: any(
+            e["message"]["method"] == "Network.responseReceived"
+            and e["message"]["params"]["response"]["url"].endswith("/events")
+            for e in (json.loads(x["message"]) for x in browser.get_log("performance"))
+        ),
+        10,
+        "the event stream",
+    )
+    deliver(internal, user, hostile_message("the second"))
+    wait_until(
+        lambda: "the second" in browser.find_element(By.ID, "message-rows").text, 10, "the new row"
+    )
+    assert browser.execute_script("return window.notReloaded") is True
+    assert browser.find_element(By.ID, "message-count").text == "2"

@@ -205,3 +205,21 @@ def test_delete_waits_for_the_pop3_lock_as_the_rest_api_does(
     r = signed_in.post(f"/ui/accounts/{user}/messages/{mid}/delete")
     assert r.status_code == 303
     assert admin.get(f"/users/{user}/messages/{mid}").status_code == 404
+
+
+def test_an_open_list_hears_of_each_delivery(signed_in, new_user, internal):
+    user, _ = new_user()
+    with signed_in.http.stream("GET", f"/ui/accounts/{user}/events") as events:
+        assert events.status_code == 200
+        assert events.headers["content-type"].startswith("text/event-stream")
+        lines = events.iter_lines()
+        assert next(lines) == "retry: 1000"  # subscribed
+        mid = deliver(internal, user, hostile_message("live"))
+        received = []
+        for line in lines:
+            received.append(line)
+            if line.startswith("data:"):
+                break
+        assert received[-2:] == ["event: delivered", f"data: {mid}"]
+    with ConsoleClient(signed_in.http.base_url) as anonymous:
+        assert anonymous.get(f"/ui/accounts/{user}/events").status_code == 303

@@ -134,6 +134,8 @@ async def store_delivery(
             await writer.abort()
     if not stored.replayed:
         state.usage.added(stored.recipients, stored.size)
+        state.search.added(stored.recipients, stored.id)
+        state.events.delivered(stored.recipients, stored.id)
     return {"id": stored.id, "recipients": stored.recipients, "size": stored.size}
 
 

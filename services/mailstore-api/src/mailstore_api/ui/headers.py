@@ -6,10 +6,12 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The console's pages: scripts and styles only from its own static files, never inline; no
-#: plugin, no base, forms only to itself, frames only its own (the mail frame), framed by nobody.
+#: plugin, no base, forms, fetches and event streams only to itself, frames only its own (the
+#: mail frame), framed by nobody.
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-    " frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    " connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none';"
+    " base-uri 'none'"
 )
 _COMMON = (
     (b"x-content-type-options", b"nosniff"),

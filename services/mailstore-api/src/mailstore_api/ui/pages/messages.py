@@ -5,7 +5,7 @@ Listing, parsing and deleting are the REST API's own route functions."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
@@ -51,14 +51,22 @@ async def messages_page(
     session: SessionDep,
     state: StateDep,
     page: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    q: Annotated[str, Query(max_length=500)] = "",
+    field: Annotated[Literal["from", "to", "subject", "text"] | None, Query()] = None,
 ) -> Response:
-    """Page 0 holds the newest messages."""
+    """Page 0 holds the newest messages (of all, or those the search ``q`` finds)."""
     address = accounts.known_user(state, username)
-    total = state.usage.of(address).messages
-    end = max(0, total - page * PAGE_SIZE)
-    start = max(0, end - PAGE_SIZE)
-    listed = await admin.list_messages(address, state, start, max(1, end - start))
-    rows = listed.messages[: end - start][::-1]
+    if q.strip():
+        listed = await admin.list_messages(
+            address, state, page * PAGE_SIZE, PAGE_SIZE, q=q, field=field
+        )
+        rows, older = listed.messages, listed.total > (page + 1) * PAGE_SIZE
+    else:
+        total = state.usage.of(address).messages
+        end = max(0, total - page * PAGE_SIZE)
+        start = max(0, end - PAGE_SIZE)
+        listed = await admin.list_messages(address, state, start, max(1, end - start))
+        rows, older = listed.messages[: end - start][::-1], start > 0
     return console.page(
         request,
         "messages.html",
@@ -67,7 +75,10 @@ async def messages_page(
         rows=rows,
         total=listed.total,
         page=page,
-        older=start > 0,
+        older=older,
+        q=q,
+        field=field or "",
+        fields=("from", "to", "subject", "text"),
         locked=(await locked(state, [address]))[address],
     )
 

@@ -7,3 +7,20 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
   }
 });
+
+// A live message list (the newest page): on each delivery, fetch the page again and put its
+// rows and count in place, without reloading the document.
+const live = document.querySelector("[data-live]");
+if (live) {
+  const refresh = async () => {
+    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const id of ["message-rows", "message-count"]) {
+      const now = document.getElementById(id);
+      const next = fresh.getElementById(id);
+      if (now && next) now.replaceWith(next);
+    }
+  };
+  new EventSource(live.dataset.live).addEventListener("delivered", refresh);
+}
