@@ -19,7 +19,7 @@ from mailstore_api.ui import auth
 from mailstore_api.ui.console import Console
 from mailstore_api.ui.errors import install_error_pages
 from mailstore_api.ui.headers import SecurityHeaders
-from mailstore_api.ui.pages import accounts, aliases, domains, live, messages
+from mailstore_api.ui.pages import accounts, aliases, dns, domains, live, messages
 
 STATIC = Path(__file__).parent / "static"
 
@@ -28,7 +28,7 @@ def create_console(console: Console) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.console = console
     install_error_pages(app)
-    for module in (auth, domains, accounts, aliases, messages, live):
+    for module in (auth, domains, dns, accounts, aliases, messages, live):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(SecurityHeaders)

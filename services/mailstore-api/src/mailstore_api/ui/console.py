@@ -9,6 +9,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
+from mailauth.dns import Resolver
 from mailcommon.throttle import AuthThrottle
 from starlette.responses import Response
 
@@ -38,6 +39,7 @@ class Console:
         default_factory=lambda: Jinja2Templates(directory=str(TEMPLATES))
     )
     _throttle: AuthThrottle | None = None
+    _resolver: Resolver | None = None
 
     @classmethod
     def of(cls, settings: MailstoreSettings) -> Console:
@@ -55,6 +57,12 @@ class Console:
                 prefix="console",
             )
         return self._throttle
+
+    def resolver(self) -> Resolver:
+        """The DNS page's resolver (DNS_NAMESERVERS, as smtp-in's checks), made on first use."""
+        if self._resolver is None:
+            self._resolver = self.settings.resolver()
+        return self._resolver
 
     def set_cookie(self, request: Request, response: Response, session_id: str) -> None:
         response.set_cookie(

@@ -24,3 +24,11 @@ if (live) {
   };
   new EventSource(live.dataset.live).addEventListener("delivered", refresh);
 }
+
+// Copy buttons (the DNS page): the record's zone-file line to the clipboard.
+document.addEventListener("click", (event) => {
+  const button = event.target instanceof Element ? event.target.closest("[data-copy]") : null;
+  if (button) {
+    navigator.clipboard.writeText(button.dataset.copy).then(() => { button.textContent = "Copied"; });
+  }
+});
