@@ -26,6 +26,9 @@ from mailcommon.locks import Lease, MaildropLocks
 from mailstack.ports import free_port, wait_until
 from mailstack.stack import with_huge_pages
 
+# Helpers beside the tests (consolekit, test_admin's lock helpers) import as top-level modules.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 LIMIT = 300_000  # MAX_MESSAGE_SIZE of the shared mailstore
 PRIMARY = "test.example"  # MAIL_DOMAINS of every mailstore here: the primary domain ...
 SECOND = "other.example"  # ... and a second one

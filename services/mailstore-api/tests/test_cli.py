@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.timeout(60)
@@ -181,3 +182,12 @@ def test_domains_aliases_and_quotas_from_the_command_line(mailstore, internal) -
     ).json()["valid"]
     messages = json.loads(ok(mailstore, "mail", "list", f"ann-{tag}", "--json"))
     assert messages["total"] == 0
+
+
+def test_admin_passwd_sets_the_console_password(make_mailstore):
+    store = make_mailstore()
+    store.start()
+    r = mailctl(store, "admin", "passwd", "--password-stdin", stdin="console pass phrase\n")
+    assert r.returncode == 0, r.stderr
+    r = httpx.post(f"{store.url}/ui/signin", data={"password": "console pass phrase"})
+    assert r.status_code == 303 and "maildrop_console=" in r.headers["set-cookie"]

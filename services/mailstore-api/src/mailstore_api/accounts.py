@@ -171,6 +171,7 @@ async def remove_account(state: State, address: str) -> None:
     """Forget the account everywhere and remove its Maildir (no checks: callers made them)."""
     state.directory.accounts.pop(address, None)
     state.usage.forget(address)
+    state.search.forget(address)
     state.passwords.cache.forget(address)
     await state.run_io(state.db.delete_account, address)
     await state.run_io(state.store.remove, address)

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mailstore_api import ui
 from mailstore_api.api import addresses, admin, backups, health, internal
 from mailstore_api.errors import install_error_handlers
 from mailstore_api.maildir import TMP_MAX_AGE
@@ -90,6 +91,7 @@ def create_app(settings: MailstoreSettings, tokens: Tokens, volume_locked: bool 
     admin_api.include_router(admin.router)
     admin_api.include_router(addresses.router)
     admin_api.include_router(backups.router)
+    ui.install(admin_api, settings)
     app = BearerAuth(
         Mailstore(internal.InternalAPI(), admin_api),
         admin_token=tokens.admin,

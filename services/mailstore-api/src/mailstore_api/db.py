@@ -126,6 +126,23 @@ class Database:
             conn.execute("DELETE FROM accounts WHERE domain = ?", (name,))
             conn.execute("DELETE FROM domains WHERE name = ?", (name,))
 
+    # -- the console's admin password ------------------------------------------------------------
+
+    def admin_password_hash(self) -> str | None:
+        """The argon2id hash ``mailctl admin passwd`` set, or None when none was set."""
+        with self._lock:
+            row = self._conn.execute("SELECT password_hash FROM console_admin").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_admin_password(self, password_hash: str, changed_at: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO console_admin (id, password_hash, changed_at) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET password_hash = excluded.password_hash,"
+                " changed_at = excluded.changed_at",
+                (password_hash, changed_at),
+            )
+
     # -- accounts --------------------------------------------------------------------------------
 
     def accounts(self) -> list[AccountRow]:

@@ -124,6 +124,8 @@ async def store_delivery(
         metrics.delivery("stored")
         metrics.DELIVERY_SECONDS.observe(time.perf_counter() - started)
         state.usage.added(stored.recipients, stored.size)
+        state.search.added(stored.recipients, stored.id)
+        state.events.delivered(stored.recipients, stored.id)
     return {"id": stored.id, "recipients": stored.recipients, "size": stored.size}
 
 

@@ -213,5 +213,6 @@ async def expunge(state: State, username: str, body: ExpungeRequest) -> ExpungeR
     except UnknownMailbox as exc:
         raise unknown_user() from exc
     state.usage.removed(user, len(done.deleted), done.octets)
+    state.search.removed(user, done.deleted)
     log.info("expunged", user=user, deleted=len(done.deleted), already_gone=len(done.gone))
     return ExpungeResult(deleted=done.deleted, already_gone=done.gone)

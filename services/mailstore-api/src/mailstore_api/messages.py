@@ -91,33 +91,53 @@ def _text_of(part: EmailMessage) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def parse(path: Path, entry_id: str, authserv_id: str) -> dict[str, Any]:
-    """Headers (in order), the MIME leaf parts with types and sizes, decoded text bodies, and
-    the verdicts."""
+def load(path: Path) -> EmailMessage:
+    """The stored message at ``path``, parsed."""
     with path.open("rb") as f:
         message = BytesParser(policy=policy.default).parse(f)
     assert isinstance(message, EmailMessage)
+    return message
+
+
+def part(path: Path, index: int) -> EmailMessage | None:
+    """The MIME leaf part numbered ``index`` as :func:`parse` numbers them, or None."""
+    for number, found in enumerate(load(path).walk()):
+        if number == index and not found.is_multipart():
+            assert isinstance(found, EmailMessage)
+            return found
+    return None
+
+
+def payload(found: Message) -> bytes:
+    """A part's body with its transfer encoding undone: the octets of an attachment."""
+    data = found.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def parse(path: Path, entry_id: str, authserv_id: str) -> dict[str, Any]:
+    """Headers (in order), the MIME leaf parts with types and sizes, decoded text bodies, and
+    the verdicts."""
+    message = load(path)
     headers = [
         {"name": name, "value": _header_text(message, name.lower()) or str(value)}
         for name, value in message.raw_items()
     ]
     parts: list[dict[str, Any]] = []
-    for index, part in enumerate(message.walk()):
-        if part.is_multipart():
+    for index, leaf in enumerate(message.walk()):
+        if leaf.is_multipart():
             continue
-        assert isinstance(part, EmailMessage)
-        payload = part.get_payload(decode=True)
-        disposition = part.get_content_disposition()
-        is_text = part.get_content_maintype() == "text" and disposition != "attachment"
+        assert isinstance(leaf, EmailMessage)
+        disposition = leaf.get_content_disposition()
+        is_text = leaf.get_content_maintype() == "text" and disposition != "attachment"
         parts.append(
             {
                 "index": index,
-                "content_type": part.get_content_type(),
-                "charset": part.get_content_charset(),
+                "content_type": leaf.get_content_type(),
+                "charset": leaf.get_content_charset(),
                 "disposition": disposition,
-                "filename": part.get_filename(),
-                "size": len(payload) if isinstance(payload, bytes) else 0,
-                "text": _text_of(part) if is_text else None,
+                "filename": leaf.get_filename(),
+                "size": len(payload(leaf)),
+                "text": _text_of(leaf) if is_text else None,
             }
         )
     return {"id": entry_id, "headers": headers, "parts": parts} | verdicts(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailauth.settings import DnsSettings
 from mailcommon.addresses import account_address
 from mailcommon.secrets import InsecureTokenError, resolve_token
 from mailcommon.settings import CommonSettings
@@ -12,8 +13,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class MailstoreSettings(CommonSettings):
-    """Environment of mailstore-api (see .env.example for each variable)."""
+class MailstoreSettings(CommonSettings, DnsSettings):
+    """Environment of mailstore-api (see .env.example for each variable); DNS_* are for the
+    console's DNS page."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
@@ -43,6 +45,15 @@ class MailstoreSettings(CommonSettings):
     # Port of the ACME HTTP-01 responder (on API_BIND_HOST; compose publishes host port 80 to it);
     # 0: none. It answers 404 except for the challenges of an order under way.
     acme_http_port: int = Field(default=0, ge=0, le=65535)
+
+    # The web console (/ui/): seconds a session lives without a request, and at most in all;
+    # failed sign-ins throttled as POP3 logins are (mailcommon.throttle): at most N per window,
+    # per client address and in all (the one name "admin").
+    console_session_idle: int = Field(default=1800, ge=60)
+    console_session_max: int = Field(default=43200, ge=60)
+    console_auth_fail_window: int = Field(default=300, ge=1, le=86400)
+    console_auth_fail_max_per_ip: int = Field(default=10, ge=1)
+    console_auth_fail_max: int = Field(default=30, ge=1)
 
     @field_validator("postmaster_address")
     @classmethod

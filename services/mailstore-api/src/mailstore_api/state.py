@@ -23,9 +23,11 @@ from mailstore_api.apop import ApopSecrets
 from mailstore_api.committer import GroupCommitter, open_sync
 from mailstore_api.db import DATABASE_FILE, Database, DeliveryKeys
 from mailstore_api.directory import Directory
+from mailstore_api.events import Events
 from mailstore_api.maildir import MailStore
 from mailstore_api.migrations import Context
 from mailstore_api.passwords import Passwords
+from mailstore_api.search import SEARCH_FILE, SearchIndex
 from mailstore_api.settings import MailstoreSettings, Tokens
 from mailstore_api.threads import in_thread
 from mailstore_api.usage import Usage
@@ -60,7 +62,11 @@ class State:
     # Domains, accounts and aliases, kept in memory: this process is the only writer of the
     # database. Changed only through the modules domains, accounts and aliases.
     directory: Directory
+    # The full-text index of the messages (kept on delivery, expunge and account removal).
+    search: SearchIndex
     usage: Usage = field(default_factory=Usage)
+    # New-message announcements (the console's live list).
+    events: Events = field(default_factory=Events)
     # Worker threads for file-system and database work (IO_THREADS).
     io: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="io")
@@ -73,6 +79,7 @@ class State:
     async def aclose(self) -> None:
         await self.redis.aclose()
         await self.run_io(self.committer.stop)
+        await self.run_io(self.search.stop)
         self.io.shutdown(wait=True)
         self.db.close()
 
@@ -133,9 +140,13 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
             store, keys, sync, settings.delivery_key_retention, on_stop=_end_process_soon
         ),
         directory=directory,
+        search=SearchIndex(
+            settings.data_dir / SEARCH_FILE, store, lambda: list(directory.accounts)
+        ),
     )
     # After the committer's start-up recovery, which may have linked messages.
     state.usage.count(store, list(directory.accounts))
+    state.search.start()  # first brings the index in line with the Maildirs, in its thread
     state.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
     return state
 

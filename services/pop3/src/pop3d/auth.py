@@ -30,6 +30,7 @@ from mailcommon.client import (
 )
 from mailcommon.locks import Lease
 from mailcommon.logging import get_logger
+from mailcommon.throttle import Attempt, Outcome
 from redis.exceptions import RedisError
 
 from pop3d import metrics
@@ -37,7 +38,6 @@ from pop3d.leases import LeaseState
 from pop3d.session import Session
 from pop3d.snapshot import Snapshot
 from pop3d.state import State
-from pop3d.throttle import Attempt, Outcome
 
 log = get_logger(__name__)
 
@@ -146,7 +146,7 @@ async def login(
     """Check the credentials and enter TRANSACTION, answering the client either way.
 
     The attempt is registered as in flight before the check, atomically with the throttle's
-    check, so parallel guesses cannot outrun it (:class:`pop3d.throttle.AuthThrottle`).
+    check, so parallel guesses cannot outrun it (:class:`mailcommon.throttle.AuthThrottle`).
     ``password`` (USER/PASS and AUTH PLAIN, not APOP) makes the login cacheable. The throttle and
     the cache count an account by its address, however it was given (``bob``,
     ``Bob@Example.org``): one name cannot be guessed at several times over.

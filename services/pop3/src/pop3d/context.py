@@ -13,11 +13,12 @@ import redis.asyncio as aioredis
 from mailcommon.client import MailstoreClient, Verified
 from mailcommon.locks import MaildropLocks
 from mailcommon.logincache import LoginCache
+from mailcommon.throttle import AuthThrottle
 
 from pop3d.leases import LeaseKeeper
 from pop3d.prefetch import PrefetchBudget
 from pop3d.settings import Pop3Settings
-from pop3d.throttle import AuthThrottle, ConnectionLimiter
+from pop3d.throttle import ConnectionLimiter
 
 
 @dataclass

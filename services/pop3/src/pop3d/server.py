@@ -14,6 +14,7 @@ from mailcommon.idle import IdleTimer
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
 from mailcommon.logincache import LoginCache
+from mailcommon.throttle import AuthThrottle
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,7 +30,7 @@ from pop3d.protocol import READER_LIMIT, LineTooLong, read_line, reply
 from pop3d.session import Session
 from pop3d.settings import Pop3Settings
 from pop3d.state import AbortSession
-from pop3d.throttle import AuthThrottle, ConnectionLimiter
+from pop3d.throttle import ConnectionLimiter
 
 log = get_logger(__name__)
 
@@ -68,6 +69,7 @@ def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContex
             settings.pop3_auth_fail_max_per_ip,
             settings.pop3_auth_fail_max_per_user,
             settings.pop3_auth_fail_max_per_known_net,
+            prefix="pop3",
             known_ttl=settings.pop3_known_network_ttl,
         ),
         limiter=ConnectionLimiter(settings.max_connections, settings.max_connections_per_ip),

@@ -35,7 +35,7 @@ class Pop3Settings(FrontEndSettings):
     # counted per client address and per user name given (whether or not the user exists).
     # From a network (/24, /64) the name logged in from within POP3_KNOWN_NETWORK_TTL seconds,
     # the name's limit gives way to POP3_AUTH_FAIL_MAX_PER_KNOWN_NET for that name and network,
-    # so guesses from elsewhere cannot lock the owner out (pop3d.throttle; 0: none remembered).
+    # so guesses from elsewhere cannot lock the owner out (mailcommon.throttle; 0: none remembered).
     pop3_auth_fail_window: int = Field(300, ge=1, le=86400)
     pop3_auth_fail_max_per_ip: int = Field(30, ge=1)
     pop3_auth_fail_max_per_user: int = Field(10, ge=1)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from mailauth.arc import verify_arc
 from mailauth.dkim import verify_dkim
 from mailauth.dmarc import DmarcResult, check_dmarc
-from mailauth.dns import Resolver
 from mailauth.headers import header_from_domain
 from mailauth.spf import check_spf
 from mailauth.verdicts import ArcResult, DkimResult, SpfResult
@@ -61,11 +60,7 @@ class SenderChecks:
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
-        self.resolver = Resolver(
-            settings.dns_nameservers,
-            timeout=settings.dns_timeout,
-            cache_size=settings.dns_cache_size,
-        )
+        self.resolver = settings.resolver()
         self._verifiers = self._pool()
 
     def _pool(self) -> ProcessPoolExecutor | None:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Literal
 
-from mailauth.dns import Nameserver, parse_nameservers
+from mailauth.settings import DnsSettings
 from mailcommon.addresses import normalize_domain
 from mailcommon.settings import FrontEndSettings
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import NoDecode
 
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
 
-class SmtpSettings(FrontEndSettings):
+class SmtpSettings(FrontEndSettings, DnsSettings):
     """Listen address, limits and timeouts of the MX intake."""
 
     smtp_bind_host: str = "0.0.0.0"
@@ -62,12 +61,7 @@ class SmtpSettings(FrontEndSettings):
     # Sender authentication at the end of DATA (SPF, DKIM, ARC, DMARC, written as
     # Authentication-Results); false: no checks and no header.
     auth_checks: bool = True
-    # The checks' DNS servers, "ip" or "ip:port", comma-separated; empty: the system's resolver.
-    dns_nameservers: Annotated[list[Nameserver], NoDecode] = Field(default_factory=list)
-    # Seconds one DNS lookup may take, every retry included, before it counts as a temperror.
-    dns_timeout: float = Field(5.0, gt=0)
-    # Answers the resolver keeps (each for its TTL; least recently used dropped beyond this).
-    dns_cache_size: int = Field(10000, ge=1)
+    # The checks' DNS servers, timeout and cache: DNS_* (mailauth.settings.DnsSettings).
     # Processes that verify DKIM and ARC signatures (0: threads of smtp-in itself).
     auth_workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=0, le=64)
     # DKIM signatures verified per message (RFC 6376 6.1 lets a verifier bound the work).
@@ -76,11 +70,6 @@ class SmtpSettings(FrontEndSettings):
     dmarc_policy: Literal["enforce", "tag"] = "enforce"
     # accept: a DNS failure in the checks is recorded and the message stored; tempfail: 451 4.7.5.
     auth_temperror: Literal["accept", "tempfail"] = "accept"
-
-    @field_validator("dns_nameservers", mode="before")
-    @classmethod
-    def _parse_nameservers(cls, value: object) -> object:
-        return parse_nameservers(value) if isinstance(value, str) else value
 
     @field_validator("mail_hostname")
     @classmethod

@@ -4,7 +4,7 @@ Domains and aliases: :mod:`mailstore_api.api.addresses`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import HTTPBearer
@@ -238,16 +238,32 @@ async def list_messages(
     state: StateDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    *,
+    q: Annotated[str | None, Query(max_length=500, description="words to search for")] = None,
+    field: Annotated[
+        Literal["from", "to", "subject", "text"] | None,
+        Query(description="where to search q; absent: everywhere"),
+    ] = None,
 ) -> MessagePage:
-    """A page of the user's messages, oldest first."""
+    """A page of the user's messages, oldest first; with ``q``, the messages with every word
+    of it (as a word prefix, in ``field`` or anywhere), newest first, from the search index
+    (which follows a delivery within milliseconds)."""
     entries = await _entries(state, username)
-    page = entries[offset : offset + limit]
+    if q is not None:
+        address = accounts.known_user(state, username)
+        hits = await state.run_io(state.search.search, address, q, field, offset, limit)
+        by_id = {e.id: e for e in entries}
+        page = [by_id[mid] for mid in hits.ids if mid in by_id]
+        total = hits.total
+    else:
+        page = entries[offset : offset + limit]
+        total = len(entries)
     authserv_id = state.settings.mail_hostname
     rows: list[dict[str, Any]] = await state.run_io(
         lambda: [messages.summary(e, authserv_id) for e in page]
     )
     return MessagePage(
-        total=len(entries),
+        total=total,
         offset=offset,
         limit=limit,
         messages=[MessageSummary.model_validate(r) for r in rows],
@@ -311,4 +327,5 @@ async def delete_message(username: str, message_id: str, state: StateDep) -> Res
     if not done.deleted:
         raise ApiError(404, "unknown_message", "no such message")
     state.usage.removed(address, len(done.deleted), done.octets)
+    state.search.removed(address, done.deleted)
     return Response(status_code=204)

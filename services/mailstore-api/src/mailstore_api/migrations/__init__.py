@@ -12,11 +12,21 @@ import sqlite3
 from pathlib import Path
 from types import ModuleType
 
-from mailstore_api.migrations import m0001_users, m0002_addresses, m0003_imports
+from mailstore_api.migrations import (
+    m0001_users,
+    m0002_addresses,
+    m0003_imports,
+    m0004_console,
+)
 from mailstore_api.migrations.context import Context
 
 #: Every migration, oldest first; the position + 1 is the version it brings the database to.
-MIGRATIONS: tuple[ModuleType, ...] = (m0001_users, m0002_addresses, m0003_imports)
+MIGRATIONS: tuple[ModuleType, ...] = (
+    m0001_users,
+    m0002_addresses,
+    m0003_imports,
+    m0004_console,
+)
 
 
 __all__ = ["MIGRATIONS", "Context", "SchemaTooNew", "check", "check_file", "migrate", "version"]

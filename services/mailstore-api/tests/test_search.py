@@ -1,0 +1,91 @@
+"""The search index (SQLite FTS5): kept on delivery and delete, searched by the REST listing's
+``q`` and the console; rebuilt from the Maildirs at start-up when it disagrees."""
+
+from __future__ import annotations
+
+import secrets
+
+import httpx
+import pytest
+from consolekit import ConsoleClient
+from mailstack.ports import wait_until
+from test_admin import deliver
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def mail(sender: str, subject: str, body: str, html: bool = False) -> bytes:
+    kind = "html" if html else "plain"
+    return (
+        f"From: {sender}\r\nTo: team@test.example\r\nSubject: {subject}\r\n"
+        f"Content-Type: text/{kind}; charset=utf-8\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def found(admin: httpx.Client, user: str, q: str, **params: str) -> list[str]:
+    r = admin.get(f"/users/{user}/messages", params={"q": q, **params})
+    assert r.status_code == 200, r.text
+    return [m["subject"] for m in r.json()["messages"]]
+
+
+def test_deliveries_are_found_by_field_and_deletes_leave_the_index(admin, internal, new_user):
+    user, _ = new_user()
+    word = f"zq{secrets.token_hex(4)}"
+    first = deliver(internal, user, mail("Alice <alice@example.org>", f"Invoice {word}", "pay now"))
+    deliver(internal, user, mail("bob@example.net", "Lunch", f"about the {word} plan"))
+    deliver(internal, user, mail("carol@example.com", "Café", "<p>naïve <b>résumé</b></p>", True))
+    wait_until(lambda: len(found(admin, user, word)) == 2, 10, "both messages indexed")
+    assert found(admin, user, word) == ["Lunch", f"Invoice {word}"]  # newest first
+    assert found(admin, user, word, field="subject") == [f"Invoice {word}"]
+    assert found(admin, user, word, field="text") == ["Lunch"]
+    assert found(admin, user, "alice", field="from") == [f"Invoice {word}"]
+    assert found(admin, user, "ali", field="from") == [f"Invoice {word}"]  # word prefixes
+    assert found(admin, user, "team", field="to") != []
+    assert found(admin, user, "resume naive") == ["Café"]  # HTML text, without tags or accents
+    assert found(admin, user, "b", field="text") == []  # the <b> tag is no word of the text
+    for hostile in ('"', "NEAR(a b)", "a OR", "*", "-x", "subject:x", "\\", ""):
+        assert admin.get(f"/users/{user}/messages", params={"q": hostile}).status_code == 200
+    assert (
+        admin.get(f"/users/{user}/messages", params={"q": "x", "field": "body"}).status_code == 422
+    )
+
+    assert admin.delete(f"/users/{user}/messages/{first}").status_code == 204
+    wait_until(lambda: found(admin, user, word) == ["Lunch"], 10, "the delete in the index")
+    assert admin.get(f"/users/{user}/messages", params={"q": word}).json()["total"] == 1
+
+
+def test_the_console_searches(mailstore, internal, new_user, admin):
+    user, _ = new_user()
+    word = f"kx{secrets.token_hex(4)}"
+    deliver(internal, user, mail("dave@example.org", f"Report {word}", "numbers"))
+    deliver(internal, user, mail("erin@example.org", "Other", "nothing"))
+    wait_until(lambda: found(admin, user, word), 10, "indexed")
+    with ConsoleClient(mailstore.url) as ui:
+        ui.sign_in(mailstore.admin_token)
+        page = ui.get(f"/ui/accounts/{user}/messages", params={"q": word, "field": "subject"})
+        assert page.status_code == 200
+        assert f"Report {word}" in page.text and "Other" not in page.text
+        assert '<span id="message-count">1</span> found' in page.text
+
+
+def test_the_index_is_rebuilt_from_the_maildirs_at_start(make_mailstore):
+    store = make_mailstore()
+    store.start()
+    with store.admin() as admin, store.internal() as internal:
+        admin.post("/users", json={"username": "ivy", "password": "pw"})
+        kept = deliver(internal, "ivy", mail("a@example.org", "kept", "alpha"))
+        gone = deliver(internal, "ivy", mail("b@example.org", "gone", "alpha"))
+        wait_until(lambda: len(found(admin, "ivy", "alpha")) == 2, 10, "indexed")
+    store.stop()
+    # behind the mailstore's back: a message removed, the index lost
+    next(p for p in store.files("ivy", "new") if p.name.startswith(gone)).unlink()
+    for index_file in store.data_dir.glob("search.sqlite3*"):
+        index_file.unlink()
+    store.start()
+    with store.admin() as admin:
+        wait_until(lambda: found(admin, "ivy", "alpha") == ["kept"], 10, "re-indexed")
+        assert kept in [
+            m["id"]
+            for m in admin.get("/users/ivy/messages", params={"q": "alpha"}).json()["messages"]
+        ]
+    store.stop()
