@@ -7,7 +7,6 @@ import secrets
 
 import pytest
 from consolekit import ConsoleClient
-from test_admin import lock, unlock
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -163,12 +162,12 @@ def test_domains_accounts_and_aliases_are_managed_with_the_rest_apis_rules(
         assert ui.post(f"/ui/aliases/{alias}/delete").status_code == 303
         assert admin.get("/aliases", params={"domain": domain}).json()["aliases"] == []
 
-        lease = lock(redis_server.url, account)
+        lease = redis_server.acquire(account)
         try:
             assert "session open" in ui.get(f"/ui/accounts?domain={domain}").text
             assert ui.post(f"/ui/accounts/{account}/delete", {"purge": "on"}).status_code == 423
         finally:
-            unlock(redis_server.url, lease)
+            redis_server.release(lease)
         assert ui.post(f"/ui/domains/{domain}/delete").status_code == 409  # not empty
         assert ui.post(f"/ui/accounts/{account}/delete", {"purge": "on"}).status_code == 303
         assert admin.get(f"/users/{account}").status_code == 404

@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 from consolekit import ConsoleClient
-from test_admin import deliver, lock, unlock
+from test_admin import deliver
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -189,7 +189,7 @@ def test_delete_waits_for_the_pop3_lock_as_the_rest_api_does(
 ):
     user, _ = new_user()
     mid = deliver(internal, user, hostile_message(f"doomed {secrets.token_hex(3)}"))
-    lease = lock(redis_server.url, f"{user}@test.example")
+    lease = redis_server.acquire(f"{user}@test.example")
     try:
         assert (
             "a POP3 session holds the lock" in signed_in.get(f"/ui/accounts/{user}/messages").text
@@ -198,7 +198,7 @@ def test_delete_waits_for_the_pop3_lock_as_the_rest_api_does(
         assert r.status_code == 423
         assert admin.get(f"/users/{user}/messages/{mid}").status_code == 200
     finally:
-        unlock(redis_server.url, lease)
+        redis_server.release(lease)
     assert (
         signed_in.post(f"/ui/accounts/{user}/messages/{mid}/delete", csrf=False).status_code == 403
     )
