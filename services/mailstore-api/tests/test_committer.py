@@ -220,7 +220,9 @@ def test_a_cancelled_caller_waits_for_its_delivery_to_be_settled(store: MailStor
 
 
 def test_a_failing_clean_up_still_answers_every_waiter(store: MailStore) -> None:
-    committer = make(store, FailingSync(store.root, {1}))
+    # Every sync fails while the 20 are in flight, whichever batches the thread makes of them.
+    sync = FailingSync(store.root, set(range(1, 21)))
+    committer = make(store, sync)
 
     def refuse(path: Path) -> None:
         raise OSError(errno.EIO, "unlink: injected", str(path))
@@ -237,6 +239,7 @@ def test_a_failing_clean_up_still_answers_every_waiter(store: MailStore) -> None
         results = asyncio.run(run())
         assert all(isinstance(r, OSError) for r in results), results
         assert committer.alive
+        sync.failing.clear()
         committer.unlink = os.unlink
         kept = asyncio.run(deliver(committer, [ALICE], b"kept\n"))
     finally:

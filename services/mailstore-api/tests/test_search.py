@@ -9,6 +9,7 @@ import httpx
 import pytest
 from consolekit import ConsoleClient
 from mailstack.ports import wait_until
+from mailstore_api.search import document
 from test_admin import deliver
 
 pytestmark = pytest.mark.timeout(90)
@@ -89,3 +90,11 @@ def test_the_index_is_rebuilt_from_the_maildirs_at_start(make_mailstore):
             for m in admin.get("/users/ivy/messages", params={"q": "alpha"}).json()["messages"]
         ]
     store.stop()
+
+
+def test_the_index_holds_a_messages_words_once(tmp_path):
+    path = tmp_path / "message"
+    path.write_bytes(mail("a@example.org", "Big", "alpha beta, alpha\r\n" * 10_000))
+    sender, _, subject, text = document(path)
+    assert (sender, subject) == ("a@example.org", "Big")
+    assert text == "alpha beta,"  # its vocabulary, not 190 KB of repeats
