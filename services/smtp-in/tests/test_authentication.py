@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 import pytest
 from mailauth.results import parse_our_results
+from mailstack import proxyheaders
 from mailstack.authkit import arc_seal, message, rsa_key, sign
 from mailstack.dnsserver import AuthoritativeDns, txt
 from mailstack.logs import wait_for_records
@@ -311,3 +312,46 @@ def test_a_killed_verifier_process_is_replaced(
     second = mail.stored(user)[-1]
     assert parse_our_results(second, AUTHSERV_ID)["dkim"][0]["result"] == "pass"
     wait_for_records(checked.logs, {"event": "verifier_pool_broken"})
+
+
+def test_spf_checks_the_client_a_proxy_header_names(
+    mail: Mail,
+    stack: Stack,
+    dns_server: AuthoritativeDns,
+    sender_zone: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """Behind a balancer (PROXY_PROTOCOL=true) SPF judges the client, not the balancer."""
+    proc = SmtpProcess(
+        stack,
+        {
+            "DNS_NAMESERVERS": dns_server.nameserver,
+            "DNS_TIMEOUT": "2",
+            "PROXY_PROTOCOL": "true",
+            "PROXY_TRUSTED_NETWORKS": "127.0.0.1/32",
+        },
+        tmp_path / "smtp-in.log",
+    )
+    try:
+        zone = sender_zone(spf="v=spf1 ip4:203.0.113.25 -all")
+        verdicts = []
+        for client in ("203.0.113.25", "203.0.113.26"):
+            user = mail.add_user()
+            sock = socket.create_connection(("127.0.0.1", proc.port), timeout=30)
+            sock.sendall(proxyheaders.v2(client, 4025))
+            with sock, sock.makefile("rb") as replies:
+                assert replies.readline().startswith(b"220 ")
+                for line in (
+                    b"HELO client.test",
+                    f"MAIL FROM:<alice@{zone}>".encode(),
+                    f"RCPT TO:<{user}@pokey.onl>".encode(),
+                    b"DATA",
+                    message(zone) + b".",
+                    b"QUIT",
+                ):
+                    sock.sendall(line + b"\r\n")
+                    assert replies.readline()[:1] in (b"2", b"3")
+            verdicts.append(parse_our_results(one_stored(mail, user), AUTHSERV_ID)["spf"])
+        assert verdicts == ["pass", "fail"]
+    finally:
+        proc.terminate()

@@ -3,17 +3,22 @@
 ``http://...`` must answer 200. ``smtp://host:port`` must greet with ``220`` and ``pop3://host:port``
 with ``+OK``, both within ``TIMEOUT`` seconds; the probe then says QUIT. A bare TCP connect would
 not do: the kernel completes the handshake from the listen backlog while the event loop is hung.
+With ``PROXY_PROTOCOL=true`` in its environment (the container's own), the probe starts with a
+PROXY v2 ``LOCAL`` header, as a balancer's health check does (:mod:`mailcommon.proxy`).
 Exit 0 when healthy, 1 otherwise, with one line saying why (Docker shows it in ``docker inspect``).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from mailcommon.proxy import LOCAL_HEADER
 
 TIMEOUT = 3.0
 #: What each protocol's server says first when it is serving.
@@ -38,7 +43,12 @@ def _read_line(sock: socket.socket, deadline: float) -> bytes:
 
 
 def greeting_problem(
-    host: str, port: int, expected: tuple[bytes, ...], timeout: float = TIMEOUT
+    host: str,
+    port: int,
+    expected: tuple[bytes, ...],
+    timeout: float = TIMEOUT,
+    *,
+    proxy_local: bool = False,
 ) -> str | None:
     """None when ``host:port`` greets with one of ``expected`` within ``timeout`` s, else why not.
 
@@ -48,6 +58,8 @@ def greeting_problem(
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host, port), timeout) as sock:
+            if proxy_local:
+                sock.sendall(LOCAL_HEADER)
             line = _read_line(sock, deadline)
             if not line.startswith(expected):
                 return f"greeting {line[:80]!r}"
@@ -62,7 +74,13 @@ def probe(target: str) -> str | None:
     """None when ``target`` is healthy, else the reason it is not."""
     url = urllib.parse.urlsplit(target)
     if url.scheme in GREETINGS:
-        return greeting_problem(url.hostname or "127.0.0.1", url.port or 0, GREETINGS[url.scheme])
+        proxy_local = os.environ.get("PROXY_PROTOCOL", "").lower() in {"1", "true", "yes", "on"}
+        return greeting_problem(
+            url.hostname or "127.0.0.1",
+            url.port or 0,
+            GREETINGS[url.scheme],
+            proxy_local=proxy_local,
+        )
     if url.scheme in {"http", "https"}:
         try:
             with urllib.request.urlopen(target, timeout=TIMEOUT) as response:  # noqa: S310

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mailcommon.addresses import normalize_domain
+from mailcommon.proxy import IPNetwork, ProxyPolicy, parse_networks
 from mailcommon.secrets import resolve_token, validate_token
 
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
@@ -111,3 +112,29 @@ class FrontEndSettings(CommonSettings):
     max_connections: int = 1000
     # Maximum simultaneous connections from one client address.
     max_connections_per_ip: int = 50
+
+    # The PROXY protocol (v1 or v2, HAProxy's) on every listener, for a balancer in front: each
+    # connection must then come from PROXY_TRUSTED_NETWORKS (CIDRs, comma-separated) and start
+    # with a header within PROXY_PROTOCOL_TIMEOUT seconds, or it is closed without a greeting.
+    proxy_protocol: bool = False
+    proxy_trusted_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    proxy_protocol_timeout: float = Field(default=5.0, ge=1.0, le=60.0)
+
+    @field_validator("proxy_trusted_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        return parse_networks(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_proxy(self) -> FrontEndSettings:
+        if self.proxy_protocol and not self.proxy_trusted_networks:
+            raise ValueError(
+                "PROXY_PROTOCOL=true needs PROXY_TRUSTED_NETWORKS: the balancers' addresses (CIDRs)"
+            )
+        return self
+
+    def proxy_policy(self) -> ProxyPolicy | None:
+        """Whom to believe a PROXY header from; None when the PROXY protocol is off."""
+        if not self.proxy_protocol:
+            return None
+        return ProxyPolicy(self.proxy_trusted_networks, self.proxy_protocol_timeout)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import Envelope, Session
 from mailauth.results import authentication_results, remove_our_results
 from mailauth.verdicts import SpfResult
@@ -114,6 +115,14 @@ class MailHandler:
         self.recipients = RecipientCache(mailstore, settings.smtp_recipient_cache_ttl)
         # Deliveries in progress; shielded from client disconnects, awaited on shutdown.
         self.deliveries: set[asyncio.Task[Delivery]] = set()
+
+    # PROXY (PROXY_PROTOCOL=true) ----------------------------------------------------------------
+    async def handle_PROXY(
+        self, server: Any, session: Session, envelope: Transaction, proxy_data: ProxyData
+    ) -> bool:
+        """aiosmtpd's hook for a valid PROXY header: the protocol decides whom it serves."""
+        accepted: bool = server.proxied(proxy_data)
+        return accepted
 
     # EHLO ---------------------------------------------------------------------------------------
     async def handle_EHLO(

@@ -9,6 +9,11 @@ What this adds to aiosmtpd:
 - a command line with a NUL octet is refused, ``501 5.5.2``, whatever the verb;
 - an RFC 3463 enhanced status code on every reply (RFC 2034: all but the greeting and the
   HELO/EHLO replies), rewriting the few aiosmtpd replies that lack one;
+- the PROXY protocol (``PROXY_PROTOCOL=true``, :mod:`mailcommon.proxy`): a peer outside the
+  trusted networks is closed at once; aiosmtpd reads the header before the greeting and calls
+  the handler's ``handle_PROXY``, which hands it to :meth:`SMTPProtocol.proxied`; the client it
+  names becomes ``session.peer`` (kept across STARTTLS) and is what the connection limits,
+  log lines, ``Received:`` and SPF see;
 - graceful shutdown: once the server drains, a new transaction gets ``421 4.3.2`` while the
   transactions already started run to their end;
 - every ``421`` reply closes the connection (aiosmtpd 1.4.6 closes only after its own);
@@ -46,9 +51,11 @@ from email.errors import HeaderParseError
 from typing import Any, AnyStr, TypeVar, cast
 
 import structlog
+from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, syntax
 from mailcommon.idle import IdleTimer
 from mailcommon.logging import get_logger
+from mailcommon.proxy import ProxyPolicy
 
 from smtp_in import metrics
 from smtp_in.handler import MailHandler, Transaction, declared_size
@@ -160,6 +167,7 @@ class SMTPProtocol(SMTP):
         registry: ConnectionRegistry,
         budget: DataBudget,
         tls_context: ssl.SSLContext | None,
+        proxy: ProxyPolicy | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__(
@@ -175,6 +183,7 @@ class SMTPProtocol(SMTP):
             timeout=_LIBRARY_TIMEOUT,
             auth_require_tls=True,
             auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            proxy_protocol_timeout=None if proxy is None else proxy.timeout,
             loop=loop,
         )
         # aiosmtpd keeps these limits on the class, shared by every connection: keep ours here.
@@ -186,8 +195,10 @@ class SMTPProtocol(SMTP):
         self._data_timeout = settings.smtp_data_timeout
         self._timer = IdleTimer(self._timed_out)
         self.session_id = secrets.token_hex(6)
+        self._proxy = proxy
+        self._peer: tuple[str, int] = ("unknown", 0)
         self._ip = "unknown"
-        self._registered = False
+        self._connected = False
         self._refused = False
         self._greeted = False
         self._busy = False
@@ -219,30 +230,61 @@ class SMTPProtocol(SMTP):
 
     # Connection life cycle ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self._registered:  # the TLS transport after STARTTLS: same connection
+        if self._connected:  # the TLS transport after STARTTLS: same connection, same client
             super().connection_made(transport)
+            assert self.session is not None  # aiosmtpd's new session has the balancer as peer
+            self.session.peer = self._peer  # type: ignore[assignment]  # really (host, port)
             self._arm_timer(self._idle_timeout)
             return
+        self._connected = True
         peer = transport.get_extra_info("peername")
-        self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if isinstance(peer, tuple) and peer:
+            self._peer, self._ip = (str(peer[0]), int(peer[1])), str(peer[0])
+        if self._proxy is not None:
+            if not self._proxy.may_connect(self._ip):
+                self._refused = True
+                log.info("refused", session=self.session_id, client=self._ip, reason="untrusted")
+                transport.close()
+                return
+            # aiosmtpd reads the header before its greeting, then calls proxied() (handle_PROXY).
+            super().connection_made(transport)
+            return
         refusal = self._registry.admit(self, self._ip)
         if refusal is not None:
             self._refused = True
-            log.info(
-                "refused", session=self.session_id, client=self._ip, reply="421", reason=refusal
-            )
-            _close_with(
-                transport,
-                _SHUTDOWN_REPLY
-                if refusal == "shutting_down"
-                else "421 4.7.0 Too many connections, try again later",
-            )
+            self._refuse(transport, refusal)
             return
-        self._registered = True
         # The task aiosmtpd starts below copies this context: every line it logs has the session.
         structlog.contextvars.bind_contextvars(session=self.session_id, client=self._ip)
         super().connection_made(transport)
         self._arm_timer(self._idle_timeout)
+
+    def proxied(self, data: ProxyData) -> bool:
+        """The PROXY header has arrived (valid): whether the client it names is served."""
+        assert self._proxy is not None and self.transport is not None and self.session
+        client = self._proxy.client(data, self._peer)
+        if client is None:
+            log.info("refused", session=self.session_id, client=self._ip, reason="proxy_header")
+            return False
+        self._peer, self._ip = client, client[0]
+        self.session.peer = client  # type: ignore[assignment]  # what the handler reads
+        # aiosmtpd's task runs this: from here on, every line it logs has the real client.
+        structlog.contextvars.bind_contextvars(session=self.session_id, client=self._ip)
+        refusal = self._registry.admit(self, self._ip)
+        if refusal is not None:
+            self._refuse(self.transport, refusal)
+            return False
+        self._arm_timer(self._idle_timeout)
+        return True
+
+    def _refuse(self, transport: asyncio.BaseTransport, refusal: str) -> None:
+        log.info("refused", session=self.session_id, client=self._ip, reply="421", reason=refusal)
+        _close_with(
+            transport,
+            _SHUTDOWN_REPLY
+            if refusal == "shutting_down"
+            else "421 4.7.0 Too many connections, try again later",
+        )
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
@@ -399,6 +441,7 @@ def protocol_factory(
     loop: asyncio.AbstractEventLoop,
 ) -> Callable[[], SMTPProtocol]:
     """What ``loop.create_server`` calls for each accepted connection."""
+    proxy = settings.proxy_policy()
 
     def make() -> SMTPProtocol:
         return SMTPProtocol(
@@ -407,6 +450,7 @@ def protocol_factory(
             registry=registry,
             budget=budget,
             tls_context=tls_context,
+            proxy=proxy,
             loop=loop,
         )
 
