@@ -14,6 +14,7 @@ from mailcommon.idle import IdleTimer
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
 from mailcommon.logincache import LoginCache
+from mailcommon.proxy import Address, ProxyPolicy
 from mailcommon.throttle import AuthThrottle
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -27,6 +28,7 @@ from pop3d.context import Context
 from pop3d.leases import LeaseKeeper
 from pop3d.prefetch import PrefetchBudget
 from pop3d.protocol import READER_LIMIT, LineTooLong, read_line, reply
+from pop3d.proxied import ProxiedListener
 from pop3d.session import Session
 from pop3d.settings import Pop3Settings
 from pop3d.state import AbortSession
@@ -116,13 +118,19 @@ class Pop3Server:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.servers: list[asyncio.Server] = []
+        self.proxied: list[ProxiedListener] = []
         self._sessions: set[asyncio.Task[None]] = set()
         metrics.count_connections(lambda: ctx.limiter.total)
 
     async def _handle(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls_port: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tls_port: bool,
+        client: Address | None = None,
     ) -> None:
-        peer = writer.get_extra_info("peername") or ("?", 0)
+        """One session; ``client``: the address a PROXY header named (else the peer's own)."""
+        peer = client or writer.get_extra_info("peername") or ("?", 0)
         ip, port = str(peer[0]), int(peer[1])
         refusal = self.ctx.limiter.try_open(ip)
         if refusal is not None:
@@ -189,6 +197,46 @@ class Pop3Server:
 
     async def start(self) -> None:
         st = self.ctx.settings
+        policy = st.proxy_policy()
+        if policy is not None:
+            self._start_proxied(policy)
+        else:
+            await self._start_plain()
+        self.ctx.keeper.start()
+        log.info(
+            "listening",
+            # "uvloop" or "asyncio": the event loop serving the sessions (POP3_UVLOOP).
+            loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+            host=st.pop3_bind_host,
+            pop3_port=st.pop3_bind_port,
+            pop3s_port=st.pop3s_bind_port or None,
+            plaintext_auth=st.pop3_allow_plaintext_auth,
+            apop=st.apop_enabled,
+            proxy_protocol=policy is not None,
+        )
+
+    def _start_proxied(self, policy: ProxyPolicy) -> None:
+        """Behind a balancer: each connection's PROXY header first (pop3d.proxied)."""
+        st = self.ctx.settings
+        ports: list[tuple[int, ssl.SSLContext | None]] = [(st.pop3_bind_port, None)]
+        if st.pop3s_bind_port:
+            ports.append((st.pop3s_bind_port, self.ctx.tls))
+        for port, tls in ports:
+            listener = ProxiedListener(
+                st.pop3_bind_host,
+                port,
+                st.pop3_backlog,
+                policy=policy,
+                tls=tls,
+                handshake_timeout=st.pop3_tls_handshake_timeout,
+                serve=self._handle,
+                tasks=self._sessions,
+            )
+            listener.start()
+            self.proxied.append(listener)
+
+    async def _start_plain(self) -> None:
+        st = self.ctx.settings
         self.servers.append(
             await asyncio.start_server(
                 self._plain,
@@ -210,21 +258,12 @@ class Pop3Server:
                     ssl_handshake_timeout=st.pop3_tls_handshake_timeout,
                 )
             )
-        self.ctx.keeper.start()
-        log.info(
-            "listening",
-            # "uvloop" or "asyncio": the event loop serving the sessions (POP3_UVLOOP).
-            loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
-            host=st.pop3_bind_host,
-            pop3_port=st.pop3_bind_port,
-            pop3s_port=st.pop3s_bind_port or None,
-            plaintext_auth=st.pop3_allow_plaintext_auth,
-            apop=st.apop_enabled,
-        )
 
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
+        for listener in self.proxied:
+            listener.close()
         for task in list(self._sessions):
             task.cancel()  # sessions end without UPDATE: nothing is deleted
         if self._sessions:
