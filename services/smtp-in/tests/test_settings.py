@@ -66,6 +66,8 @@ def run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         ({"MAX_MESSAGE_SIZE": "100"}, "MAX_MESSAGE_SIZE"),
         ({"TLS_CERT_FILE": "/nonexistent/cert.pem"}, "TLS_CERT_FILE"),
         ({"TLS_CERT_FILE": "/nonexistent/c.pem", "TLS_KEY_FILE": "/nonexistent/k.pem"}, "TLS"),
+        ({"PROXY_PROTOCOL": "true"}, "PROXY_TRUSTED_NETWORKS"),
+        ({"PROXY_PROTOCOL": "true", "PROXY_TRUSTED_NETWORKS": "10.0.0.1/8"}, "10.0.0.1/8"),
     ],
     ids=[
         "short-token",
@@ -77,6 +79,8 @@ def run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         "tiny-size",
         "half-tls",
         "missing-tls",
+        "proxy-trusting-no-one",
+        "proxy-bad-network",
     ],
 )
 def test_refuses_to_start(tmp_path: Path, env: dict[str, str], says: str) -> None:
