@@ -151,3 +151,59 @@ def test_rspamd_is_an_optional_profile() -> None:
     assert rspamd["mem_limit"] and rspamd["read_only"]
     assert "ports" not in rspamd
     assert all("rspamd" not in service.get("depends_on", {}) for service in services.values())
+
+
+def test_the_replica_deployments_are_valid_and_behind_the_balancer() -> None:
+    """deploy/: the compose file (extends the main one) and the Swarm stack file parse; their
+    front ends publish nothing, speak the PROXY protocol and trust HAProxy alone; HAProxy's
+    configuration passes ``haproxy -c``."""
+    docker = shutil.which("docker")
+    assert docker, "the docker client (Compose v2) is needed for this check"
+    compose = subprocess.run(
+        [
+            docker,
+            "compose",
+            "-f",
+            "deploy/docker-compose.replicas.yml",
+            "config",
+            "--format",
+            "json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    services = json.loads(compose.stdout)["services"]
+    haproxy_address = services["haproxy"]["networks"]["balancer"]["ipv4_address"]
+    for name in ("smtp-in", "pop3"):
+        service = services[name]
+        assert not service.get("ports"), service.get("ports")
+        assert service["deploy"]["replicas"] == 2
+        assert service["environment"]["PROXY_PROTOCOL"] == "true"
+        assert service["environment"]["PROXY_TRUSTED_NETWORKS"] == f"{haproxy_address}/32"
+        assert service["image"].startswith(f"maildrop/{name}:")
+    assert {p["target"] for p in services["haproxy"]["ports"]} == {2525, 1110, 1995}
+    assert list(services["haproxy"]["networks"]) == ["balancer"]
+    stack = subprocess.run(
+        [docker, "stack", "config", "-c", "deploy/maildrop-stack.yml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert stack.returncode == 0, stack.stderr
+    assert stack.stdout.count('PROXY_PROTOCOL: "true"') >= 2
+    assert stack.stdout.count("mode: host") == 3
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    assert Path(haproxy).exists(), "HAProxy (Debian's haproxy) is needed for this check"
+    checked = subprocess.run(
+        [haproxy, "-c", "-f", "deploy/haproxy.cfg"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    text = (REPO / "deploy" / "haproxy.cfg").read_text()
+    assert "mode tcp" in text and "send-proxy-v2" in text and "check-send-proxy" in text
