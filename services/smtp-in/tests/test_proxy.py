@@ -15,7 +15,7 @@ from smtp_testlib import Mail, SmtpProcess, read_reply, split_trace
 PROXIED = {
     "PROXY_PROTOCOL": "true",
     "PROXY_TRUSTED_NETWORKS": "10.9.0.0/16, 127.0.0.1/32",
-    "PROXY_PROTOCOL_TIMEOUT": "1",
+    "PROXY_PROTOCOL_TIMEOUT": "3",
     "SMTP_MAX_CONNECTIONS_PER_IP": "2",
 }
 

@@ -118,7 +118,8 @@ class FrontEndSettings(CommonSettings):
     # with a header within PROXY_PROTOCOL_TIMEOUT seconds, or it is closed without a greeting.
     proxy_protocol: bool = False
     proxy_trusted_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
-    proxy_protocol_timeout: float = Field(default=5.0, ge=1.0, le=60.0)
+    # (at least 3 s: aiosmtpd warns below that, for every connection)
+    proxy_protocol_timeout: float = Field(default=5.0, ge=3.0, le=60.0)
 
     @field_validator("proxy_trusted_networks", mode="before")
     @classmethod
