@@ -23,8 +23,12 @@ class ComposeStack(Running):
 
     kind = "compose"
 
-    def __init__(self, repo: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, repo: Path, env: dict[str, str] | None = None, compose_file: str | None = None
+    ) -> None:
         self.repo = repo
+        # Another compose file than the checkout's docker-compose.yml (deploy/...), if given.
+        self.files = ("-f", compose_file) if compose_file else ()
         self.project = f"maildrop-test-{secrets.token_hex(4)}"
         self.admin_token = secrets.token_urlsafe(32)
         self.api_port = free_port()
@@ -58,7 +62,7 @@ class ComposeStack(Running):
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
         """Run ``docker compose -p <project> ARGS`` in the checkout; returns its output."""
         result = subprocess.run(
-            ["docker", "compose", "-p", self.project, *args],
+            ["docker", "compose", "-p", self.project, *self.files, *args],
             cwd=self.repo,
             env={**os.environ, **self.variables},
             capture_output=True,
@@ -71,7 +75,11 @@ class ComposeStack(Running):
         return result.stdout
 
     def start(self) -> None:
-        self.compose("up", "-d", "--build", "--wait", "--wait-timeout", "180")
+        try:
+            self.compose("up", "-d", "--build", "--wait", "--wait-timeout", "180")
+        except BaseException:
+            self.stop()  # what did start (containers, networks, volumes) does not linger
+            raise
 
     def stop(self) -> None:
         for name in self._replicas:

@@ -1,0 +1,193 @@
+"""deploy/docker-compose.replicas.yml as it runs: two smtp-in and two pop3 containers behind the
+HAProxy container (deploy/haproxy.cfg), one mailstore, one Redis. The client's address reaches
+the replicas through the PROXY header, and one replica of each killed under load loses only its
+own connections. Runs with STACK=compose (CI's second phase), which has the Docker engine."""
+
+from __future__ import annotations
+
+import os
+import poplib
+import random
+import secrets
+import smtplib
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from mailstack.compose import ComposeStack
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1200),
+    pytest.mark.skipif(os.environ.get("STACK") != "compose", reason="runs with STACK=compose"),
+]
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+OFFICIAL = "haproxy:2.6"
+STAND_IN = "maildrop-test/haproxy:2.6"
+WORKERS = 4
+
+
+def haproxy_image() -> str:
+    """The official image when this engine has it (or can pull it), else a local stand-in."""
+    for attempt in (["docker", "image", "inspect", OFFICIAL], ["docker", "pull", OFFICIAL]):
+        if subprocess.run(attempt, capture_output=True, check=False, timeout=120).returncode == 0:
+            return OFFICIAL
+    subprocess.run(
+        ["docker", "build", "-t", STAND_IN, str(REPO / "tests" / "fixtures" / "haproxy-standin")],
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )
+    return STAND_IN
+
+
+@pytest.fixture(scope="module")
+def replicas() -> Iterator[ComposeStack]:
+    third = random.randint(200, 254)  # a subnet of its own: runs side by side do not collide
+    deployment = ComposeStack(
+        REPO,
+        env={
+            "HAPROXY_IMAGE": haproxy_image(),
+            "BALANCER_SUBNET": f"172.31.{third}.0/24",
+            "BALANCER_REPLICA_RANGE": f"172.31.{third}.128/25",
+            "BALANCER_ADDRESS": f"172.31.{third}.2",
+            "SERVICE_TOKEN": secrets.token_urlsafe(32),
+        },
+        compose_file="deploy/docker-compose.replicas.yml",
+    )
+    with deployment:
+        yield deployment
+
+
+def containers(stack: ComposeStack, service: str) -> list[str]:
+    listed = stack.compose("ps", "-q", service).split()
+    assert len(listed) == 2, listed
+    return listed
+
+
+def add_user(stack: ComposeStack) -> tuple[str, str]:
+    name, password = f"c{secrets.token_hex(5)}", secrets.token_urlsafe(12)
+    response = httpx.post(
+        f"{stack.api_url}/api/v1/users",
+        json={"username": name, "password": password},
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+    return name, password
+
+
+def subjects(stack: ComposeStack, user: str) -> list[str]:
+    response = httpx.get(
+        f"{stack.api_url}/api/v1/users/{user}/messages",
+        params={"limit": 500},
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return [m["subject"] for m in response.json()["messages"]]
+
+
+def under_load(
+    count: int, job: object, kill: object, kill_after: int
+) -> tuple[list[int], list[str]]:
+    done: list[int] = []
+    failed: list[str] = []
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def run(i: int) -> None:
+        try:
+            job(i)  # type: ignore[operator]
+        except (OSError, smtplib.SMTPException, poplib.error_proto) as exc:
+            with lock:
+                failed.append(f"{i}: {exc!r}")
+            return
+        with lock:
+            done.append(i)
+            due = len(done) >= kill_after and not killed.is_set()
+            if due:
+                killed.set()
+        if due:
+            kill()  # type: ignore[operator]
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        list(pool.map(run, range(count)))
+    assert killed.is_set(), failed[:3]
+    return done, failed
+
+
+def test_the_client_address_passes_and_a_killed_replica_loses_only_its_own(
+    replicas: ComposeStack,
+) -> None:
+    stack = replicas
+    user, _ = add_user(stack)
+
+    def deliver(i: int) -> None:
+        with smtplib.SMTP(HOST, stack.smtp_port, timeout=60) as client:
+            client.sendmail(
+                "alice@sender.test", [f"{user}@pokey.onl"], f"Subject: m{i}\r\n\r\nhi\r\n".encode()
+            )
+
+    victim = containers(stack, "smtp-in")[0]
+    kill = lambda: subprocess.run(["docker", "kill", victim], capture_output=True, check=True)  # noqa: E731
+    done, failed = under_load(60, deliver, kill, kill_after=15)
+    assert len(failed) <= WORKERS, failed
+    stored = subjects(stack, user)
+    assert len(stored) == len(set(stored))
+    assert {f"m{i}" for i in done} <= set(stored)
+    # The replicas saw the address docker-proxy connected to HAProxy from (the balancer
+    # network's gateway), not HAProxy's own: the PROXY header carried it.
+    raw = httpx.get(
+        f"{stack.api_url}/api/v1/users/{user}/messages",
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
+    ).json()["messages"][0]["id"]
+    message = httpx.get(
+        f"{stack.api_url}/api/v1/users/{user}/messages/{raw}/raw",
+        headers={"Authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
+    ).content
+    (haproxy,) = stack.compose("ps", "-q", "haproxy").split()
+    gateway = subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}",
+            haproxy,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert gateway and gateway != stack.variables["BALANCER_ADDRESS"]
+    received = next(line for line in message.split(b"\n") if line.startswith(b"Received: "))
+    assert f"([{gateway}])".encode() in received, received
+
+    pop_user, pop_password = add_user(stack)
+    victim = containers(stack, "pop3")[0]
+
+    def session(i: int) -> None:
+        client = poplib.POP3(HOST, stack.pop3_port, timeout=60)
+        try:
+            assert client.getwelcome().startswith(b"+OK")
+            client.capa()
+        finally:
+            client.quit()
+
+    kill = lambda: subprocess.run(["docker", "kill", victim], capture_output=True, check=True)  # noqa: E731
+    done, failed = under_load(40, session, kill, kill_after=10)
+    assert len(failed) <= WORKERS, failed
+    # And a login through the balancer works on the surviving replica.
+    client = poplib.POP3(HOST, stack.pop3_port, timeout=60)
+    client.user(pop_user)
+    client.pass_(pop_password)
+    assert client.stat()[0] == 0
+    client.quit()
