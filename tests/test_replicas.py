@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import itertools
 import poplib
-import secrets
 import smtplib
 import ssl
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from mailstack.haproxy import Balancer
 from mailstack.logs import wait_for_records
 from mailstack.ports import wait_until
 from mailstack.stack import Stack
+from mailstack.underload import add_account, under_load
 
 pytestmark = [pytest.mark.local_only, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -71,15 +69,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def add_user(stack: Stack) -> tuple[str, str]:
-    name, password = f"r{secrets.token_hex(5)}", secrets.token_urlsafe(12)
-    response = httpx.post(
-        f"{stack.api_url}/api/v1/users",
-        json={"username": name, "password": password},
-        headers={"Authorization": f"Bearer {stack.admin_token}"},
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    return name, password
+    return add_account(stack.api_url, stack.admin_token)
 
 
 def stored_subjects(stack: Stack, user: str) -> list[str]:
@@ -94,35 +84,7 @@ def stored_subjects(stack: Stack, user: str) -> list[str]:
     return subjects
 
 
-def under_load(
-    count: int, job: Callable[[int], None], kill: Callable[[], None], kill_after: int
-) -> tuple[list[int], list[tuple[int, str]]]:
-    """Run ``job(i)`` for ``count`` values on WORKERS threads; ``kill()`` once ``kill_after``
-    have succeeded. Returns (the values that succeeded, those that failed)."""
-    done: list[int] = []
-    failed: list[tuple[int, str]] = []
-    lock = threading.Lock()
-    killed = threading.Event()
-
-    def run(i: int) -> None:
-        try:
-            job(i)
-        except (OSError, smtplib.SMTPException, poplib.error_proto) as exc:
-            with lock:
-                failed.append((i, repr(exc)))
-            return
-        with lock:
-            done.append(i)
-            due = len(done) >= kill_after and not killed.is_set()
-            if due:
-                killed.set()
-        if due:
-            kill()
-
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        list(pool.map(run, range(count)))
-    assert killed.is_set(), failed[:3]
-    return done, failed
+ERRORS = (OSError, smtplib.SMTPException, poplib.error_proto)
 
 
 def test_a_killed_smtp_replica_loses_only_its_connections(deployment: Deployment) -> None:
@@ -141,7 +103,14 @@ def test_a_killed_smtp_replica_loses_only_its_connections(deployment: Deployment
             )
 
     victim = deployment.replicas["smtp-in"][0]
-    done, failed = under_load(120, deliver, lambda: stack.kill_service(victim), kill_after=30)
+    done, failed = under_load(
+        120,
+        deliver,
+        lambda: stack.kill_service(victim),
+        kill_after=30,
+        workers=WORKERS,
+        errors=ERRORS,
+    )
     # At most what the dead replica held at the moment (one connection per worker) failed.
     assert len(failed) <= WORKERS, failed
     assert len(done) >= 120 - WORKERS
@@ -191,7 +160,14 @@ def test_a_killed_pop3_replica_loses_only_its_sessions(deployment: Deployment) -
             client.quit()
 
     victim = deployment.replicas["pop3"][0]
-    done, failed = under_load(150, session, lambda: stack.kill_service(victim), kill_after=40)
+    done, failed = under_load(
+        150,
+        session,
+        lambda: stack.kill_service(victim),
+        kill_after=40,
+        workers=WORKERS,
+        errors=ERRORS,
+    )
     # The sessions the dead replica held failed; their locks outlive them until POP3_LOCK_TTL,
     # so a new session for one of those accounts is told [IN-USE] meanwhile, and for no other.
     cut = [i for i, error in failed if "[IN-USE]" not in error]

@@ -11,14 +11,13 @@ import random
 import secrets
 import smtplib
 import subprocess
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from mailstack.compose import ComposeStack
+from mailstack.underload import add_account, under_load
 
 pytestmark = [
     pytest.mark.slow,
@@ -72,15 +71,7 @@ def containers(stack: ComposeStack, service: str) -> list[str]:
 
 
 def add_user(stack: ComposeStack) -> tuple[str, str]:
-    name, password = f"c{secrets.token_hex(5)}", secrets.token_urlsafe(12)
-    response = httpx.post(
-        f"{stack.api_url}/api/v1/users",
-        json={"username": name, "password": password},
-        headers={"Authorization": f"Bearer {stack.admin_token}"},
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    return name, password
+    return add_account(stack.api_url, stack.admin_token)
 
 
 def subjects(stack: ComposeStack, user: str) -> list[str]:
@@ -94,33 +85,11 @@ def subjects(stack: ComposeStack, user: str) -> list[str]:
     return [m["subject"] for m in response.json()["messages"]]
 
 
-def under_load(
-    count: int, job: object, kill: object, kill_after: int
-) -> tuple[list[int], list[str]]:
-    done: list[int] = []
-    failed: list[str] = []
-    lock = threading.Lock()
-    killed = threading.Event()
+ERRORS = (OSError, smtplib.SMTPException, poplib.error_proto)
 
-    def run(i: int) -> None:
-        try:
-            job(i)  # type: ignore[operator]
-        except (OSError, smtplib.SMTPException, poplib.error_proto) as exc:
-            with lock:
-                failed.append(f"{i}: {exc!r}")
-            return
-        with lock:
-            done.append(i)
-            due = len(done) >= kill_after and not killed.is_set()
-            if due:
-                killed.set()
-        if due:
-            kill()  # type: ignore[operator]
 
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        list(pool.map(run, range(count)))
-    assert killed.is_set(), failed[:3]
-    return done, failed
+def docker_kill(container: str) -> None:
+    subprocess.run(["docker", "kill", container], capture_output=True, check=True)
 
 
 def test_the_client_address_passes_and_a_killed_replica_loses_only_its_own(
@@ -136,8 +105,9 @@ def test_the_client_address_passes_and_a_killed_replica_loses_only_its_own(
             )
 
     victim = containers(stack, "smtp-in")[0]
-    kill = lambda: subprocess.run(["docker", "kill", victim], capture_output=True, check=True)  # noqa: E731
-    done, failed = under_load(60, deliver, kill, kill_after=15)
+    done, failed = under_load(
+        60, deliver, lambda: docker_kill(victim), kill_after=15, workers=WORKERS, errors=ERRORS
+    )
     assert len(failed) <= WORKERS, failed
     stored = subjects(stack, user)
     assert len(stored) == len(set(stored))
@@ -182,8 +152,9 @@ def test_the_client_address_passes_and_a_killed_replica_loses_only_its_own(
         finally:
             client.quit()
 
-    kill = lambda: subprocess.run(["docker", "kill", victim], capture_output=True, check=True)  # noqa: E731
-    done, failed = under_load(40, session, kill, kill_after=10)
+    done, failed = under_load(
+        40, session, lambda: docker_kill(victim), kill_after=10, workers=WORKERS, errors=ERRORS
+    )
     assert len(failed) <= WORKERS, failed
     # And a login through the balancer works on the surviving replica.
     client = poplib.POP3(HOST, stack.pop3_port, timeout=60)
