@@ -261,3 +261,22 @@ def test_a_failover_that_lost_the_lock_writes_lets_only_the_newer_fence_delete(
     with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
         first.quit()
     assert stored_subjects(stack, "bob") == ["one"]
+
+
+def test_a_login_against_a_replica_is_refused_with_sys_temp(
+    tmp_path: Path, group: SentinelGroup
+) -> None:
+    """REDIS_URL naming a replica (a master demoted, no Sentinel to say so): the login's writes
+    (the throttle's, the lock script) are refused with READONLY, and the login gets
+    -ERR [SYS/TEMP], not a crash or a session without a lock."""
+    env = {
+        "REDIS_URL": f"redis://{HOST}:{group.replica_port()}/0",
+        "POP3_ALLOW_PLAINTEXT_AUTH": "true",
+        "POP3_AUTH_FAIL_DELAY": "0",
+    }
+    with Stack(tmp_path / "stack", services=("mailstore-api", "pop3"), env=env) as stack:
+        add_user(stack, "bob")
+        for _ in range(2):  # and again: the server is still there
+            with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[SYS/TEMP\]"):
+                pop_login(stack, "bob")
+        wait_until(lambda: "ReadOnlyError" in stack.logs("pop3"), 10, "the READONLY in the log")
