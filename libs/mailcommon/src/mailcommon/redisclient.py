@@ -9,12 +9,13 @@ failover and the next command reaches the new master.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -23,6 +24,19 @@ from mailcommon.settings import CommonSettings
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's master pool that waits for a free connection instead of failing when full."""
+
+
+class _FollowingConnection(SentinelManagedConnection):
+    """redis-py's Sentinel connection, except that reconnecting inside a command's retry asks
+    the sentinels too. redis-py's own dials the address it had (the old master's) again, so the
+    first command after a failover failed on every connection in use (redis-py issue #3874)."""
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]  # through the sentinels
+        await super().send_packed_command(command, check_health)
 
 
 def connect_redis(
@@ -62,6 +76,7 @@ def connect_redis(
     client: aioredis.Redis = sentinel.master_for(
         settings.redis_sentinel_master,
         connection_pool_class=_BlockingSentinelPool if bounded else SentinelConnectionPool,
+        connection_class=_FollowingConnection,
         **_credentials(settings.redis_url),
         **options,
         **bounded,
