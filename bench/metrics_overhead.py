@@ -5,47 +5,25 @@ scraped every second) against a checkout from before them, in front of one mails
     (cd /tmp/maildrop-base && uv sync --all-packages --frozen)
     flock /tmp/bench.lock uv run python bench/metrics_overhead.py --baseline /tmp/maildrop-base
 
-The clients of ``smtp_bench.load`` send 4 KiB messages to one smtp-in, then the other,
-interleaved in rounds (each first in every other round); the figures are the median throughput
-and the CPU time (user + system) each smtp-in process spent per message, which depends less on
-what else the machine runs. ``--baseline .`` (this checkout against itself) shows the noise.
+Compared by ``smtp_cpu``: the median throughput and the CPU time each smtp-in process spent per
+message. ``--baseline .`` (this checkout against itself) shows the noise.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
 
-from mailstack.ports import free_port, greets, scrape, wait_until
+from mailstack.ports import free_port, scrape
 from mailstack.stack import Stack
-from smtp_bench import create_users, load
-from smtp_loop_cpu import cpu_seconds
+from smtp_bench import create_users
+from smtp_cpu import compare, line, start_smtp_in
 
 HOST = "127.0.0.1"
-
-
-def start_smtp_in(
-    stack: Stack, python: str, log: Path, metrics_port: int = 0
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    env = {
-        **stack.environment(),
-        "SMTP_BIND_PORT": str(port),
-        "METRICS_PORT": str(metrics_port),
-        "LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [python, "-m", "smtp_in"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
-    )
-    wait_until(lambda: greets(HOST, port), 20, "smtp-in")
-    return proc, port
 
 
 def scraping(url: str, stop: threading.Event) -> threading.Thread:
@@ -69,46 +47,25 @@ def run(args: argparse.Namespace) -> None:
             create_users(s.api_url, s.admin_token, users)
             metrics_port = free_port()
             servers = {
-                "metrics": start_smtp_in(s, sys.executable, work / "metrics.log", metrics_port),
-                "before": start_smtp_in(s, baseline_python, work / "before.log"),
+                "metrics": start_smtp_in(
+                    s, sys.executable, work / "metrics.log", {"METRICS_PORT": str(metrics_port)}
+                ),
+                "before": start_smtp_in(
+                    s, baseline_python, work / "before.log", {"METRICS_PORT": "0"}
+                ),
             }
             stop = threading.Event()
             scraper = scraping(f"http://{HOST}:{metrics_port}/metrics", stop)
             try:
                 for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                    per_message: dict[str, list[float]] = {name: [] for name in servers}
-                    rates: dict[str, list[float]] = {name: [] for name in servers}
-                    for round_ in range(args.rounds):
-                        # Each goes first in every other round: neither gets the quieter slot.
-                        order = list(servers.items())[:: 1 if round_ % 2 == 0 else -1]
-                        for name, (proc, port) in order:
-                            before = cpu_seconds(proc.pid)
-                            result = asyncio.run(
-                                load(
-                                    name,
-                                    port=port,
-                                    domain="bench.test",
-                                    users=users,
-                                    concurrency=concurrency,
-                                    seconds=args.seconds,
-                                )
-                            )
-                            spent = cpu_seconds(proc.pid) - before
-                            per_message[name].append(spent / result.sent_total * 1e6)
-                            rates[name].append(result.rate)
-                    line = [f"concurrency {concurrency:>2}:"]
-                    for name in servers:
-                        cpu = statistics.median(per_message[name])
-                        rate = statistics.median(rates[name])
-                        line.append(f"{name} {cpu:6.0f} µs CPU/msg ({rate:6.1f} msg/s)")
-                    throughput = statistics.median(rates["metrics"]) / statistics.median(
-                        rates["before"]
+                    figures = compare(servers, users, concurrency, args.rounds, args.seconds)
+                    throughput = figures["metrics"].rate / figures["before"].rate
+                    cpu_ratio = figures["metrics"].cpu_us / figures["before"].cpu_us
+                    print(
+                        f"{line(concurrency, figures)}  metrics/before: throughput"
+                        f" {throughput:.3f}, CPU {cpu_ratio:.3f}",
+                        flush=True,
                     )
-                    cpu_ratio = statistics.median(per_message["metrics"]) / statistics.median(
-                        per_message["before"]
-                    )
-                    line.append(f"metrics/before: throughput {throughput:.3f}, CPU {cpu_ratio:.3f}")
-                    print("  ".join(line), flush=True)
             finally:
                 stop.set()
                 scraper.join(5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import fcntl
 import hashlib
 import mailbox
 import os
@@ -243,16 +244,18 @@ def test_damaged_backups_are_refused_by_verify_and_restore(
     assert r.returncode == 0, r.stderr
     assert mailctl(stack, "verify", str(local)).returncode == 0
     assert backup_members(local).keys() == backup_members(good).keys()
-    # To stdout, here a pipe: the same backup.
-    to_stdout = subprocess.run(
+    # To stdout, here a pipe (widened to mailctl's 1 MiB buffer): the same backup.
+    with subprocess.Popen(
         [sys.executable, "-m", "mailstore_api.cli", "backup", "--local", "-"],
         env=mailctl_env(stack, stack.data_dir),
         stdout=subprocess.PIPE,
-        timeout=300,
-        check=True,
-    )
+    ) as to_stdout:
+        assert to_stdout.stdout is not None
+        output = to_stdout.stdout.read()
+        assert to_stdout.wait(timeout=300) == 0
+        assert fcntl.fcntl(to_stdout.stdout.fileno(), fcntl.F_GETPIPE_SZ) == 1 << 20
     piped = tmp_path / "piped.tar"
-    piped.write_bytes(to_stdout.stdout)
+    piped.write_bytes(output)
     assert mailctl(stack, "verify", str(piped)).returncode == 0
     assert backup_members(piped).keys() == backup_members(good).keys()
     # Any tar reads it: GNU tar lists what tarfile does.

@@ -11,6 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 from mailcommon.client import LockConflict, MailstoreClient, NotFound
 from mailcommon.locks import MaildropLocks
+from mailstore_api.db import DATABASE_FILE, Database
+from mailstore_api.migrations import Context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -360,6 +362,24 @@ def test_stale_fence_after_redis_lost_its_counter(mailstore, redis_server, inter
         assert r.status_code == 200
     finally:
         redis_server.release(again)
+
+
+def test_an_equal_fence_counts_only_with_the_token_that_first_presented_it(tmp_path):
+    """After a failover that lost the last lock writes Redis gives a fencing number out twice:
+    the second token with that number is refused, and once a higher number is seen the first
+    token is refused too."""
+    db = Database(tmp_path / DATABASE_FILE, Context("example.test", "2026-01-01T00:00:00Z"))
+    try:
+        account = "bob@example.test"
+        assert db.register_fence(account, 5, "first") == (True, 5)
+        assert db.register_fence(account, 5, "first") == (True, 5)  # snapshot, then expunge
+        assert db.register_fence(account, 5, "second") == (False, 5)
+        assert db.register_fence(account, 6, "second") == (True, 6)
+        assert db.register_fence(account, 5, "first") == (False, 6)
+        assert db.register_fence(account, 6, "first") == (False, 6)
+        assert db.highest_fence(account) == 6
+    finally:
+        db.close()
 
 
 def test_unknown_mailbox_is_404(internal):

@@ -27,6 +27,24 @@ class CommonSettings(BaseSettings):
     secrets_dir: Path = Path("/secrets")
     service_token: SecretStr = SecretStr("")
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Sentinels to ask for the master ("host:port,host:port"); empty: REDIS_URL names the server.
+    # Through Sentinel, REDIS_URL's database, user and password still apply, not its host.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The name the sentinels monitor the master under (``sentinel monitor <name> ...``).
+    redis_sentinel_master: str = "mymaster"
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", ",").split(",") if part]
+        if isinstance(value, list | tuple):
+            for item in value:
+                host, _, port = str(item).rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"REDIS_SENTINELS: {item!r} is not host:port")
+        return value
+
     # The domains to receive mail for, "a.test,b.test" in the environment, as lower-case A-labels.
     # The mailstore adds them to its domains at start (more can be added over REST); the first
     # is the primary domain: a bare account name (``bob``) means ``bob@<primary>`` everywhere.

@@ -293,20 +293,26 @@ class Database:
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def register_fence(self, account: str, fence: int) -> tuple[bool, int]:
-        """Record ``fence`` as the highest seen unless a higher one was; returns (ok, highest)."""
+    def register_fence(self, account: str, fence: int, token: str) -> tuple[bool, int]:
+        """Record ``fence`` (held with lock ``token``) as the highest seen; returns (ok, highest).
+
+        Refused when a higher number was seen, or this number with another token: after a Redis
+        failover that lost the last lock writes the same number can be handed out twice, and
+        only the session that presented it first may act on it.
+        """
         with self._tx(self._fence_conn) as conn:
             row = conn.execute(
-                "SELECT highest FROM fences WHERE account = ?", (account,)
+                "SELECT highest, token FROM fences WHERE account = ?", (account,)
             ).fetchone()
-            highest = int(row[0]) if row else 0
-            if fence < highest:
+            highest, holder = (int(row[0]), str(row[1])) if row else (0, "")
+            if fence < highest or (fence == highest and token != holder):
                 return False, highest
             if fence > highest:
                 conn.execute(
-                    "INSERT INTO fences (account, highest) VALUES (?, ?)"
-                    " ON CONFLICT(account) DO UPDATE SET highest = excluded.highest",
-                    (account, fence),
+                    "INSERT INTO fences (account, highest, token) VALUES (?, ?, ?)"
+                    " ON CONFLICT(account) DO UPDATE SET"
+                    " highest = excluded.highest, token = excluded.token",
+                    (account, fence, token),
                 )
             return True, fence
 

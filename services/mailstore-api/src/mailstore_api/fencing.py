@@ -32,7 +32,7 @@ async def under_lease(
         )
 
     def register_then_work() -> tuple[int, T]:
-        ok, highest = state.db.register_fence(username, fence)
+        ok, highest = state.db.register_fence(username, fence, lock_token)
         if not ok:
             raise _StaleFence(highest)
         return highest, work()
@@ -43,7 +43,7 @@ async def under_lease(
         raise ApiError(
             409,
             "stale_fence",
-            f"fence {fence} is lower than the highest seen ({exc.highest})",
+            f"fence {fence} is below the highest seen ({exc.highest}) or came with another token",
             highest_fence=exc.highest,
         ) from None
 

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from fastapi import Request
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
+from mailcommon.redisclient import connect_redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -121,12 +122,7 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
     covered = sync is not None and settings.data_dir.stat().st_dev == store.root.stat().st_dev
     keys = DeliveryKeys(settings.data_dir / "deliveries.sqlite3", fsync_commits=not covered)
     keys.qualify_recipients(settings.primary_domain)
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2.0,
-        socket_timeout=2.0,
-        retry=Retry(NoBackoff(), 1),
-    )
+    client = connect_redis(settings, socket_timeout=2.0, retry=Retry(NoBackoff(), 1))
     state = State(
         settings=settings,
         tokens=tokens,

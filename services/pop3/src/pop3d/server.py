@@ -8,18 +8,16 @@ import signal
 import ssl
 import time
 
-import redis.asyncio as aioredis
 from mailcommon.client import MailstoreClient
 from mailcommon.idle import IdleTimer
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
 from mailcommon.logincache import LoginCache
 from mailcommon.proxy import Address, ProxyPolicy
+from mailcommon.redisclient import connect_redis
 from mailcommon.throttle import AuthThrottle
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pop3d import metrics
 from pop3d.auth import end_session_lease, log_key
@@ -42,17 +40,14 @@ REDIS_POOL_SIZE = 64
 def build_context(settings: Pop3Settings, service_token: str, tls: ssl.SSLContext) -> Context:
     # One bounded pool per process: commands wait for a free connection (up to 5 s) instead of
     # failing when thousands of sessions log in or renew at once. A pooled connection may be
-    # stale (Redis restarted): the command is retried on a fresh one.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=REDIS_POOL_SIZE,
-        timeout=5.0,
-        socket_connect_timeout=2.0,
+    # stale (Redis restarted, or failed over): the command is retried on a fresh one.
+    redis = connect_redis(
+        settings,
         socket_timeout=5.0,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        max_connections=REDIS_POOL_SIZE,
+        wait_timeout=5.0,
     )
-    redis = aioredis.Redis(connection_pool=pool)
     locks = MaildropLocks(redis)
     return Context(
         settings=settings,

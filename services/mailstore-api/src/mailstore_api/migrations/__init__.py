@@ -17,6 +17,7 @@ from mailstore_api.migrations import (
     m0002_addresses,
     m0003_imports,
     m0004_console,
+    m0005_fence_tokens,
 )
 from mailstore_api.migrations.context import Context
 
@@ -26,6 +27,7 @@ MIGRATIONS: tuple[ModuleType, ...] = (
     m0002_addresses,
     m0003_imports,
     m0004_console,
+    m0005_fence_tokens,
 )
 
 
