@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from mailstack.compose import ComposeStack
+from mailstack.haproxy import haproxy_image
 from mailstack.underload import add_account, under_load
 
 pytestmark = [
@@ -27,23 +28,7 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-OFFICIAL = "haproxy:2.6"
-STAND_IN = "maildrop-test/haproxy:2.6"
 WORKERS = 4
-
-
-def haproxy_image() -> str:
-    """The official image when this engine has it (or can pull it), else a local stand-in."""
-    for attempt in (["docker", "image", "inspect", OFFICIAL], ["docker", "pull", OFFICIAL]):
-        if subprocess.run(attempt, capture_output=True, check=False, timeout=120).returncode == 0:
-            return OFFICIAL
-    subprocess.run(
-        ["docker", "build", "-t", STAND_IN, str(REPO / "tests" / "fixtures" / "haproxy-standin")],
-        capture_output=True,
-        check=True,
-        timeout=600,
-    )
-    return STAND_IN
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +37,7 @@ def replicas() -> Iterator[ComposeStack]:
     deployment = ComposeStack(
         REPO,
         env={
-            "HAPROXY_IMAGE": haproxy_image(),
+            "HAPROXY_IMAGE": haproxy_image(REPO / "tests" / "fixtures" / "haproxy-standin"),
             "BALANCER_SUBNET": f"172.31.{third}.0/24",
             "BALANCER_REPLICA_RANGE": f"172.31.{third}.128/25",
             "BALANCER_ADDRESS": f"172.31.{third}.2",

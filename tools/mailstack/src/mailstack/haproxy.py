@@ -16,6 +16,9 @@ from mailstack.ports import free_port, tcp_ready, wait_until
 from mailstack.processes import stop_process
 
 HOST = "127.0.0.1"
+#: The official image the deployment files name, and the local stand-in for engines without it.
+OFFICIAL_IMAGE = "haproxy:2.6"
+STAND_IN_IMAGE = "maildrop-test/haproxy:2.6"
 _TEMPLATE = re.compile(r"^(\s*)server-template (\S+) \d+ \"[^\"]*:\d+\"(.*)$", re.MULTILINE)
 
 
@@ -89,3 +92,18 @@ class Balancer:
 
     def stop(self) -> None:
         stop_process(self.proc, 10)
+
+
+def haproxy_image(stand_in: Path) -> str:
+    """The official image when this Docker engine has it or can pull it; else the stand-in built
+    from the Dockerfile in ``stand_in`` (Debian's HAProxy on the local Python base image)."""
+    for attempt in (["image", "inspect", OFFICIAL_IMAGE], ["pull", OFFICIAL_IMAGE]):
+        if subprocess.run(["docker", *attempt], capture_output=True, check=False).returncode == 0:
+            return OFFICIAL_IMAGE
+    subprocess.run(
+        ["docker", "build", "-t", STAND_IN_IMAGE, str(stand_in)],
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )
+    return STAND_IN_IMAGE
