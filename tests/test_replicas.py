@@ -9,6 +9,7 @@ import itertools
 import poplib
 import smtplib
 import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +134,7 @@ def test_a_killed_smtp_replica_loses_only_its_connections(deployment: Deployment
 
 def test_a_killed_pop3_replica_loses_only_its_sessions(deployment: Deployment) -> None:
     stack, balancer = deployment.stack, deployment.balancer
-    # Many accounts: one is used again only several rounds later, by when its last session
-    # has released the lock (a reconnect right after QUIT may find it still held).
+    # Five accounts per worker: a lock a killed session left behind blocks one of them only.
     accounts = [add_user(stack) for _ in range(WORKERS * 5)]
     for user, _ in accounts:
         httpx.post(
@@ -148,8 +148,21 @@ def test_a_killed_pop3_replica_loses_only_its_sessions(deployment: Deployment) -
             timeout=30,
         ).raise_for_status()
 
+    # Each worker thread has accounts of its own, so two sessions of one account never overlap
+    # (workers drift apart: one whose connection HAProxy retries waits a second meanwhile); an
+    # account is held by something else only when a killed replica's lock outlives its session.
+    slots: dict[int, int] = {}
+    turns: dict[int, int] = {}
+    used: dict[int, int] = {}  # job -> index of the account it used
+    lock = threading.Lock()
+
     def session(i: int) -> None:
-        user, password = accounts[i % len(accounts)]
+        with lock:
+            slot = slots.setdefault(threading.get_ident(), len(slots))
+            turn = turns.get(slot, 0)
+            turns[slot] = turn + 1
+            used[i] = slot + WORKERS * (turn % (len(accounts) // WORKERS))
+        user, password = accounts[used[i]]
         client = poplib.POP3(HOST, balancer.ports["pop3"], timeout=30)
         try:
             client.user(user)
@@ -171,8 +184,8 @@ def test_a_killed_pop3_replica_loses_only_its_sessions(deployment: Deployment) -
     # The sessions the dead replica held failed; their locks outlive them until POP3_LOCK_TTL,
     # so a new session for one of those accounts is told [IN-USE] meanwhile, and for no other.
     cut = [i for i, error in failed if "[IN-USE]" not in error]
-    orphaned = {i % len(accounts) for i in cut}
-    in_use = {i % len(accounts) for i, error in failed if "[IN-USE]" in error}
+    orphaned = {used[i] for i in cut}
+    in_use = {used[i] for i, error in failed if "[IN-USE]" in error}
     assert len(cut) <= WORKERS, failed
     assert in_use <= orphaned, failed
     assert len(done) >= 150 - len(failed)
