@@ -67,6 +67,9 @@ def test_the_console_searches(mailstore, internal, new_user, admin):
         assert page.status_code == 200
         assert f"Report {word}" in page.text and "Other" not in page.text
         assert '<span id="message-count">1</span> found' in page.text
+        # the form's "in everything" sends an empty field
+        page = ui.get(f"/ui/accounts/{user}/messages", params={"q": word, "field": ""})
+        assert page.status_code == 200 and f"Report {word}" in page.text
 
 
 def test_the_index_is_rebuilt_from_the_maildirs_at_start(make_mailstore):
