@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 
 import httpx
 import pytest
@@ -101,3 +102,29 @@ def test_the_index_holds_a_messages_words_once(tmp_path):
     sender, _, subject, text = document(path)
     assert (sender, subject) == ("a@example.org", "Big")
     assert text == "alpha beta,"  # its vocabulary, not 190 KB of repeats
+
+
+def test_an_index_of_another_schema_is_dropped_and_rebuilt(make_mailstore):
+    store = make_mailstore()
+    store.start()
+    with store.admin() as admin, store.internal() as internal:
+        admin.post("/users", json={"username": "joy", "password": "pw"})
+        kept = deliver(internal, "joy", mail("a@example.org", "kept", "omega"))
+    store.stop()
+    # the file as the previous version wrote it: one FTS5 table, a row of a message long gone
+    for index_file in store.data_dir.glob("search.sqlite3*"):
+        index_file.unlink()
+    with sqlite3.connect(store.data_dir / "search.sqlite3") as old:
+        old.execute(
+            "CREATE VIRTUAL TABLE messages USING fts5(account UNINDEXED, id UNINDEXED,"
+            " received UNINDEXED, sender, recipients, subject, body)"
+        )
+        old.execute(
+            "INSERT INTO messages VALUES ('joy@test.example', 'gone', 0, '', '', 'omega', '')"
+        )
+    store.start()
+    with store.admin() as admin:
+        wait_until(lambda: found(admin, "joy", "omega") == ["kept"], 10, "re-indexed")
+        listed = admin.get("/users/joy/messages").json()
+        assert [m["id"] for m in listed["messages"]] == [kept] and listed["total"] == 1
+    store.stop()
