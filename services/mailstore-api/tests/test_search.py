@@ -104,24 +104,27 @@ def test_the_index_holds_a_messages_words_once(tmp_path):
     assert text == "alpha beta,"  # its vocabulary, not 190 KB of repeats
 
 
-def test_an_index_of_another_schema_is_dropped_and_rebuilt(make_mailstore):
+@pytest.mark.parametrize("left", ["the previous schema", "junk"])
+def test_an_index_of_another_schema_is_dropped_and_rebuilt(make_mailstore, left):
     store = make_mailstore()
     store.start()
     with store.admin() as admin, store.internal() as internal:
         admin.post("/users", json={"username": "joy", "password": "pw"})
         kept = deliver(internal, "joy", mail("a@example.org", "kept", "omega"))
     store.stop()
-    # the file as the previous version wrote it: one FTS5 table, a row of a message long gone
     for index_file in store.data_dir.glob("search.sqlite3*"):
         index_file.unlink()
-    with sqlite3.connect(store.data_dir / "search.sqlite3") as old:
-        old.execute(
-            "CREATE VIRTUAL TABLE messages USING fts5(account UNINDEXED, id UNINDEXED,"
-            " received UNINDEXED, sender, recipients, subject, body)"
-        )
-        old.execute(
-            "INSERT INTO messages VALUES ('joy@test.example', 'gone', 0, '', '', 'omega', '')"
-        )
+    if left == "junk":
+        (store.data_dir / "search.sqlite3").write_bytes(b"not a database " * 1000)
+    else:  # as the previous version wrote it: one FTS5 table, a row of a message long gone
+        with sqlite3.connect(store.data_dir / "search.sqlite3") as old:
+            old.execute(
+                "CREATE VIRTUAL TABLE messages USING fts5(account UNINDEXED, id UNINDEXED,"
+                " received UNINDEXED, sender, recipients, subject, body)"
+            )
+            old.execute(
+                "INSERT INTO messages VALUES ('joy@test.example', 'gone', 0, '', '', 'omega', '')"
+            )
     store.start()
     with store.admin() as admin:
         wait_until(lambda: found(admin, "joy", "omega") == ["kept"], 10, "re-indexed")

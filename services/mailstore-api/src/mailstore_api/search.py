@@ -135,13 +135,17 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def open_index(path: Path, authserv_id: str) -> sqlite3.Connection:
-    """The index file, dropped and created anew when its schema or authserv-id (the verdicts
-    of its rows are read with it) is not this one's."""
-    conn = _connect(path)
-    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA:
-        stored = conn.execute("SELECT authserv_id FROM meta").fetchone()
-        if stored is not None and stored[0] == authserv_id:
-            return conn
+    """The index file, dropped and created anew when it is unreadable or its schema or
+    authserv-id (the verdicts of its rows are read with it) is not this one's."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA:
+            stored = conn.execute("SELECT authserv_id FROM meta").fetchone()
+            if stored is not None and stored[0] == authserv_id:
+                conn.close()
+                return _connect(path)
+    except sqlite3.DatabaseError as exc:
+        log.warning("search index unreadable: built again", error=str(exc))
     conn.close()
     for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
         path.with_name(name).unlink(missing_ok=True)
