@@ -39,7 +39,7 @@ MAX_TEXT = 200_000
 #: Jobs written in one transaction.
 BATCH = 500
 #: ``PRAGMA user_version`` of the file; a file of another version is dropped and built again.
-SCHEMA = 3
+SCHEMA = 4
 #: How long a listing waits for the index to write the jobs queued before it, else it reads
 #: the Maildir.
 CATCH_UP = 2.0
@@ -116,8 +116,8 @@ _TABLES = (
     "CREATE TABLE meta (authserv_id TEXT NOT NULL)",
 )
 _PAGE = {  # newest first?
-    False: "SELECT summary FROM entries WHERE account = ? ORDER BY received, id LIMIT ? OFFSET ?",
-    True: "SELECT summary FROM entries WHERE account = ?"
+    False: "SELECT id, summary FROM entries WHERE account = ? ORDER BY received, id LIMIT ? OFFSET ?",
+    True: "SELECT id, summary FROM entries WHERE account = ?"
     " ORDER BY received DESC, id DESC LIMIT ? OFFSET ?",
 }
 # The plans matter at 100,000 messages (bench/console_bench.py, RESULTS.md): a join the
@@ -127,11 +127,20 @@ _PAGE = {  # newest first?
 # message: 14 ms, not 74).
 _COUNT_FOUND = "SELECT count(*) FROM words WHERE words MATCH ?"
 _FOUND = (
-    "SELECT summary FROM entries WHERE account = ?"
+    "SELECT id, summary FROM entries WHERE account = ?"
     " AND rowid IN (SELECT rowid FROM words WHERE words MATCH ?)"
     " ORDER BY received DESC, id DESC LIMIT ? OFFSET ?"
 )
 _DROP = "DELETE FROM words WHERE rowid IN (SELECT rowid FROM entries WHERE account = ? AND id = ?)"
+
+
+#: Keys of a listing row that are the message id (stored once, in its column).
+_ID_KEYS = ("id", "uidl")
+
+
+def _listing_row(message_id: str, stored: str) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(stored)
+    return {key: message_id for key in _ID_KEYS} | row
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -237,7 +246,7 @@ class SearchIndex:
                 _PAGE[newest_first],
                 (account, limit, offset),
             ).fetchall()
-        return Rows(int(total), [json.loads(r[0]) for r in rows])
+        return Rows(int(total), [_listing_row(*r) for r in rows])
 
     def search(self, account: str, words: str, field: str | None, offset: int, limit: int) -> Rows:
         """Rows of ``account``'s messages matching every word, newest first."""
@@ -248,7 +257,7 @@ class SearchIndex:
         with self._lock:
             total = self._conn.execute(_COUNT_FOUND, (expression,)).fetchone()[0]
             rows = self._conn.execute(_FOUND, (account, expression, limit, offset)).fetchall()
-        return Rows(int(total), [json.loads(r[0]) for r in rows])
+        return Rows(int(total), [_listing_row(*r) for r in rows])
 
     # -- the indexer thread ---------------------------------------------------------------------
 
@@ -328,7 +337,10 @@ class SearchIndex:
             words = document(entry.path)
         except (OSError, UnknownMailbox):
             return None
-        return (account, message_id, entry.received, json.dumps(row)), words
+        stored = json.dumps(
+            {k: v for k, v in row.items() if k not in _ID_KEYS}, separators=(",", ":")
+        )
+        return (account, message_id, entry.received, stored), words
 
     def _reconcile(self) -> None:
         """Bring the index in line with the Maildirs: index what is missing, drop the rest."""
