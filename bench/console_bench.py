@@ -152,9 +152,6 @@ def main() -> None:
         stack.start_service("mailstore-api")
         print(f"mailstore ready in {time.monotonic() - t0:.1f} s", end="; ")
         print(f"search index complete {wait_indexed(admin, args.messages, 1800):.1f} s later")
-        index = sum(p.stat().st_size for p in stack.data_dir.glob("search.sqlite3*"))
-        mail = sum(p.stat().st_size for p in (stack.maildir(USER) / "new").iterdir())
-        print(f"index {index / 2**20:.1f} MiB for {mail / 2**20:.1f} MiB of mail")
 
         console = httpx.Client(base_url=stack.api_url, timeout=60)
         r = console.post("/ui/signin", data={"password": stack.admin_token})
@@ -182,6 +179,9 @@ def main() -> None:
                 f"| {percentile(times, 0.95) * 1000:.1f} | {max(times) * 1000:.1f} |"
             )
         print(f"load after: {os.getloadavg()}")
+        index = sum(p.stat().st_size for p in stack.data_dir.glob("search.sqlite3*"))
+        mail = sum(p.stat().st_size for p in (stack.maildir(USER) / "new").iterdir())
+        print(f"index {index / 2**20:.1f} MiB (with its WAL) for {mail / 2**20:.1f} MiB of mail")
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
