@@ -1,7 +1,7 @@
 """The message index, ``DATA_DIR/search.sqlite3``: every message's listing row (an ordinary
-table, indexed by account and received time) and SQLite FTS5 over its sender, recipients,
-subject and words (keyed by the same rowid), so neither a page of a 100,000-message list nor a
-search reads the Maildir.
+table, indexed by account and received time) and SQLite FTS5 over its account (one token),
+sender, recipients, subject and words (keyed by the same rowid), so neither a page of a
+100,000-message list nor a search reads the Maildir.
 
 Kept on delivery and expunge (and account removal) by one indexer thread, fed through a queue,
 so neither a delivery's 201 nor an expunge waits for it: a message is listed and findable a few
@@ -10,7 +10,8 @@ your writes). The index is a cache of the Maildirs, never the truth: it is writt
 fsync, and at every start the indexer first brings it in line with the Maildirs (adds what is
 missing, drops what is gone), so a crash, a restore or a file moved by hand costs a re-index,
 never a wrong answer for long; until then listings read the Maildir. Not in backups (rebuilt
-from the mail); a file of another schema version is dropped and built again.
+from the mail); a file of another schema version or authserv-id, or one SQLite cannot read, is
+dropped and built again.
 """
 
 from __future__ import annotations
@@ -267,7 +268,7 @@ class SearchIndex:
         except Exception:
             log.exception("search index: start-up reconciliation failed")
         with self._progress:
-            self._reconciled = True
+            self._reconciled = not self._stopping.is_set()  # not a half-done one
             self._progress.notify_all()
         while True:
             item = self._jobs.get()
