@@ -1,23 +1,35 @@
 """The web console in a real browser (Debian's Chromium, driven by Selenium through
-chromium-driver): sign in, open a hostile message, and watch what the browser does. A "remote"
-web server on another loopback port stands for the attacker's host: no script, event handler,
-style, refresh or form in the message may reach it, until the viewer asks for remote images
-(which then, and only then, arrive: the check can see requests)."""
+chromium-driver), one browser for the module.
+
+A hostile message: a "remote" web server on another loopback port stands for the attacker's
+host: no script, event handler, style, refresh or form in the message may reach it, until the
+viewer asks for remote images (which then, and only then, arrive: the check can see requests).
+
+A walk through the console as an operator does it: sign in, create a domain, an account and an
+alias, see mail to the alias appear in the open list without a reload, search, open a message,
+download its attachment (byte-exact), be refused (423) while a POP3 session holds the lock, then
+delete. With ``CONSOLE_SCREENSHOTS=<dir>`` it saves a screenshot of each page there (how
+``docs/ui/`` is made: ``CONSOLE_SCREENSHOTS=docs/ui uv run pytest -q
+services/mailstore-api/tests/test_console_browser.py -k walk``)."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from mailstack.ports import free_port, wait_until
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 from test_admin import deliver
-from test_console_messages import PNG, hostile_message
+from test_console_messages import ATTACHMENT, PNG, hostile_message
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,17 +88,87 @@ def beacon() -> Iterator[Beacon]:
     server.server.server_close()
 
 
-@pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path) -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
+    options.add_argument("--window-size=1280,900")
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     driver.set_page_load_timeout(30)
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
     yield driver
     driver.quit()
+
+
+def sign_in(browser: webdriver.Chrome, url: str, secret: str, screenshot: str = "") -> None:
+    """A fresh session: no cookie from an earlier test, the logs emptied."""
+    browser.delete_all_cookies()
+    browser.get(f"{url}/ui/signin")
+    browser.find_element(By.NAME, "password").send_keys(secret)
+    if screenshot:
+        save_screenshot(browser, screenshot)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait_until(lambda: browser.current_url.endswith("/ui/domains"), 10, "the domains page")
+    for kind in ("performance", "browser"):
+        browser.get_log(kind)
+
+
+def save_screenshot(browser: webdriver.Chrome, name: str) -> None:
+    """``<name>.png`` in ``$CONSOLE_SCREENSHOTS`` when it is set, the whole page's height."""
+    folder = os.environ.get("CONSOLE_SCREENSHOTS")
+    if not folder:
+        return
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, max(600, min(int(height), 2000)))
+    browser.save_screenshot(str(Path(folder) / f"{name}.png"))
+    browser.set_window_size(1280, 900)
+
+
+def submit(browser: webdriver.Chrome, action: str, **fields: str) -> None:
+    """Fill the form posting to ``action`` (the end of its URL) and send it."""
+    form = browser.find_element(By.CSS_SELECTOR, f"form[action$='{action}']")
+    for name, value in fields.items():
+        form.find_element(By.NAME, name).send_keys(value)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def confirm(browser: webdriver.Chrome) -> None:
+    """Accept the page's ``data-confirm`` question."""
+    WebDriverWait(browser, 5).until(expected_conditions.alert_is_present())
+    browser.switch_to.alert.accept()
+
+
+def text_of(browser: webdriver.Chrome, selector: str) -> str:
+    """The text of the element ``selector`` finds now ("" when none), read in the page: the
+    live list may replace it, or the page be left, at any moment (no stale reference)."""
+    return str(
+        browser.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''",
+            selector,
+        )
+    )
+
+
+def flash(browser: webdriver.Chrome) -> str:
+    return str(browser.find_element(By.CSS_SELECTOR, ".flash").text)
+
+
+def event_stream_open(browser: webdriver.Chrome) -> bool:
+    return any(
+        e["message"]["method"] == "Network.responseReceived"
+        and e["message"]["params"]["response"]["url"].endswith("/events")
+        for e in (json.loads(x["message"]) for x in browser.get_log("performance"))
+    )
 
 
 def requested_urls(driver: webdriver.Chrome) -> list[str]:
@@ -105,10 +187,7 @@ def test_a_hostile_message_runs_nothing_and_reaches_no_remote_host(
     user, _ = new_user()
     mid = deliver(internal, user, hostile_message("in a browser", beacon_html(beacon.url)))
 
-    browser.get(f"{mailstore.url}/ui/signin")
-    browser.find_element(By.NAME, "password").send_keys(mailstore.admin_token)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait_until(lambda: browser.current_url.endswith("/ui/domains"), 10, "the domains page")
+    sign_in(browser, mailstore.url, mailstore.admin_token)
     # HttpOnly: the console's own scripts cannot read the session cookie either
     assert browser.execute_script("return document.cookie") == ""
     requested_urls(browser)
@@ -157,30 +236,78 @@ def test_a_hostile_message_runs_nothing_and_reaches_no_remote_host(
     assert beacon.hits == ["/pixel.png"]
 
 
-def test_a_new_message_appears_in_the_open_list_without_a_reload(
-    browser, mailstore, new_user, internal
+def test_an_operator_walks_through_the_console(
+    browser, downloads, mailstore, internal, redis_server
 ):
-    user, _ = new_user()
-    deliver(internal, user, hostile_message("the first"))
-    browser.get(f"{mailstore.url}/ui/signin")
-    browser.find_element(By.NAME, "password").send_keys(mailstore.admin_token)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    wait_until(lambda: browser.current_url.endswith("/ui/domains"), 10, "the domains page")
-    browser.get(f"{mailstore.url}/ui/accounts/{user}/messages")
-    assert "the first" in browser.find_element(By.ID, "message-rows").text
+    ui = f"{mailstore.url}/ui"
+    sign_in(browser, mailstore.url, mailstore.admin_token, screenshot="signin")
+
+    submit(browser, "/domains", name="walk.example")
+    assert flash(browser) == "Domain walk.example added."
+    assert "walk.example" in browser.find_element(By.TAG_NAME, "table").text
+    save_screenshot(browser, "domains")
+    if os.environ.get("CONSOLE_SCREENSHOTS"):  # the DNS page asks the host's DNS: only then
+        browser.get(f"{ui}/domains/walk.example/dns")
+        save_screenshot(browser, "dns")
+
+    browser.get(f"{ui}/accounts")
+    submit(browser, "/accounts", username="ada@walk.example", password="a long passphrase")
+    assert "ada@walk.example" in flash(browser)
+    browser.get(f"{ui}/aliases")
+    submit(browser, "/aliases", address="team@walk.example", targets="ada@walk.example")
+    assert "team@walk.example" in flash(browser)
+    assert "ada@walk.example" in browser.find_element(By.TAG_NAME, "table").text
+    save_screenshot(browser, "aliases")
+
+    # mail to the alias (expanded as smtp-in asks for it) appears in the open list
+    accounts = internal.get("/recipients/team@walk.example").json()["accounts"]
+    assert accounts == ["ada@walk.example"]
+    deliver(internal, accounts[0], hostile_message("Minutes of the board"))
+    browser.get(f"{ui}/accounts/ada@walk.example/messages")
+    assert "Minutes of the board" in text_of(browser, "#message-rows")
     browser.execute_script("window.notReloaded = true")
-    wait_until(
-        lambda: any(
-            e["message"]["method"] == "Network.responseReceived"
-            and e["message"]["params"]["response"]["url"].endswith("/events")
-            for e in (json.loads(x["message"]) for x in browser.get_log("performance"))
-        ),
-        10,
-        "the event stream",
-    )
-    deliver(internal, user, hostile_message("the second"))
-    wait_until(
-        lambda: "the second" in browser.find_element(By.ID, "message-rows").text, 10, "the new row"
-    )
+    wait_until(lambda: event_stream_open(browser), 10, "the event stream")
+    for subject in ("Invoice 2026-117 attached", "Lunch on Friday?"):
+        deliver(internal, accounts[0], hostile_message(subject))
+    wait_until(lambda: text_of(browser, "#message-count") == "3", 10, "live rows")
+    assert "Lunch on Friday?" in text_of(browser, "#message-rows")
     assert browser.execute_script("return window.notReloaded") is True
-    assert browser.find_element(By.ID, "message-count").text == "2"
+    save_screenshot(browser, "messages")
+
+    browser.find_element(By.NAME, "q").send_keys("invoice")
+    browser.find_element(By.CSS_SELECTOR, "form.search button[type=submit]").click()
+    wait_until(lambda: "found" in text_of(browser, "main"), 10, "the results")
+    rows = text_of(browser, "#message-rows")
+    assert "Invoice 2026-117 attached" in rows and "Lunch" not in rows and "Minutes" not in rows
+    assert text_of(browser, "#message-count") == "1"
+
+    browser.find_element(By.LINK_TEXT, "Invoice 2026-117 attached").click()
+    wait_until(lambda: text_of(browser, "h1").startswith("Invoice"), 10, "the message")
+    message_url = browser.current_url
+    save_screenshot(browser, "message")
+    browser.find_element(By.LINK_TEXT, "data.bin").click()
+    saved = downloads / "data.bin"
+    wait_until(saved.exists, 10, "the download")
+    assert saved.read_bytes() == ATTACHMENT
+
+    lease = redis_server.acquire("ada@walk.example")
+    try:
+        browser.get(f"{ui}/accounts/ada@walk.example")
+        assert "a session holds the lock" in browser.find_element(By.TAG_NAME, "main").text
+        save_screenshot(browser, "account")
+        browser.get(message_url)
+        browser.find_element(By.CSS_SELECTOR, "form[action$='/delete'] button").click()
+        confirm(browser)
+        wait_until(lambda: text_of(browser, "h1") == "Error 423", 10, "the refusal")
+        assert "POP3" in browser.find_element(By.CSS_SELECTOR, ".error").text
+    finally:
+        redis_server.release(lease)
+    browser.get(message_url)
+    browser.find_element(By.CSS_SELECTOR, "form[action$='/delete'] button").click()
+    confirm(browser)
+    wait_until(lambda: browser.current_url.endswith("/messages"), 10, "the list again")
+    assert flash(browser) == "Message deleted."
+    assert text_of(browser, "#message-count") == "2"
+    assert "Invoice" not in text_of(browser, "#message-rows")
+    browser.get(f"{ui}/accounts")
+    save_screenshot(browser, "accounts")

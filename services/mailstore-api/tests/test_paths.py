@@ -72,6 +72,9 @@ def victims(mailstore, admin, internal):
     eve_id = internal.post(
         "/deliveries", params={"recipient": "eve"}, content=b"Subject: eve\n\nprivate\n"
     ).json()["id"]
+    # the message index writes a delivery in its own thread; a listing waits for that, so no
+    # write of an earlier test or of this delivery lands in a test's before/after snapshot
+    assert admin.get("/users/eve/messages").json()["total"] == 1
     (mailstore.root / "victim").write_bytes(b"outside")
     (mailstore.data_dir / "victim").write_bytes(b"in data")
     (mailstore.maildir("bob") / "1.1.loose").write_bytes(b"not in new or cur")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 
 import httpx
 import pytest
@@ -67,6 +68,9 @@ def test_the_console_searches(mailstore, internal, new_user, admin):
         assert page.status_code == 200
         assert f"Report {word}" in page.text and "Other" not in page.text
         assert '<span id="message-count">1</span> found' in page.text
+        # the form's "in everything" sends an empty field
+        page = ui.get(f"/ui/accounts/{user}/messages", params={"q": word, "field": ""})
+        assert page.status_code == 200 and f"Report {word}" in page.text
 
 
 def test_the_index_is_rebuilt_from_the_maildirs_at_start(make_mailstore):
@@ -98,3 +102,32 @@ def test_the_index_holds_a_messages_words_once(tmp_path):
     sender, _, subject, text = document(path)
     assert (sender, subject) == ("a@example.org", "Big")
     assert text == "alpha beta,"  # its vocabulary, not 190 KB of repeats
+
+
+@pytest.mark.parametrize("left", ["the previous schema", "junk"])
+def test_an_index_of_another_schema_is_dropped_and_rebuilt(make_mailstore, left):
+    store = make_mailstore()
+    store.start()
+    with store.admin() as admin, store.internal() as internal:
+        admin.post("/users", json={"username": "joy", "password": "pw"})
+        kept = deliver(internal, "joy", mail("a@example.org", "kept", "omega"))
+    store.stop()
+    for index_file in store.data_dir.glob("search.sqlite3*"):
+        index_file.unlink()
+    if left == "junk":
+        (store.data_dir / "search.sqlite3").write_bytes(b"not a database " * 1000)
+    else:  # as the previous version wrote it: one FTS5 table, a row of a message long gone
+        with sqlite3.connect(store.data_dir / "search.sqlite3") as old:
+            old.execute(
+                "CREATE VIRTUAL TABLE messages USING fts5(account UNINDEXED, id UNINDEXED,"
+                " received UNINDEXED, sender, recipients, subject, body)"
+            )
+            old.execute(
+                "INSERT INTO messages VALUES ('joy@test.example', 'gone', 0, '', '', 'omega', '')"
+            )
+    store.start()
+    with store.admin() as admin:
+        wait_until(lambda: found(admin, "joy", "omega") == ["kept"], 10, "re-indexed")
+        listed = admin.get("/users/joy/messages").json()
+        assert [m["id"] for m in listed["messages"]] == [kept] and listed["total"] == 1
+    store.stop()

@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,16 +268,20 @@ class MailStore:
         mid = message_id_of(item.name)
         if not is_valid_message_id(mid):
             return None
-        sizes = sizes_from_name(mid)
-        received = _received_from_name(mid)
         try:
-            if received is None:
-                received = item.stat().st_mtime
-            if sizes is None:  # a file some other tool put here: count once
-                sizes = _measure(Path(item.path))
+            return _described(mid, Path(item.path), item.stat)
         except FileNotFoundError:
             return None
-        return MessageEntry(mid, Path(item.path), sizes[0], sizes[1], received)
+
+    def entry(self, user: str, message_id: str) -> MessageEntry | None:
+        """The listing entry of one message (as :meth:`messages` has it), or None."""
+        path = self.find(user, message_id)
+        if path is None:
+            return None
+        try:
+            return _described(message_id, path, path.stat)
+        except FileNotFoundError:
+            return None
 
     def find(self, user: str, message_id: str) -> Path | None:
         """The file of ``message_id`` in new/ or cur/, or None."""
@@ -326,6 +331,17 @@ class Deleted:
     deleted: list[str]
     gone: list[str]
     octets: int
+
+
+def _described(mid: str, path: Path, stat: Callable[[], os.stat_result]) -> MessageEntry:
+    """The entry of the file at ``path``; ``stat`` only for a name without time or sizes."""
+    sizes = sizes_from_name(mid)
+    received = _received_from_name(mid)
+    if received is None:
+        received = stat().st_mtime
+    if sizes is None:  # a file some other tool put here: count once
+        sizes = _measure(path)
+    return MessageEntry(mid, path, sizes[0], sizes[1], received)
 
 
 def _measure(path: Path) -> tuple[int, int]:

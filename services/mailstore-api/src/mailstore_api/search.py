@@ -1,16 +1,23 @@
-"""The search index: SQLite FTS5 over the sender, recipients, subject and text of every message,
-in ``DATA_DIR/search.sqlite3``.
+"""The message index, ``DATA_DIR/search.sqlite3``: every message's listing row (an ordinary
+table, indexed by account and received time) and SQLite FTS5 over its account (one token),
+sender, recipients, subject and words (keyed by the same rowid), so neither a page of a
+100,000-message list nor a search reads the Maildir.
 
 Kept on delivery and expunge (and account removal) by one indexer thread, fed through a queue,
-so neither a delivery's 201 nor an expunge waits for it: a message is findable a few
-milliseconds after it is stored. The index is a cache of the Maildirs, never the truth: it is
-written without fsync, and at every start the indexer first brings it in line with the
-Maildirs (adds what is missing, drops what is gone), so a crash, a restore or a file moved by
-hand costs a re-index, never a wrong answer for long. Not in backups (rebuilt from the mail).
+so neither a delivery's 201 nor an expunge waits for it: a message is listed and findable a few
+milliseconds after it is stored, and a listing first waits for the jobs queued before it (read
+your writes). The index is a cache of the Maildirs, never the truth: it is written without
+fsync, and at every start the indexer first brings it in line with the Maildirs (adds what is
+missing, drops what is gone), so a crash, a restore or a file moved by hand costs a re-index,
+never a wrong answer for long; until then listings read the Maildir. Not in backups (rebuilt
+from the mail); a file of another schema version or authserv-id, or one SQLite cannot read, is
+dropped and built again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import queue
 import re
 import sqlite3
@@ -18,12 +25,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nh3
 from mailcommon.logging import get_logger
 
 from mailstore_api.maildir import MailStore, UnknownMailbox
-from mailstore_api.messages import load
+from mailstore_api.messages import load, summary
 
 log = get_logger(__name__)
 SEARCH_FILE = "search.sqlite3"
@@ -31,24 +39,39 @@ SEARCH_FILE = "search.sqlite3"
 MAX_TEXT = 200_000
 #: Jobs written in one transaction.
 BATCH = 500
+#: ``PRAGMA user_version`` of the file; a file of another version is dropped and built again.
+SCHEMA = 4
+#: How long a listing waits for the index to write the jobs queued before it, else it reads
+#: the Maildir.
+CATCH_UP = 2.0
 FIELDS = {"from": "sender", "to": "recipients", "subject": "subject", "text": "body"}
 _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
-class Hits:
+class Rows:
+    """A page of listing rows (``messages.summary``) and how many there are in all."""
+
     total: int
-    ids: list[str]
+    rows: list[dict[str, Any]]
 
 
-def match_expression(words: str, field: str | None) -> str | None:
-    """An FTS5 query for the words (each a prefix, all required) in one column or any; None
-    when there is no word. Only letters and digits reach FTS5, so no input is a syntax error."""
+def match_expression(words: str, field: str | None, account: str) -> str | None:
+    """An FTS5 query for ``account``'s messages with the words (each a prefix, all required)
+    in one column or any of the text; None when there is no word. Only letters and digits
+    reach FTS5, so no input is a syntax error."""
     tokens = _TOKEN_RE.findall(words)
     if not tokens:
         return None
-    column = f"{FIELDS[field]} : " if field else ""
-    return " AND ".join(f'{column}"{token}"*' for token in tokens[:20])
+    column = FIELDS[field] if field else "{" + " ".join(FIELDS.values()) + "}"
+    found = " AND ".join(f'{column} : "{token}"*' for token in tokens[:20])
+    return f'owner : "{owner_token(account)}" AND {found}'
+
+
+def owner_token(account: str) -> str:
+    """The account as one FTS5 token (a hash: an address is several words to the tokenizer),
+    so FTS5 alone counts an account's matches (a join per match cost 32 ms for 100,000)."""
+    return hashlib.blake2b(account.encode(), digest_size=8).hexdigest()
 
 
 def document(path: Path) -> tuple[str, str, str, str]:
@@ -84,23 +107,92 @@ def distinct_words(text: str) -> str:
     return " ".join(dict.fromkeys(text.split()))
 
 
-class SearchIndex:
-    """The FTS5 table and the thread that writes it."""
+Job = tuple[str, str, list[str]]
+_TABLES = (
+    "CREATE TABLE entries (rowid INTEGER PRIMARY KEY, account TEXT NOT NULL, id TEXT NOT NULL,"
+    " received REAL NOT NULL, summary TEXT NOT NULL, UNIQUE (account, id))",
+    "CREATE INDEX entries_by_time ON entries (account, received, id)",
+    "CREATE VIRTUAL TABLE words USING fts5(owner, sender, recipients, subject, body,"
+    " tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TABLE meta (authserv_id TEXT NOT NULL)",
+)
+_PAGE = {  # newest first?
+    False: "SELECT id, summary FROM entries WHERE account = ? ORDER BY received, id LIMIT ? OFFSET ?",
+    True: "SELECT id, summary FROM entries WHERE account = ?"
+    " ORDER BY received DESC, id DESC LIMIT ? OFFSET ?",
+}
+# The plans matter at 100,000 messages (bench/console_bench.py, RESULTS.md): a join the
+# planner may start from ``entries`` runs the full-text query once per row (seconds); the
+# count is FTS5's alone (the account is in the query), and for a page the time index is walked
+# newest first against the set of matches, stopping at the page's end (a word in every
+# message: 14 ms, not 74).
+_COUNT_FOUND = "SELECT count(*) FROM words WHERE words MATCH ?"
+_FOUND = (
+    "SELECT id, summary FROM entries WHERE account = ?"
+    " AND rowid IN (SELECT rowid FROM words WHERE words MATCH ?)"
+    " ORDER BY received DESC, id DESC LIMIT ? OFFSET ?"
+)
+_DROP = "DELETE FROM words WHERE rowid IN (SELECT rowid FROM entries WHERE account = ? AND id = ?)"
 
-    def __init__(self, path: Path, store: MailStore, accounts: Callable[[], list[str]]) -> None:
+
+#: Keys of a listing row that are the message id (stored once, in its column).
+_ID_KEYS = ("id", "uidl")
+
+
+def _listing_row(message_id: str, stored: str) -> dict[str, Any]:
+    row: dict[str, Any] = json.loads(stored)
+    return {key: message_id for key in _ID_KEYS} | row
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")  # a cache: rebuilt at start-up
+    return conn
+
+
+def open_index(path: Path, authserv_id: str) -> sqlite3.Connection:
+    """The index file, dropped and created anew when it is unreadable or its schema or
+    authserv-id (the verdicts of its rows are read with it) is not this one's."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA:
+            stored = conn.execute("SELECT authserv_id FROM meta").fetchone()
+            if stored is not None and stored[0] == authserv_id:
+                conn.close()
+                return _connect(path)
+    except sqlite3.DatabaseError as exc:
+        log.warning("search index unreadable: built again", error=str(exc))
+    conn.close()
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        path.with_name(name).unlink(missing_ok=True)
+    conn = _connect(path)
+    conn.execute("BEGIN")
+    for statement in _TABLES:
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES (?)", (authserv_id,))
+    conn.execute(f"PRAGMA user_version={SCHEMA}")
+    conn.execute("COMMIT")
+    return conn
+
+
+class SearchIndex:
+    """The index's tables and the thread that writes them."""
+
+    def __init__(
+        self, path: Path, store: MailStore, accounts: Callable[[], list[str]], authserv_id: str
+    ) -> None:
         self._store = store
         self._accounts = accounts
+        self._authserv_id = authserv_id
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=OFF")  # a cache: rebuilt at start-up
-        self._conn.execute(
-            "CREATE VIRTUAL TABLE IF NOT EXISTS messages USING fts5("
-            "account UNINDEXED, id UNINDEXED, received UNINDEXED,"
-            " sender, recipients, subject, body, tokenize='unicode61 remove_diacritics 2')"
-        )
-        self._jobs: queue.Queue[tuple[str, str, list[str]] | None] = queue.Queue()
-        self._idle = threading.Event()
+        self._conn = open_index(path, authserv_id)
+        self._jobs: queue.Queue[tuple[int, Job] | None] = queue.Queue()
+        # jobs queued and written so far, and whether the start-up reconciliation is done
+        self._progress = threading.Condition()
+        self._queued = self._written = 0
+        self._reconciled = False
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="search-index", daemon=True)
 
     # -- called from the event loop: queue a job, return at once ------------------------------
@@ -119,38 +211,54 @@ class SearchIndex:
     def forget(self, account: str) -> None:
         self._queue(("forget", account, []))
 
-    def _queue(self, job: tuple[str, str, list[str]]) -> None:
-        self._idle.clear()
-        self._jobs.put(job)
+    def _queue(self, job: Job) -> None:
+        with self._progress:
+            self._queued += 1
+            self._jobs.put((self._queued, job))
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Whether every job queued so far is written (for tests and start-up checks)."""
-        return self._idle.wait(timeout)
+    def caught_up(self, timeout: float = CATCH_UP) -> bool:
+        """Whether the index is reconciled and has written every job queued before this call
+        (waiting up to ``timeout`` seconds for them)."""
+        with self._progress:
+            target = self._queued
+            return self._reconciled and self._progress.wait_for(
+                lambda: self._written >= target, timeout
+            )
 
     def stop(self) -> None:
+        self._stopping.set()  # a reconciliation under way stops between batches
         self._jobs.put(None)
         self._thread.join(30)
         with self._lock:
             self._conn.close()
 
-    # -- searching (blocking: a worker thread) --------------------------------------------------
+    # -- reading (blocking: a worker thread) ----------------------------------------------------
 
-    def search(self, account: str, words: str, field: str | None, offset: int, limit: int) -> Hits:
-        """Messages of ``account`` matching every word, newest first."""
-        expression = match_expression(words, field)
-        if expression is None:
-            return Hits(0, [])
+    def listing(self, account: str, offset: int, limit: int, newest_first: bool) -> Rows | None:
+        """A page of ``account``'s rows by received time, or None when the index cannot answer
+        for the Maildir yet (still reconciling, or behind by more than :data:`CATCH_UP`)."""
+        if not self.caught_up():
+            return None
         with self._lock:
             total = self._conn.execute(
-                "SELECT count(*) FROM messages WHERE messages MATCH ? AND account = ?",
-                (expression, account),
+                "SELECT count(*) FROM entries WHERE account = ?", (account,)
             ).fetchone()[0]
             rows = self._conn.execute(
-                "SELECT id FROM messages WHERE messages MATCH ? AND account = ?"
-                " ORDER BY received DESC LIMIT ? OFFSET ?",
-                (expression, account, limit, offset),
+                _PAGE[newest_first],
+                (account, limit, offset),
             ).fetchall()
-        return Hits(int(total), [str(r[0]) for r in rows])
+        return Rows(int(total), [_listing_row(*r) for r in rows])
+
+    def search(self, account: str, words: str, field: str | None, offset: int, limit: int) -> Rows:
+        """Rows of ``account``'s messages matching every word, newest first."""
+        expression = match_expression(words, field, account)
+        if expression is None:
+            return Rows(0, [])
+        self.caught_up()
+        with self._lock:
+            total = self._conn.execute(_COUNT_FOUND, (expression,)).fetchone()[0]
+            rows = self._conn.execute(_FOUND, (account, expression, limit, offset)).fetchall()
+        return Rows(int(total), [_listing_row(*r) for r in rows])
 
     # -- the indexer thread ---------------------------------------------------------------------
 
@@ -159,57 +267,87 @@ class SearchIndex:
             self._reconcile()
         except Exception:
             log.exception("search index: start-up reconciliation failed")
+        with self._progress:
+            self._reconciled = not self._stopping.is_set()  # not a half-done one
+            self._progress.notify_all()
         while True:
-            if self._jobs.empty():
-                self._idle.set()
-            job = self._jobs.get()
-            batch = [job]
+            item = self._jobs.get()
+            batch = [item]
             while len(batch) < BATCH and not self._jobs.empty():
                 batch.append(self._jobs.get_nowait())
-            stop = None in batch
+            queued = [i for i in batch if i is not None]
             try:
-                self._write([j for j in batch if j is not None])
+                self._write([job for _, job in queued])
             except Exception:
                 log.exception("search index: a batch failed")
-            if stop:
-                self._idle.set()
+            with self._progress:
+                if queued:
+                    self._written = queued[-1][0]
+                self._progress.notify_all()
+            if None in batch:
                 return
 
-    def _write(self, jobs: list[tuple[str, str, list[str]]]) -> None:
-        rows: list[tuple[object, ...] | None] = []
-        for kind, account, ids in jobs:
-            if kind == "add":
-                rows.extend(self._row(account, mid) for mid in ids)
+    def _write(self, jobs: list[Job]) -> None:
+        """Jobs in order, in one transaction; an add drops the message's rows first (adding
+        twice is harmless)."""
+        rows = {
+            (account, mid): self._row(account, mid)
+            for kind, account, ids in jobs
+            if kind == "add"
+            for mid in ids
+        }
         with self._lock:
             self._conn.execute("BEGIN")
             for kind, account, ids in jobs:
-                if kind in {"remove", "add"}:
-                    self._conn.executemany(
-                        "DELETE FROM messages WHERE account = ? AND id = ?",
-                        [(account, mid) for mid in ids],
+                if kind == "forget":
+                    self._conn.execute(
+                        "DELETE FROM words WHERE rowid IN"
+                        " (SELECT rowid FROM entries WHERE account = ?)",
+                        (account,),
                     )
-                elif kind == "forget":
-                    self._conn.execute("DELETE FROM messages WHERE account = ?", (account,))
-            self._conn.executemany(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)", [r for r in rows if r]
-            )
+                    self._conn.execute("DELETE FROM entries WHERE account = ?", (account,))
+                    continue
+                pairs = [(account, mid) for mid in ids]
+                self._conn.executemany(_DROP, pairs)
+                self._conn.executemany("DELETE FROM entries WHERE account = ? AND id = ?", pairs)
+                if kind == "add":
+                    for key in pairs:
+                        if (row := rows[key]) is not None:
+                            self._insert(*row)
             self._conn.execute("COMMIT")
 
-    def _row(self, account: str, message_id: str) -> tuple[object, ...] | None:
+    def _insert(self, entry: tuple[object, ...], words: tuple[str, ...]) -> None:
+        cursor = self._conn.execute(
+            "INSERT INTO entries (account, id, received, summary) VALUES (?, ?, ?, ?)", entry
+        )
+        self._conn.execute(
+            "INSERT INTO words (rowid, owner, sender, recipients, subject, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (cursor.lastrowid, owner_token(str(entry[0])), *words),
+        )
+
+    def _row(
+        self, account: str, message_id: str
+    ) -> tuple[tuple[object, ...], tuple[str, ...]] | None:
+        """The listing row and the words of a stored message, or None when it is gone."""
         try:
-            path = self._store.find(account, message_id)
-            if path is None:
+            entry = self._store.entry(account, message_id)
+            if entry is None:
                 return None
-            # the time it was received (an import's original date): its mtime
-            return (account, message_id, path.stat().st_mtime, *document(path))
+            row = summary(entry, self._authserv_id)
+            words = document(entry.path)
         except (OSError, UnknownMailbox):
             return None
+        stored = json.dumps(
+            {k: v for k, v in row.items() if k not in _ID_KEYS}, separators=(",", ":")
+        )
+        return (account, message_id, entry.received, stored), words
 
     def _reconcile(self) -> None:
         """Bring the index in line with the Maildirs: index what is missing, drop the rest."""
         with self._lock:
             indexed: dict[str, set[str]] = {}
-            for account, mid in self._conn.execute("SELECT account, id FROM messages"):
+            for account, mid in self._conn.execute("SELECT account, id FROM entries"):
                 indexed.setdefault(account, set()).add(mid)
         accounts = self._accounts()
         added = dropped = 0
@@ -226,9 +364,13 @@ class SearchIndex:
                 dropped += len(gone)
             missing = [e.id for e in entries if e.id not in have]
             for start in range(0, len(missing), BATCH):
+                if self._stopping.is_set():
+                    return
                 self._write([("add", account, missing[start : start + BATCH])])
             added += len(missing)
         for account in indexed:  # accounts that no longer exist
             self._write([("forget", account, [])])
         if added or dropped:
+            with self._lock:  # a big build grew the write-ahead log: give the space back
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             log.info("search index reconciled", indexed=added, dropped=dropped)

@@ -137,7 +137,10 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
         ),
         directory=directory,
         search=SearchIndex(
-            settings.data_dir / SEARCH_FILE, store, lambda: list(directory.accounts)
+            settings.data_dir / SEARCH_FILE,
+            store,
+            lambda: list(directory.accounts),
+            settings.mail_hostname,
         ),
     )
     # After the committer's start-up recovery, which may have linked messages.

@@ -15,6 +15,7 @@ from mailstore_api import accounts, messages
 from mailstore_api.db import AccountRow
 from mailstore_api.errors import ApiError, documented
 from mailstore_api.maildir import MessageEntry, UnknownMailbox
+from mailstore_api.search import Rows
 from mailstore_api.state import State, get_state
 from mailstore_api.streaming import message_response
 
@@ -141,10 +142,14 @@ async def _entries(state: State, username: str) -> list[MessageEntry]:
 
 
 async def _entry(state: State, username: str, message_id: str) -> MessageEntry:
-    for entry in await _entries(state, username):
-        if entry.id == message_id:
-            return entry
-    raise ApiError(404, "unknown_message", "no such message")
+    address = accounts.known_user(state, username)
+    try:
+        entry: MessageEntry | None = await state.run_io(state.store.entry, address, message_id)
+    except UnknownMailbox as exc:
+        raise ApiError(404, "unknown_user", "no such user") from exc
+    if entry is None:
+        raise ApiError(404, "unknown_message", "no such message")
+    return entry
 
 
 @router.post("/users", status_code=201, responses=documented(409, e409="user_exists"))
@@ -248,26 +253,43 @@ async def list_messages(
     """A page of the user's messages, oldest first; with ``q``, the messages with every word
     of it (as a word prefix, in ``field`` or anywhere), newest first, from the search index
     (which follows a delivery within milliseconds)."""
-    entries = await _entries(state, username)
+    return await message_page(state, username, offset, limit, newest_first=False, q=q, field=field)
+
+
+async def message_page(
+    state: State,
+    username: str,
+    offset: int,
+    limit: int,
+    *,
+    newest_first: bool,
+    q: str | None = None,
+    field: str | None = None,
+) -> MessagePage:
+    """A page of the listing (by received time) or of a search, from the message index; the
+    listing from the Maildir while the index cannot answer for it (see ``search.py``)."""
+    address = accounts.known_user(state, username)
     if q is not None:
-        address = accounts.known_user(state, username)
-        hits = await state.run_io(state.search.search, address, q, field, offset, limit)
-        by_id = {e.id: e for e in entries}
-        page = [by_id[mid] for mid in hits.ids if mid in by_id]
-        total = hits.total
+        found = await state.run_io(state.search.search, address, q, field, offset, limit)
     else:
-        page = entries[offset : offset + limit]
-        total = len(entries)
-    authserv_id = state.settings.mail_hostname
-    rows: list[dict[str, Any]] = await state.run_io(
-        lambda: [messages.summary(e, authserv_id) for e in page]
-    )
+        listed = await state.run_io(state.search.listing, address, offset, limit, newest_first)
+        found = listed or await _listing_from_maildir(state, address, offset, limit, newest_first)
     return MessagePage(
-        total=total,
+        total=found.total,
         offset=offset,
         limit=limit,
-        messages=[MessageSummary.model_validate(r) for r in rows],
+        messages=[MessageSummary.model_validate(r) for r in found.rows],
     )
+
+
+async def _listing_from_maildir(
+    state: State, address: str, offset: int, limit: int, newest_first: bool
+) -> Rows:
+    entries = await _entries(state, address)
+    page = (entries[::-1] if newest_first else entries)[offset : offset + limit]
+    authserv_id = state.settings.mail_hostname
+    rows = await state.run_io(lambda: [messages.summary(e, authserv_id) for e in page])
+    return Rows(len(entries), rows)
 
 
 @router.get("/users/{username}/messages/{message_id}", responses=documented(404))

@@ -52,21 +52,21 @@ async def messages_page(
     state: StateDep,
     page: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     q: Annotated[str, Query(max_length=500)] = "",
-    field: Annotated[Literal["from", "to", "subject", "text"] | None, Query()] = None,
+    field: Annotated[Literal["", "from", "to", "subject", "text"], Query()] = "",
 ) -> Response:
-    """Page 0 holds the newest messages (of all, or those the search ``q`` finds)."""
+    """Page 0 holds the newest messages (of all, or those the search ``q`` finds; ``field``
+    empty, as the form's "everything" sends it: anywhere)."""
     address = accounts.known_user(state, username)
-    if q.strip():
-        listed = await admin.list_messages(
-            address, state, page * PAGE_SIZE, PAGE_SIZE, q=q, field=field
-        )
-        rows, older = listed.messages, listed.total > (page + 1) * PAGE_SIZE
-    else:
-        total = state.usage.of(address).messages
-        end = max(0, total - page * PAGE_SIZE)
-        start = max(0, end - PAGE_SIZE)
-        listed = await admin.list_messages(address, state, start, max(1, end - start))
-        rows, older = listed.messages[: end - start][::-1], start > 0
+    listed = await admin.message_page(
+        state,
+        address,
+        page * PAGE_SIZE,
+        PAGE_SIZE,
+        newest_first=True,
+        q=q if q.strip() else None,
+        field=field or None,
+    )
+    rows, older = listed.messages, listed.total > (page + 1) * PAGE_SIZE
     return console.page(
         request,
         "messages.html",
@@ -77,7 +77,7 @@ async def messages_page(
         page=page,
         older=older,
         q=q,
-        field=field or "",
+        field=field,
         fields=("from", "to", "subject", "text"),
         locked=(await locked(state, [address]))[address],
     )
