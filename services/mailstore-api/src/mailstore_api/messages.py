@@ -25,7 +25,7 @@ def iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
 
 
-def _header_text(message: Message, name: str) -> str | None:
+def header_text(message: Message, name: str) -> str | None:
     try:
         value = message.get(name)
     except Exception:  # a malformed header the policy cannot parse
@@ -37,34 +37,52 @@ def _header_text(message: Message, name: str) -> str | None:
 def _read_head(path: Path) -> bytes:
     """The header block (up to the blank line), at most HEADER_LIMIT octets."""
     with path.open("rb") as f:
-        data = f.read(HEADER_LIMIT)
-    end = data.find(b"\n\n")
-    return data if end < 0 else data[: end + 1]
+        return head_of(f.read(HEADER_LIMIT))
 
 
 def _spam(head: Message) -> dict[str, Any]:
     """smtp-in's spam flags (it removes a sender's own X-Spam fields before it adds its own)."""
-    score_text = _header_text(head, "x-spam-score")
+    score_text = header_text(head, "x-spam-score")
     try:
         score = float(score_text) if score_text is not None else None
     except ValueError:
         score = None
     return {
-        "flagged": (_header_text(head, "x-spam") or "").strip().lower() == "yes",
+        "flagged": (header_text(head, "x-spam") or "").strip().lower() == "yes",
         "score": score,
-        "scanner_unavailable": _header_text(head, "x-spam-checker") is not None,
+        "scanner_unavailable": header_text(head, "x-spam-checker") is not None,
     }
 
 
-def verdicts(raw_head: bytes, authserv_id: str) -> dict[str, Any]:
-    """The authentication verdicts smtp-in wrote (our Authentication-Results) and its flags."""
-    head = BytesHeaderParser(policy=policy.default).parsebytes(raw_head)
+def verdicts(raw_head: bytes, head: Message, authserv_id: str) -> dict[str, Any]:
+    """The authentication verdicts smtp-in wrote (our Authentication-Results) and its flags;
+    ``head``: ``raw_head`` (or the whole message) parsed."""
     return {"authentication": parse_our_results(raw_head, authserv_id), "spam": _spam(head)}
 
 
 def summary(entry: MessageEntry, authserv_id: str) -> dict[str, Any]:
     """One listing row: id, uidl, sizes, received time, the From/To/Subject/Date headers and
     the verdicts (``authserv_id``: MAIL_HOSTNAME, whose Authentication-Results are ours)."""
+    try:
+        raw_head: bytes | None = _read_head(entry.path)
+    except FileNotFoundError:
+        raw_head = None
+    head = BytesHeaderParser(policy=policy.default).parsebytes(raw_head or b"")
+    return summary_of(entry, raw_head, head, authserv_id)
+
+
+def summary_of(
+    entry: MessageEntry, raw_head: bytes | None, head: Message, authserv_id: str
+) -> dict[str, Any]:
+    """:func:`summary` of a message already read (``raw_head`` None: the file is gone) and
+    parsed (``head``: its header block or the whole message)."""
+    authentication = parse_our_results(raw_head or b"", authserv_id)
+    return listing_fields(entry, raw_head, head) | {"authentication": authentication}
+
+
+def listing_fields(entry: MessageEntry, raw_head: bytes | None, head: Message) -> dict[str, Any]:
+    """:func:`summary_of` but the authentication verdicts (the costly part, see
+    :func:`mailauth.results.verdicts_of_field`)."""
     row: dict[str, Any] = {
         "id": entry.id,
         "uidl": entry.id,
@@ -72,14 +90,9 @@ def summary(entry: MessageEntry, authserv_id: str) -> dict[str, Any]:
         "size_crlf": entry.size_crlf,
         "received": iso(entry.received),
     }
-    try:
-        raw_head = _read_head(entry.path)
-    except FileNotFoundError:
-        raw_head = None
-    head = BytesHeaderParser(policy=policy.default).parsebytes(raw_head or b"")
     for name in SUMMARY_HEADERS:
-        row[name] = _header_text(head, name) if raw_head is not None else None
-    return row | verdicts(raw_head or b"", authserv_id)
+        row[name] = header_text(head, name) if raw_head is not None else None
+    return row | {"spam": _spam(head)}
 
 
 def _text_of(part: EmailMessage) -> str | None:
@@ -97,6 +110,13 @@ def load(path: Path) -> EmailMessage:
         message = BytesParser(policy=policy.default).parse(f)
     assert isinstance(message, EmailMessage)
     return message
+
+
+def head_of(data: bytes) -> bytes:
+    """A message's header block (up to the blank line), at most HEADER_LIMIT octets."""
+    data = data[:HEADER_LIMIT]
+    end = data.find(b"\n\n")
+    return data if end < 0 else data[: end + 1]
 
 
 def part(path: Path, index: int) -> EmailMessage | None:
@@ -119,7 +139,7 @@ def parse(path: Path, entry_id: str, authserv_id: str) -> dict[str, Any]:
     the verdicts."""
     message = load(path)
     headers = [
-        {"name": name, "value": _header_text(message, name.lower()) or str(value)}
+        {"name": name, "value": header_text(message, name.lower()) or str(value)}
         for name, value in message.raw_items()
     ]
     parts: list[dict[str, Any]] = []
@@ -141,5 +161,5 @@ def parse(path: Path, entry_id: str, authserv_id: str) -> dict[str, Any]:
             }
         )
     return {"id": entry_id, "headers": headers, "parts": parts} | verdicts(
-        _read_head(path), authserv_id
+        _read_head(path), message, authserv_id
     )

@@ -24,14 +24,18 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
 import nh3
+from mailauth.results import our_results_field, verdicts_of_field
 from mailcommon.logging import get_logger
 
 from mailstore_api.maildir import MailStore, UnknownMailbox
-from mailstore_api.messages import load, summary
+from mailstore_api.messages import head_of, header_text, listing_fields, load
 
 log = get_logger(__name__)
 SEARCH_FILE = "search.sqlite3"
@@ -40,7 +44,7 @@ MAX_TEXT = 200_000
 #: Jobs written in one transaction.
 BATCH = 500
 #: ``PRAGMA user_version`` of the file; a file of another version is dropped and built again.
-SCHEMA = 4
+SCHEMA = 5
 #: How long a listing waits for the index to write the jobs queued before it, else it reads
 #: the Maildir.
 CATCH_UP = 2.0
@@ -77,12 +81,13 @@ def owner_token(account: str) -> str:
 def document(path: Path) -> tuple[str, str, str, str]:
     """Sender, recipients, subject and text of the stored message at ``path``."""
     message = load(path)
-    texts = []
-    for name in ("from", "to", "subject"):
-        try:
-            texts.append(str(message.get(name) or ""))
-        except Exception:  # a header the policy cannot parse: its raw text
-            texts.append(" ".join(str(v) for k, v in message.raw_items() if k.lower() == name))
+    return words_of(message, [header_text(message, n) for n in ("from", "to", "subject")])
+
+
+def words_of(message: EmailMessage, headers: list[str | None]) -> tuple[str, str, str, str]:
+    """Sender, recipients, subject and text of ``message``, whose From, To and Subject are
+    ``headers`` (as :mod:`~mailstore_api.messages` reads them: each parsed once per message)."""
+    texts = [h or "" for h in headers]
     body = message.get_body(preferencelist=("plain", "html"))
     text = ""
     if body is not None:
@@ -94,7 +99,7 @@ def document(path: Path) -> tuple[str, str, str, str]:
             text = (
                 content if body.get_content_subtype() == "plain" else nh3.clean(content, tags=set())
             )
-    cc = str(message.get("cc") or "")
+    cc = header_text(message, "cc") or ""
     return texts[0], f"{texts[1]} {cc}".strip(), texts[2], distinct_words(text[:MAX_TEXT])
 
 
@@ -139,9 +144,15 @@ _DROP = "DELETE FROM words WHERE rowid IN (SELECT rowid FROM entries WHERE accou
 _ID_KEYS = ("id", "uidl")
 
 
+#: Where a stored row keeps our Authentication-Results field, parsed only when the row is read
+#: (a page is 50 rows; every delivery is one row written).
+_RESULTS_KEY = "results_field"
+
+
 def _listing_row(message_id: str, stored: str) -> dict[str, Any]:
     row: dict[str, Any] = json.loads(stored)
-    return {key: message_id for key in _ID_KEYS} | row
+    authentication = verdicts_of_field(row.pop(_RESULTS_KEY, None))
+    return {key: message_id for key in _ID_KEYS} | row | {"authentication": authentication}
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -334,8 +345,13 @@ class SearchIndex:
             entry = self._store.entry(account, message_id)
             if entry is None:
                 return None
-            row = summary(entry, self._authserv_id)
-            words = document(entry.path)
+            data = entry.path.read_bytes()
+            message = BytesParser(policy=policy.default).parsebytes(data)
+            assert isinstance(message, EmailMessage)
+            raw_head = head_of(data)
+            row = listing_fields(entry, raw_head, message)
+            row[_RESULTS_KEY] = our_results_field(raw_head, self._authserv_id)
+            words = words_of(message, [row["from"], row["to"], row["subject"]])
         except (OSError, UnknownMailbox):
             return None
         stored = json.dumps(
