@@ -131,3 +131,24 @@ def test_an_index_of_another_schema_is_dropped_and_rebuilt(make_mailstore, left)
         listed = admin.get("/users/joy/messages").json()
         assert [m["id"] for m in listed["messages"]] == [kept] and listed["total"] == 1
     store.stop()
+
+
+def test_a_message_to_several_accounts_is_listed_and_found_in_each(admin, internal, new_user):
+    first, _ = new_user()
+    second, _ = new_user()
+    word = f"mr{secrets.token_hex(4)}"
+    r = internal.post(
+        "/deliveries",
+        params=[("recipient", first), ("recipient", second)],
+        content=mail("Dana <dana@example.org>", f"Both {word}", "shared"),
+    )
+    assert r.status_code == 201, r.text
+    for user in (first, second):
+        assert found(admin, user, word) == [f"Both {word}"]
+        listed = admin.get(f"/users/{user}/messages").json()["messages"]
+        assert [(m["id"], m["from"]) for m in listed] == [
+            (r.json()["id"], "Dana <dana@example.org>")
+        ]
+    assert admin.delete(f"/users/{first}/messages/{r.json()['id']}").status_code == 204
+    wait_until(lambda: found(admin, first, word) == [], 10, "the delete in the index")
+    assert found(admin, second, word) == [f"Both {word}"]  # the other copy stays

@@ -34,7 +34,7 @@ import nh3
 from mailauth.results import our_results_field, verdicts_of_field
 from mailcommon.logging import get_logger
 
-from mailstore_api.maildir import MailStore, UnknownMailbox
+from mailstore_api.maildir import MailStore, MessageEntry, UnknownMailbox
 from mailstore_api.messages import head_of, header_text, listing_fields, load
 
 log = get_logger(__name__)
@@ -113,6 +113,8 @@ def distinct_words(text: str) -> str:
 
 
 Job = tuple[str, str, list[str]]
+#: A message's stored listing row (JSON) and its words.
+Parsed = tuple[str, tuple[str, str, str, str]]
 _TABLES = (
     "CREATE TABLE entries (rowid INTEGER PRIMARY KEY, account TEXT NOT NULL, id TEXT NOT NULL,"
     " received REAL NOT NULL, summary TEXT NOT NULL, UNIQUE (account, id))",
@@ -301,8 +303,9 @@ class SearchIndex:
     def _write(self, jobs: list[Job]) -> None:
         """Jobs in order, in one transaction; an add drops the message's rows first (adding
         twice is harmless)."""
+        parsed: dict[str, Parsed | None] = {}  # recipients of one message share its file
         rows = {
-            (account, mid): self._row(account, mid)
+            (account, mid): self._row(account, mid, parsed)
             for kind, account, ids in jobs
             if kind == "add"
             for mid in ids
@@ -338,26 +341,40 @@ class SearchIndex:
         )
 
     def _row(
-        self, account: str, message_id: str
+        self, account: str, message_id: str, parsed: dict[str, Parsed | None]
     ) -> tuple[tuple[object, ...], tuple[str, ...]] | None:
-        """The listing row and the words of a stored message, or None when it is gone."""
+        """The listing row and the words of a stored message, or None when it is gone; a
+        message already in ``parsed`` (another recipient's hard link) is not read again."""
         try:
             entry = self._store.entry(account, message_id)
-            if entry is None:
-                return None
-            data = entry.path.read_bytes()
-            message = BytesParser(policy=policy.default).parsebytes(data)
-            assert isinstance(message, EmailMessage)
-            raw_head = head_of(data)
-            row = listing_fields(entry, raw_head, message)
-            row[_RESULTS_KEY] = our_results_field(raw_head, self._authserv_id)
-            words = words_of(message, [row["from"], row["to"], row["subject"]])
         except (OSError, UnknownMailbox):
             return None
+        if entry is None:
+            return None
+        if message_id not in parsed:
+            parsed[message_id] = self._parse(entry)
+        found = parsed[message_id]
+        if found is None:
+            return None
+        stored, words = found
+        return (account, message_id, entry.received, stored), words
+
+    def _parse(self, entry: MessageEntry) -> Parsed | None:
+        """The stored listing row (JSON) and the words of the message at ``entry``."""
+        try:
+            data = entry.path.read_bytes()
+        except OSError:
+            return None
+        message = BytesParser(policy=policy.default).parsebytes(data)
+        assert isinstance(message, EmailMessage)
+        raw_head = head_of(data)
+        row = listing_fields(entry, raw_head, message)
+        row[_RESULTS_KEY] = our_results_field(raw_head, self._authserv_id)
+        words = words_of(message, [row["from"], row["to"], row["subject"]])
         stored = json.dumps(
             {k: v for k, v in row.items() if k not in _ID_KEYS}, separators=(",", ":")
         )
-        return (account, message_id, entry.received, stored), words
+        return stored, words
 
     def _reconcile(self) -> None:
         """Bring the index in line with the Maildirs: index what is missing, drop the rest."""
