@@ -38,9 +38,9 @@ def replicas() -> Iterator[ComposeStack]:
         REPO,
         env={
             "HAPROXY_IMAGE": haproxy_image(REPO / "tests" / "fixtures" / "haproxy-standin"),
-            "BALANCER_SUBNET": f"172.31.{third}.0/24",
-            "BALANCER_REPLICA_RANGE": f"172.31.{third}.128/25",
-            "BALANCER_ADDRESS": f"172.31.{third}.2",
+            "BALANCER_SUBNET": f"10.213.{third}.0/24",
+            "BALANCER_REPLICA_RANGE": f"10.213.{third}.128/25",
+            "BALANCER_ADDRESS": f"10.213.{third}.2",
             "SERVICE_TOKEN": secrets.token_urlsafe(32),
         },
         compose_file="deploy/docker-compose.replicas.yml",

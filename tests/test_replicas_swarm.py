@@ -24,6 +24,7 @@ from mailstack.underload import under_load
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.swarm,  # last: see tests/conftest.py
     pytest.mark.timeout(1200),
     pytest.mark.skipif(os.environ.get("STACK") != "compose", reason="runs with STACK=compose"),
 ]
@@ -88,7 +89,7 @@ def swarm() -> Iterator[Swarm]:
         "POP3_PORT": str(free_port()),
         "POP3S_PORT": str(free_port()),
         "POP3_ALLOW_PLAINTEXT_AUTH": "true",
-        "BALANCER_SUBNET": f"172.31.{third}.0/24",
+        "BALANCER_SUBNET": f"10.213.{third}.0/24",
     }
     try:
         (node,) = docker("node", "ls", "-q", "--filter", "role=manager").split()[:1]
@@ -163,6 +164,6 @@ def test_a_killed_task_loses_only_its_connections_and_the_client_address_passes(
     # Host-mode ports: HAProxy's clients come from the bridge gateway (docker_gwbridge), and that,
     # not HAProxy's address on the overlay network, is what the replicas wrote.
     received = next(line for line in messages[0].split(b"\n") if line.startswith(b"Received: "))
-    assert f"172.31.{swarm.env['BALANCER_SUBNET'].split('.')[2]}.".encode() not in received, (
+    assert f"10.213.{swarm.env['BALANCER_SUBNET'].split('.')[2]}.".encode() not in received, (
         received
     )
