@@ -164,7 +164,10 @@ def text_of(browser: webdriver.Chrome, selector: str) -> str:
 
 
 def flash(browser: webdriver.Chrome) -> str:
-    return str(browser.find_element(By.CSS_SELECTOR, ".flash").text)
+    """The message of the page a form was just sent from (waited for: a click returns before
+    the browser has the next page, and the pages the walk sends forms from show none)."""
+    located = expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".flash"))
+    return str(WebDriverWait(browser, 10).until(located).text)
 
 
 def event_stream_open(browser: webdriver.Chrome) -> bool:

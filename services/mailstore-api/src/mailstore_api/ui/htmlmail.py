@@ -8,7 +8,9 @@ a new context with ``noopener noreferrer``; ``cid:`` images become ``data:`` URL
 from __future__ import annotations
 
 import base64
+import re
 from email.message import EmailMessage
+from typing import Any
 
 import nh3
 
@@ -43,6 +45,15 @@ _STYLE = {
 }  # fmt: skip
 _LINK_SCHEMES = ("http:", "https:", "mailto:")
 _REMOTE_SCHEMES = ("http:", "https:")
+#: What every cleaning applies.
+_RULES: dict[str, Any] = {
+    "tags": _TAGS,
+    "attributes": _ATTRIBUTES,
+    "filter_style_properties": _STYLE,
+    "set_tag_attribute_values": {"a": {"target": "_blank"}},
+    "link_rel": "noopener noreferrer",
+    "strip_comments": True,
+}
 
 
 def frame_csp(remote: bool) -> str:
@@ -69,8 +80,34 @@ def inline_images(message: EmailMessage) -> dict[str, str]:
     return found
 
 
+#: Where an image may start (HTML parsers read ``<image>`` as ``<img>``).
+_IMAGE_TAG = re.compile(r"<\s*im", re.IGNORECASE)
+
+
 def clean(html: str, images: dict[str, str], remote: bool) -> str:
-    """The message's HTML as the frame shows it."""
+    """The message's HTML as the frame shows it.
+
+    Without an image there is no ``src`` to rewrite, and nh3 alone keeps the links as
+    :func:`_clean_with_images` does (http, https, mailto, ``#`` fragments), with no call back
+    into Python per attribute: 367 → 290 ms for the 5 MB newsletter of bench/console_bench.py."""
+    if _IMAGE_TAG.search(html) is None:
+        return nh3.clean(
+            html,
+            url_schemes={scheme.rstrip(":") for scheme in _LINK_SCHEMES},
+            url_relative=_fragment_only,
+            **_RULES,
+        )
+    return _clean_with_images(html, images, remote)
+
+
+def _fragment_only(url: str) -> str | None:
+    """A relative URL is kept only as a link within the message (``#...``)."""
+    return url if url.startswith("#") else None
+
+
+def _clean_with_images(html: str, images: dict[str, str], remote: bool) -> str:
+    """:func:`clean` for HTML that may hold images: ``cid:`` ones become ``data:`` URLs, remote
+    ones go unless ``remote``."""
 
     def attribute(tag: str, name: str, value: str) -> str | None:
         lowered = value.strip().lower()
@@ -86,14 +123,9 @@ def clean(html: str, images: dict[str, str], remote: bool) -> str:
 
     return nh3.clean(
         html,
-        tags=_TAGS,
-        attributes=_ATTRIBUTES,
         attribute_filter=attribute,
         url_schemes={"http", "https", "mailto", "cid", "data"},
-        filter_style_properties=_STYLE,
-        set_tag_attribute_values={"a": {"target": "_blank"}},
-        link_rel="noopener noreferrer",
-        strip_comments=True,
+        **_RULES,
     )
 
 
