@@ -348,3 +348,32 @@ def test_an_operator_walks_through_the_console(
     assert "Invoice" not in text_of(browser, "#message-rows")
     browser.get(f"{ui}/accounts")
     save_screenshot(browser, "accounts")
+
+
+def test_a_5_mb_hostile_html_body_opens_and_runs_nothing(browser, beacon, make_mailstore):
+    """The issue's hostile set ends with a 5 MB HTML body: the beacons at its start and end,
+    paragraphs between, opened in the browser like the small one (its own mailstore: the shared
+    one takes 300 KB at most)."""
+    store = make_mailstore(MAX_MESSAGE_SIZE=str(8 * 1024 * 1024))
+    store.start()
+    filler = "<p>Dear reader, <b>this</b> is <a href='https://example.org/x'>a link</a>.</p>\n"
+    html = beacon_html(beacon.url) + filler * (5_000_000 // len(filler)) + beacon_html(beacon.url)
+    with store.admin() as admin, store.internal() as internal:
+        assert admin.post("/users", json={"username": "big", "password": "pw"}).status_code == 201
+        mid = deliver(internal, "big", hostile_message("five megabytes", html))
+    sign_in(browser, store.url, store.admin_token)
+    requested_urls(browser)
+    browser.get(f"{store.url}/ui/accounts/big/messages/{mid}")
+    browser.switch_to.frame(browser.find_element(By.CSS_SELECTOR, "iframe.mail"))
+    wait_until(
+        lambda: browser.execute_script("return document.readyState") == "complete", 30, "the frame"
+    )
+    links = browser.execute_script("return document.querySelectorAll('a[href]').length")
+    assert links >= 5_000_000 // len(filler)  # the whole body is there
+    assert browser.execute_script("return window.origin") == "null"
+    browser.switch_to.default_content()
+    assert browser.title != "pwned"
+    urls = requested_urls(browser)
+    assert all(u.startswith((store.url + "/", "data:")) for u in urls), urls
+    assert beacon.hits == []
+    assert [e for e in browser.get_log("browser") if e["level"] in {"SEVERE", "WARNING"}] == []
