@@ -26,6 +26,7 @@ from mailcommon.settings import CommonSettings
 from mailstack.ports import wait_until
 from mailstack.sentinel import SentinelGroup
 from mailstack.stack import Stack
+from mailstack.underload import add_account
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ReadOnlyError
@@ -56,13 +57,7 @@ def stack(tmp_path: Path, group: SentinelGroup) -> Iterator[Stack]:
 
 
 def add_user(stack: Stack, name: str) -> None:
-    response = httpx.post(
-        f"{stack.api_url}/api/v1/users",
-        json={"username": name, "password": PASSWORD},
-        headers={"Authorization": f"Bearer {stack.admin_token}"},
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
+    add_account(stack.api_url, stack.admin_token, name, PASSWORD)
 
 
 def deliver(stack: Stack, user: str, subject: str) -> None:

@@ -10,9 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 
-def add_account(api_url: str, admin_token: str) -> tuple[str, str]:
-    """A fresh account over the admin API: (its name, its password)."""
-    name, password = f"r{secrets.token_hex(5)}", secrets.token_urlsafe(12)
+def add_account(
+    api_url: str, admin_token: str, name: str = "", password: str = ""
+) -> tuple[str, str]:
+    """An account over the admin API (a fresh name and password unless given): (its name, its
+    password)."""
+    name, password = name or f"r{secrets.token_hex(5)}", password or secrets.token_urlsafe(12)
     response = httpx.post(
         f"{api_url}/api/v1/users",
         json={"username": name, "password": password},
