@@ -73,7 +73,10 @@ def header_from_domain(message: bytes) -> str | None:
     from_fields = [field for field in header_fields(block) if field_name(field) == b"from"]
     if len(from_fields) != 1:
         return None
-    simple = SIMPLE_FROM.fullmatch(from_fields[0].partition(b":")[2])
+    value = from_fields[0].partition(b":")[2]
+    # "=?" may start an RFC 2047 encoded word, which the parser decodes even inside an address
+    # (as some mail readers show it): such a field is the parser's to read.
+    simple = SIMPLE_FROM.fullmatch(value) if b"=?" not in value else None
     if simple is not None:
         return ascii_domain((simple[1] or simple[2]).decode("ascii"))
     return parsed_from_domain(from_fields[0])
