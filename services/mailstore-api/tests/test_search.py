@@ -152,3 +152,30 @@ def test_a_message_to_several_accounts_is_listed_and_found_in_each(admin, intern
     assert admin.delete(f"/users/{first}/messages/{r.json()['id']}").status_code == 204
     wait_until(lambda: found(admin, first, word) == [], 10, "the delete in the index")
     assert found(admin, second, word) == [f"Both {word}"]  # the other copy stays
+
+
+def test_header_fields_are_listed_viewed_and_found_as_people_read_them(admin, internal, new_user):
+    """Encoded words decoded, 8-bit UTF-8 fields (RFC 6532) read as UTF-8, folds undone, and a
+    word that cannot be decoded shown as written: the same text in the listing (from the
+    index), the message view and the search."""
+    user, _ = new_user()
+    word = f"hf{secrets.token_hex(4)}"
+    raw = (
+        "From: =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <jm@example.org>\r\n"
+        "To: Zoë Ünal <zoe@test.example>,\r\n \tteam@test.example\r\n"
+        f"Subject: =?x-no-such-charset?q?odd?= {word}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nhallo\r\n"
+    ).encode()
+    mid = deliver(internal, user, raw)
+    wait_until(lambda: found(admin, user, word) != [], 10, "the message indexed")
+    listed = admin.get(f"/users/{user}/messages").json()["messages"]
+    expected = {
+        "from": "Jörg Müller <jm@example.org>",
+        "to": "Zoë Ünal <zoe@test.example>, \tteam@test.example",
+        "subject": f"=?x-no-such-charset?q?odd?= {word}",
+    }
+    assert [{k: m[k] for k in expected} for m in listed] == [expected]
+    headers = admin.get(f"/users/{user}/messages/{mid}").json()["headers"]
+    assert {h["name"].lower(): h["value"] for h in headers[:3]} == expected
+    assert found(admin, user, "müller", field="from") == [expected["subject"]]
+    assert found(admin, user, "zoe unal", field="to") == [expected["subject"]]

@@ -1,13 +1,16 @@
 """Reading messages for the admin API: summary headers for listings, full parse for one message.
 
-Uses the standard library's ``email`` package with ``policy.default``; malformed headers never fail
-a request (their raw text is returned instead).
+Uses the standard library's ``email`` package with ``policy.default`` for the MIME structure;
+header fields are read as text by :func:`header_text`, so a malformed one never fails a request.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from email import policy
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
@@ -19,6 +22,7 @@ from mailstore_api.maildir import MessageEntry
 
 HEADER_LIMIT = 64 * 1024
 SUMMARY_HEADERS = ("from", "to", "subject", "date")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 def iso(ts: float) -> str:
@@ -26,12 +30,28 @@ def iso(ts: float) -> str:
 
 
 def header_text(message: Message, name: str) -> str | None:
+    """The first ``name`` field (lower case) of ``message`` as text, or None.
+
+    Read from the field as stored, not through ``policy.default``'s header classes: parsing
+    From and To as address lists was two thirds of indexing a delivered message (see
+    "Search index on the delivery path" in bench/RESULTS.md), and a listing shows the text."""
+    for key, value in message.raw_items():
+        if key.lower() == name:
+            return field_text(str(value))
+    return None
+
+
+def field_text(raw: str) -> str:
+    """A raw field value as a person reads it: unfolded, octets read as UTF-8 (RFC 6532; the
+    parser keeps them as surrogate escapes), RFC 2047 encoded words decoded (one that cannot be
+    decoded is left as written)."""
+    text = _FOLD.sub("", raw).strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if "=?" not in text:
+        return text
     try:
-        value = message.get(name)
-    except Exception:  # a malformed header the policy cannot parse
-        raw = [v for k, v in message.raw_items() if k.lower() == name]
-        return str(raw[0]) if raw else None
-    return None if value is None else str(value)
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        return text
 
 
 def _read_head(path: Path) -> bytes:

@@ -22,6 +22,7 @@ import queue
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email import policy
@@ -43,6 +44,9 @@ SEARCH_FILE = "search.sqlite3"
 MAX_TEXT = 200_000
 #: Jobs written in one transaction.
 BATCH = 500
+#: How long the indexer gathers jobs into one transaction, unless a reader waits for them: one
+#: commit per delivery was a third of the index's cost on the delivery path (RESULTS.md).
+GATHER = 0.2
 #: ``PRAGMA user_version`` of the file; a file of another version is dropped and built again.
 SCHEMA = 5
 #: How long a listing waits for the index to write the jobs queued before it, else it reads
@@ -113,6 +117,8 @@ def distinct_words(text: str) -> str:
 
 
 Job = tuple[str, str, list[str]]
+#: Put in the queue by a waiting reader, so a gathering indexer writes at once.
+_WAKE: tuple[int, Job] = (0, ("wake", "", []))
 #: A message's stored listing row (JSON) and its words.
 Parsed = tuple[str, tuple[str, str, str, str]]
 _TABLES = (
@@ -204,6 +210,7 @@ class SearchIndex:
         # jobs queued and written so far, and whether the start-up reconciliation is done
         self._progress = threading.Condition()
         self._queued = self._written = 0
+        self._reader_waits = threading.Event()  # a listing waits: write what is queued now
         self._reconciled = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="search-index", daemon=True)
@@ -234,6 +241,9 @@ class SearchIndex:
         (waiting up to ``timeout`` seconds for them)."""
         with self._progress:
             target = self._queued
+            if self._written < target:
+                self._reader_waits.set()
+                self._jobs.put(_WAKE)
             return self._reconciled and self._progress.wait_for(
                 lambda: self._written >= target, timeout
             )
@@ -284,11 +294,8 @@ class SearchIndex:
             self._reconciled = not self._stopping.is_set()  # not a half-done one
             self._progress.notify_all()
         while True:
-            item = self._jobs.get()
-            batch = [item]
-            while len(batch) < BATCH and not self._jobs.empty():
-                batch.append(self._jobs.get_nowait())
-            queued = [i for i in batch if i is not None]
+            batch = self._gather()
+            queued = [i for i in batch if i is not None and i is not _WAKE]
             try:
                 self._write([job for _, job in queued])
             except Exception:
@@ -300,9 +307,24 @@ class SearchIndex:
             if None in batch:
                 return
 
+    def _gather(self) -> list[tuple[int, Job] | None]:
+        """The next jobs to write: those that arrive within :data:`GATHER` seconds of the first
+        (at most :data:`BATCH`), fewer when a reader waits or the index stops (None)."""
+        batch = [self._jobs.get()]
+        deadline = time.monotonic() + GATHER
+        while len(batch) < BATCH and None not in batch and not self._reader_waits.is_set():
+            try:
+                batch.append(self._jobs.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        while len(batch) < BATCH and not self._jobs.empty():
+            batch.append(self._jobs.get_nowait())
+        self._reader_waits.clear()
+        return batch
+
     def _write(self, jobs: list[Job]) -> None:
-        """Jobs in order, in one transaction; an add drops the message's rows first (adding
-        twice is harmless)."""
+        """Jobs in order, in one transaction; adding a message that is indexed already changes
+        nothing (a message's file never changes under its id)."""
         parsed: dict[str, Parsed | None] = {}  # recipients of one message share its file
         rows = {
             (account, mid): self._row(account, mid, parsed)
@@ -322,18 +344,22 @@ class SearchIndex:
                     self._conn.execute("DELETE FROM entries WHERE account = ?", (account,))
                     continue
                 pairs = [(account, mid) for mid in ids]
-                self._conn.executemany(_DROP, pairs)
-                self._conn.executemany("DELETE FROM entries WHERE account = ? AND id = ?", pairs)
                 if kind == "add":
                     for key in pairs:
                         if (row := rows[key]) is not None:
                             self._insert(*row)
+                    continue
+                self._conn.executemany(_DROP, pairs)
+                self._conn.executemany("DELETE FROM entries WHERE account = ? AND id = ?", pairs)
             self._conn.execute("COMMIT")
 
     def _insert(self, entry: tuple[object, ...], words: tuple[str, ...]) -> None:
         cursor = self._conn.execute(
-            "INSERT INTO entries (account, id, received, summary) VALUES (?, ?, ?, ?)", entry
+            "INSERT OR IGNORE INTO entries (account, id, received, summary) VALUES (?, ?, ?, ?)",
+            entry,
         )
+        if not cursor.rowcount:
+            return
         self._conn.execute(
             "INSERT INTO words (rowid, owner, sender, recipients, subject, body)"
             " VALUES (?, ?, ?, ?, ?, ?)",
