@@ -157,10 +157,8 @@ def load_or_create_key(secrets_dir: Path, domain: str, selector: str, kind: Kind
     path = key_path(secrets_dir, domain, selector)
     for directory in (secrets_dir / KEY_DIR, path.parent):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.exists():
-        pem = path.read_bytes()
-    else:
-        pem = load_or_create_file(path, _new_pem(kind))
+    # Generating costs an RSA key (50 ms): only when there is none yet.
+    pem = path.read_bytes() if path.exists() else load_or_create_file(path, _new_pem(kind))
     return _from_pem(pem, domain, selector, kind, path)
 
 
