@@ -6,12 +6,14 @@ generation."""
 from __future__ import annotations
 
 import asyncio
+import re
 import stat
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import dkim
 import pytest
 from authreference import ReferenceTools
 from mailauth.dkim import DkimResult, verify_dkim
@@ -324,3 +326,25 @@ def test_a_damaged_key_file_is_reported_not_replaced(tmp_path: Path, zone: str) 
     with pytest.raises(KeyFileError, match="not a PEM private key"):
         DkimSigner(secrets_dir).keys(zone)
     assert rsa_file.read_bytes() == b"garbage"  # left for the operator to look at
+
+
+def test_the_openssl_rsa_signature_is_dkimpys_own(signer: DkimSigner, zone: str) -> None:
+    """RSASSA-PKCS1-v1_5 is deterministic: the field made with OpenSSL's RSA operation is,
+    octet for octet, the one dkimpy makes with its own (given the same h= and t=)."""
+    rsa_key = signer.keys(zone)[0]
+    raw = long_lines(zone)
+    for _ in range(3):  # both made within one second: the same t=
+        ours = sign_message(raw, [rsa_key])
+        h_tag = re.search(rb"h=([^;]+);", ours)
+        assert h_tag is not None
+        theirs = dkim.sign(
+            raw,
+            rsa_key.selector.encode(),
+            zone.encode(),
+            rsa_key.private,
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=[name.strip() for name in h_tag.group(1).split(b":")],
+        )
+        if re.findall(rb"t=(\d+)", ours) == re.findall(rb"t=(\d+)", theirs):
+            break
+    assert ours == theirs
