@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dkim
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from mailcommon.addresses import normalize_domain
@@ -131,29 +132,27 @@ def _new_pem(kind: Kind) -> bytes:
 
 
 def _from_pem(pem: bytes, domain: str, selector: str, kind: Kind, path: Path) -> SigningKey:
+    """The key in ``pem`` (a file's contents), which must be of ``kind``."""
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except ValueError as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # not PEM, encrypted, unknown
         raise KeyFileError(f"{path}: not a PEM private key ({exc})") from exc
+    no_encryption = serialization.NoEncryption()
     if kind == "rsa" and isinstance(key, rsa.RSAPrivateKey):
         public = key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
+        pkcs1 = serialization.PrivateFormat.TraditionalOpenSSL  # what dkimpy's parser takes
+        private = key.private_bytes(serialization.Encoding.PEM, pkcs1, no_encryption)
         public_text = base64.b64encode(public).decode()
         return SigningKey(domain, selector, kind, private, public_text, rsa_key=key)
-    elif kind == "ed25519" and isinstance(key, ed25519.Ed25519PrivateKey):
+    if kind == "ed25519" and isinstance(key, ed25519.Ed25519PrivateKey):
         raw = serialization.Encoding.Raw
         public = key.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
-        seed = key.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-        private = base64.b64encode(seed)
-    else:
-        raise KeyFileError(f"{path}: not an {kind} key (selector {selector})")
-    return SigningKey(domain, selector, kind, private, base64.b64encode(public).decode())
+        seed = key.private_bytes(raw, serialization.PrivateFormat.Raw, no_encryption)
+        public_text = base64.b64encode(public).decode()
+        return SigningKey(domain, selector, kind, base64.b64encode(seed), public_text)
+    raise KeyFileError(f"{path}: not an {kind} key (selector {selector})")
 
 
 def load_or_create_key(secrets_dir: Path, domain: str, selector: str, kind: Kind) -> SigningKey:
