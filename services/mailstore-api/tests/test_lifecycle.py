@@ -44,6 +44,8 @@ def start_upload(port: int, token: str, user: str, length: int) -> socket.socket
         ({"MAIL_DOMAINS": ""}, "MAIL_DOMAINS is empty"),
         ({"MAIL_DOMAINS": "test.example,bad_name.test"}, "'bad_name.test' is not a domain name"),
         ({"POSTMASTER_ADDRESS": "boss man"}, "'boss man' is not an account address"),
+        ({"DKIM_SELECTOR_RSA": "../keys"}, "DKIM selector '../keys' is not a lower-case DNS label"),
+        ({"DKIM_SELECTOR_ED25519": "md-rsa1"}, "the RSA and Ed25519 DKIM selectors must differ"),
     ],
 )
 def test_refuses_to_start_with_a_clear_message(tmp_path, env, says):

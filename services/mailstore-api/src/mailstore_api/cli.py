@@ -42,7 +42,7 @@ COPY_BUFFER = 1 << 20
 app = typer.Typer(
     help="Manage the mail drop's domains, users, aliases and mailboxes.", no_args_is_help=True
 )
-domain_app = typer.Typer(help="Domains: add, list, del.", no_args_is_help=True)
+domain_app = typer.Typer(help="Domains: add, list, dns, del.", no_args_is_help=True)
 user_app = typer.Typer(help="Users: add, list, passwd, quota, del.", no_args_is_help=True)
 alias_app = typer.Typer(help="Aliases: add, list, del.", no_args_is_help=True)
 mail_app = typer.Typer(help="Mailboxes: list messages.", no_args_is_help=True)
@@ -165,6 +165,19 @@ def domain_list(as_json: Json = False) -> None:
         name = domain["name"] + _unicode_note(domain) + (" *" if domain["primary"] else "")
         typer.echo(f"{name:<40} {domain['accounts']:>8} {domain['aliases']:>8}")
     typer.echo("* primary domain: bare user names are in it")
+
+
+@domain_app.command("dns")
+def domain_dns(name: str, as_json: Json = False) -> None:
+    """Print the DNS records to publish for a domain, as zone-file lines (each after a comment
+    saying what it is for); its DKIM keys are generated if it has none yet."""
+    data = _call("GET", f"/domains/{_path(name)}/dns").json()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for record in data["records"]:
+        typer.echo(f"; {record['why']}")
+        typer.echo(record["zone_line"])
 
 
 @domain_app.command("del")

@@ -1,15 +1,30 @@
 """The DNS records a domain of this server needs, and whether DNS answers them now (through
-the checks' resolver, :class:`mailauth.dns.Resolver`)."""
+the checks' resolver, :class:`mailauth.dns.Resolver`): one list for the console's DNS page,
+``GET /api/v1/domains/{domain}/dns`` and ``mailctl domain dns``.
+
+- SPF names the host that sends (``a:MAIL_HOSTNAME``: smtp-out runs there), not ``mx``, which
+  would authorize whatever the MX is (a filtering service in front, a backup MX) and cost a
+  lookup per MX host; ``-all`` because nothing else sends for the domain, and forwarded mail
+  that fails SPF still passes DMARC on its DKIM signature.
+- DKIM: the public key of each selector (:mod:`mailauth.signing`), generated on first use.
+- DMARC ``p=quarantine``: every message that leaves here is signed with an aligned ``d=`` and
+  sent from the SPF host, so only forgeries fail; quarantine rather than reject while the
+  operator reads the aggregate reports (to postmaster@, which always resolves) and adds any
+  other sender of the domain.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from mailauth.dns import Resolver, TemporaryError
+from mailauth.signing import SigningKey
 
 Status = Literal["match", "other", "missing", "error"]
+TXT_STRING = 255  # octets in one character-string of a TXT record (RFC 1035 3.3)
 
 
 @dataclass(frozen=True)
@@ -21,8 +36,12 @@ class Record:
 
     @property
     def zone_line(self) -> str:
-        """The record as a zone-file line (what the copy button copies)."""
-        value = f'"{self.value}"' if self.type == "TXT" else self.value
+        """The record as a zone-file line (what the copy button copies); a TXT value longer
+        than one string (a DKIM RSA key) is split into several, which DNS joins again."""
+        value = self.value
+        if self.type == "TXT":
+            chunks = [value[i : i + TXT_STRING] for i in range(0, len(value), TXT_STRING)]
+            value = " ".join(f'"{chunk}"' for chunk in chunks)
         return f"{self.name}. 3600 IN {self.type} {value}"
 
 
@@ -33,21 +52,32 @@ class Checked:
     found: list[str]
 
 
-def expected(domain: str, hostname: str) -> list[Record]:
-    """MX to this host, SPF, DMARC and TLS-RPT (reports to postmaster@, which always resolves)."""
+def expected(domain: str, hostname: str, keys: Sequence[SigningKey]) -> list[Record]:
+    """MX to this host, SPF, a DKIM key per selector (``keys``: the domain's), DMARC and
+    TLS-RPT (reports to postmaster@, which always resolves)."""
     return [
         Record(domain, "MX", f"10 {hostname}.", "mail for the domain comes to this server"),
         Record(
             domain,
             "TXT",
-            "v=spf1 mx ~all",
-            "SPF: mail from the domain comes from its MX hosts (add the others you send from)",
+            f"v=spf1 a:{hostname} -all",
+            f"SPF: mail from the domain leaves from {hostname} (add the others you send from)",
+        ),
+        *(
+            Record(
+                key.record_name,
+                "TXT",
+                key.record,
+                f"DKIM: the {key.algorithm.decode()} key every message leaving here is signed with",
+            )
+            for key in keys
         ),
         Record(
             f"_dmarc.{domain}",
             "TXT",
-            f"v=DMARC1; p=none; rua=mailto:postmaster@{domain}",
-            "DMARC: reports to postmaster@ (tighten p= once the reports look right)",
+            f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}",
+            "DMARC: unauthenticated mail in its name is quarantined; reports to postmaster@"
+            " (p=reject once they show only forgeries failing)",
         ),
         Record(
             f"_smtp._tls.{domain}",
@@ -73,13 +103,13 @@ async def _check(resolver: Resolver, record: Record) -> Checked:
         texts = [t.decode("utf-8", "replace") for t in await resolver.txt(record.name)]
     except TemporaryError as exc:
         return Checked(record, "error", [str(exc)])
-    tag = record.value.split(";")[0].split()[0].lower()  # v=spf1, v=DMARC1, v=TLSRPTv1
+    tag = record.value.split(";")[0].split()[0].lower()  # v=spf1, v=DKIM1, v=DMARC1, v=TLSRPTv1
     found = [t for t in texts if t.lower().startswith(tag)]
     if record.value in found:
         return Checked(record, "match", found)
     return Checked(record, "other" if found else "missing", found)
 
 
-async def check(resolver: Resolver, domain: str, hostname: str) -> list[Checked]:
-    """Every expected record beside what DNS answers for it, looked up at once."""
-    return list(await asyncio.gather(*(_check(resolver, r) for r in expected(domain, hostname))))
+async def check(resolver: Resolver, records: Sequence[Record]) -> list[Checked]:
+    """Each record (:func:`expected`) beside what DNS answers for it, looked up at once."""
+    return list(await asyncio.gather(*(_check(resolver, r) for r in records)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mailcommon.addresses import normalize_domain
 from mailcommon.logging import get_logger
 
-from mailstore_api import accounts
+from mailstore_api import accounts, dnsrecords
 from mailstore_api.errors import ApiError
 from mailstore_api.state import State, now_iso
 
@@ -25,6 +25,13 @@ def known_domain(state: State, name: str) -> str:
     if domain is None or domain not in state.directory.domains:
         raise ApiError(404, "unknown_domain", "no such domain")
     return domain
+
+
+async def dns_records(state: State, domain: str) -> list[dnsrecords.Record]:
+    """The records to publish for ``domain`` (a known one), its DKIM keys generated now if it
+    has none yet (in a worker thread: an RSA key takes 50 ms)."""
+    keys = await state.run_io(state.dkim.keys, domain)
+    return dnsrecords.expected(domain, state.settings.mail_hostname, keys)
 
 
 async def add_domain(state: State, name: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailauth.settings import DnsSettings
+from mailauth.settings import DkimSettings, DnsSettings
 from mailcommon.addresses import account_address
 from mailcommon.secrets import InsecureTokenError, resolve_token
 from mailcommon.settings import CommonSettings
@@ -13,9 +13,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 
-class MailstoreSettings(CommonSettings, DnsSettings):
+class MailstoreSettings(CommonSettings, DnsSettings, DkimSettings):
     """Environment of mailstore-api (see .env.example for each variable); DNS_* are for the
-    console's DNS page."""
+    console's DNS page, DKIM_* for the DKIM records it and the API show."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 

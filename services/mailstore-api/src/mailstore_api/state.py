@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from fastapi import Request
+from mailauth.signing import DkimSigner
 from mailcommon.locks import MaildropLocks
 from mailcommon.logging import get_logger
 from mailcommon.redisclient import connect_redis
@@ -65,6 +66,8 @@ class State:
     directory: Directory
     # The full-text index of the messages (kept on delivery, expunge and account removal).
     search: SearchIndex
+    # The domains' DKIM keys (on the secrets volume, generated on first use): the records shown.
+    dkim: DkimSigner
     usage: Usage = field(default_factory=Usage)
     # New-message announcements (the console's live list).
     events: Events = field(default_factory=Events)
@@ -142,6 +145,7 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
             lambda: list(directory.accounts),
             settings.mail_hostname,
         ),
+        dkim=settings.dkim_signer(settings.secrets_dir),
     )
     # After the committer's start-up recovery, which may have linked messages.
     state.usage.count(store, list(directory.accounts))

@@ -36,6 +36,19 @@ class DomainList(BaseModel):
     domains: list[Domain]
 
 
+class DnsRecord(BaseModel):
+    name: str = Field(description="the owner name, no final dot")
+    type: str = Field(description="MX or TXT")
+    value: str = Field(description="the record's data (a TXT record's strings joined)")
+    why: str
+    zone_line: str = Field(description="the record as a zone-file line (long TXT data split)")
+
+
+class DomainDns(BaseModel):
+    domain: str
+    records: list[DnsRecord]
+
+
 class NewAlias(BaseModel):
     address: str = Field(
         max_length=320, description="local@domain, a bare name, or @domain (catch-all)"
@@ -91,6 +104,21 @@ async def add_domain(body: NewDomain, state: StateDep) -> Domain:
 async def list_domains(state: StateDep) -> DomainList:
     """Every domain, with its account and alias counts."""
     return DomainList(domains=[_domain(state, name) for name in state.directory.domains])
+
+
+@router.get("/domains/{name}/dns", responses=documented(404))
+async def domain_dns(name: str, state: StateDep) -> DomainDns:
+    """The DNS records to publish for the domain: MX, SPF, a DKIM key per selector (generated
+    now when the domain has none yet), DMARC, TLS-RPT."""
+    domain = domains.known_domain(state, name)
+    records = await domains.dns_records(state, domain)
+    return DomainDns(
+        domain=domain,
+        records=[
+            DnsRecord(name=r.name, type=r.type, value=r.value, why=r.why, zone_line=r.zone_line)
+            for r in records
+        ],
+    )
 
 
 @router.delete(

@@ -18,7 +18,8 @@ async def dns_page(
 ) -> Response:
     domain = domains.known_domain(state, name)
     hostname = state.settings.mail_hostname
-    checked = await dnsrecords.check(console.resolver(), domain, hostname)
+    records = await domains.dns_records(state, domain)
+    checked = await dnsrecords.check(console.resolver(), records)
     return console.page(
         request,
         "dns.html",
