@@ -36,7 +36,7 @@ def test_the_dns_page_marks_each_record_matching_or_not(make_mailstore, tmp_path
             [
                 "@ MX 10 mx.test.example.",
                 f"@ TXT {txt('v=spf1 ip4:192.0.2.1 -all')}",  # an SPF, not the one proposed
-                f"_dmarc TXT {txt(f'v=DMARC1; p=quarantine; rua=mailto:postmaster@{zone}')}",
+                f"_dmarc TXT {txt(f'v=DMARC1; p=none; rua=mailto:postmaster@{zone}')}",
                 f"md-ed1._domainkey TXT {txt('v=DKIM1; k=ed25519; p=notthekey')}",
             ],
         )
@@ -60,7 +60,7 @@ def test_the_dns_page_marks_each_record_matching_or_not(make_mailstore, tmp_path
             assert "v=DKIM1; k=ed25519; p=notthekey" in page.text
             copy = re.findall(r'data-copy="([^"]+)"', page.text)
             assert html.unescape(copy[0]) == f"{zone}. 3600 IN MX 10 mx.test.example."
-            assert html.unescape(copy[1]) == f'{zone}. 3600 IN TXT "v=spf1 a:mx.test.example -all"'
+            assert html.unescape(copy[1]) == f'{zone}. 3600 IN TXT "v=spf1 a:mx.test.example ~all"'
             # The DKIM keys the page shows are the ones it generated on the secrets volume.
             assert (store.secrets_dir / "dkim" / zone / "md-rsa1.pem").exists()
             for key in DkimSigner(store.secrets_dir).keys(zone):

@@ -42,10 +42,10 @@ def test_publish_what_mailctl_prints_and_everything_matches(make_mailstore, tmp_
         rsa, ed = signer.keys(zone)
         assert records == {
             ("MX", zone): "10 mx.test.example.",
-            ("TXT", zone): "v=spf1 a:mx.test.example -all",
+            ("TXT", zone): "v=spf1 a:mx.test.example ~all",
             ("TXT", f"md-rsa1._domainkey.{zone}"): rsa.record,
             ("TXT", f"md-ed1._domainkey.{zone}"): ed.record,
-            ("TXT", f"_dmarc.{zone}"): f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{zone}",
+            ("TXT", f"_dmarc.{zone}"): f"v=DMARC1; p=none; rua=mailto:postmaster@{zone}",
             ("TXT", f"_smtp._tls.{zone}"): f"v=TLSRPTv1; rua=mailto:postmaster@{zone}",
         }
         assert rsa.record.startswith("v=DKIM1; k=rsa; p=") and len(rsa.record) > 255

@@ -2,15 +2,13 @@
 the checks' resolver, :class:`mailauth.dns.Resolver`): one list for the console's DNS page,
 ``GET /api/v1/domains/{domain}/dns`` and ``mailctl domain dns``.
 
-- SPF names the host that sends (``a:MAIL_HOSTNAME``: smtp-out runs there), not ``mx``, which
-  would authorize whatever the MX is (a filtering service in front, a backup MX) and cost a
-  lookup per MX host; ``-all`` because nothing else sends for the domain, and forwarded mail
-  that fails SPF still passes DMARC on its DKIM signature.
-- DKIM: the public key of each selector (:mod:`mailauth.signing`), generated on first use.
-- DMARC ``p=quarantine``: every message that leaves here is signed with an aligned ``d=`` and
-  sent from the SPF host, so only forgeries fail; quarantine rather than reject while the
-  operator reads the aggregate reports (to postmaster@, which always resolves) and adds any
-  other sender of the domain.
+- SPF names the host (``a:MAIL_HOSTNAME``), not ``mx``, which would authorize whatever the MX
+  is (a filtering service in front, a backup MX) and cost a lookup per MX host; ``~all`` and
+  DMARC ``p=none`` for as long as this server does not send (issue "Sending mail": smtp-out is
+  not built), because today every user sends through another provider, whose mail ``-all``
+  and ``p=quarantine`` would send to spam. Tighten both once mail leaves from here signed.
+- DKIM: the public key of each selector (:mod:`mailauth.signing`), generated on first use, so
+  the record can be published before the first message is signed.
 """
 
 from __future__ import annotations
@@ -60,7 +58,7 @@ def expected(domain: str, hostname: str, keys: Sequence[SigningKey]) -> list[Rec
         Record(
             domain,
             "TXT",
-            f"v=spf1 a:{hostname} -all",
+            f"v=spf1 a:{hostname} ~all",
             f"SPF: mail from the domain leaves from {hostname} (add the others you send from)",
         ),
         *(
@@ -75,9 +73,8 @@ def expected(domain: str, hostname: str, keys: Sequence[SigningKey]) -> list[Rec
         Record(
             f"_dmarc.{domain}",
             "TXT",
-            f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}",
-            "DMARC: unauthenticated mail in its name is quarantined; reports to postmaster@"
-            " (p=reject once they show only forgeries failing)",
+            f"v=DMARC1; p=none; rua=mailto:postmaster@{domain}",
+            "DMARC: reports to postmaster@ (tighten p= once the reports look right)",
         ),
         Record(
             f"_smtp._tls.{domain}",
