@@ -65,9 +65,11 @@ def create_app(settings: MailstoreSettings, tokens: Tokens, volume_locked: bool 
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, State]]:
         state = build_state(settings, tokens)
         removed = await state.run_io(state.store.start_up, 0 if volume_locked else TMP_MAX_AGE)
-        orphans = await state.run_io(
+        orphans, lost = await state.run_io(
             state.queue.remove_orphans, 0 if volume_locked else TMP_MAX_AGE
         )
+        if lost:
+            log.error("queue entries without their message file dropped", entries=lost)
         metrics.QUEUE_ENTRIES.set(await state.run_io(state.queue.count))
         log.info(
             "mailstore ready",

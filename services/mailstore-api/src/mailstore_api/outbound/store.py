@@ -134,11 +134,16 @@ class QueueStore:
                 return data[: cut + len(end) // 2]
         return data
 
-    def remove_orphans(self, max_age: float) -> int:
+    def remove_orphans(self, max_age: float) -> tuple[int, int]:
         """At start: files without an entry (a crash before the commit, or after a removal's
-        commit), if older than ``max_age`` seconds; how many were removed."""
+        commit), if older than ``max_age`` seconds, and entries without a file (a database
+        restored from a backup, which holds no queue files); how many of each were removed."""
         with self.db.read() as conn:
             known = {row[0] for row in conn.execute("SELECT id FROM queue_entries")}
+        lost = [i for i in known if not self.path(i).exists()]
+        if lost:
+            with self.db.write() as conn:
+                conn.executemany("DELETE FROM queue_entries WHERE id = ?", [(i,) for i in lost])
         cutoff = time.time() - max_age
         removed = 0
         for item in os.scandir(self.directory):
@@ -148,7 +153,7 @@ class QueueStore:
                 if item.stat().st_mtime <= cutoff:
                     os.unlink(item.path)
                     removed += 1
-        return removed
+        return removed, len(lost)
 
     # -- rows ------------------------------------------------------------------------------------
 
