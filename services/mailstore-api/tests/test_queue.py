@@ -407,12 +407,16 @@ def test_an_entry_answered_201_survives_kill_9_and_orphans_are_removed_at_start(
         r = enqueue(internal, "a@far.example", ["bob@far.example"], big, key="k-crash")
         assert r.status_code == 201
         queued = r.json()
+        lost = enqueue(internal, "a@far.example", ["carol@far.example"]).json()
     ms.stop(signal.SIGKILL)  # right after the 201: no shutdown, nothing flushed by us after
+    # an entry whose file is gone, as a database restored without the queue's files has it
+    (ms.data_dir / "queue" / lost["id"]).unlink()
     # a file without an entry, as a crash before the commit leaves it
     (ms.data_dir / "queue" / "0123456789abcdef01234567").write_bytes(b"half a message")
     ms.start()
     assert queue_files(ms) == [queued["id"]]
     with ms.admin() as admin:
+        assert [e["id"] for e in admin.get("/queue").json()["entries"]] == [queued["id"]]
         shown = admin.get(f"/queue/{queued['id']}").json()
     assert shown["size"] == len(big)
     assert [r["state"] for r in shown["recipients"]] == ["pending"]
