@@ -11,6 +11,7 @@ import json
 import secrets
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,19 @@ def test_the_same_idempotency_key_stores_once_and_answers_as_the_first_time(stor
         other = enqueue(internal, "a@far.example", ["bob@far.example"], key=key + "x")
         assert other.json()["id"] != first.json()["id"]
         assert queue_files(store) == [other.json()["id"]]
+        # at the same moment, from ten connections: one entry, ten times the same answer
+        race = "race-" + secrets.token_hex(8)
+
+        def send(_: int) -> dict[str, Any]:
+            with store.internal() as own:
+                r = enqueue(own, "a@far.example", ["dan@far.example"], key=race)
+                assert r.status_code == 201
+                return dict(r.json())
+
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(send, range(10)))
+        assert all(a == answers[0] for a in answers)
+        assert queue_files(store) == sorted([other.json()["id"], answers[0]["id"]])
         bad = enqueue(internal, "a@far.example", ["bob@far.example"], key="x" * 201)
         assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_idempotency_key")
 
