@@ -1,4 +1,5 @@
-"""Typed async client for the mailstore's internal API (``/internal/v1``), used by smtp-in and pop3.
+"""Typed async client for the mailstore's internal API (``/internal/v1``), used by smtp-in and pop3
+(and, for the outbound queue, by smtp-submit and smtp-out).
 
 Every failure is mapped to one exception class, so the front ends can choose a protocol reply
 without looking at HTTP: :class:`MailstoreUnavailable` means "try again later" (4xx in SMTP,
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -71,7 +72,9 @@ class InsufficientStorage(MailstoreError):
 
 
 class LockConflict(MailstoreError):
-    """The lease is not the current holder of the maildrop, or its fence is stale (409).
+    """The lease is not the current holder of the maildrop, or its fence is stale (409); for the
+    outbound queue: ``stale_lease`` (the entry's lease is another or expired) or
+    ``recipient_settled``.
 
     ``highest_fence`` is the highest fencing number the mailstore has seen for the mailbox.
     """
@@ -132,6 +135,55 @@ class Delivery:
     id: str
     recipients: list[str]
     size: int
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """A message in the outbound queue: its entry id, its recipients, its size as received."""
+
+    id: str
+    recipients: list[str]
+    size: int
+
+
+@dataclass(frozen=True)
+class QueuedRecipient:
+    address: str
+    attempts: int
+    last_reply: str | None
+
+
+@dataclass(frozen=True)
+class QueueClaim:
+    """A queue entry leased to this worker: report on its ``recipients`` with ``lease`` before
+    ``lease_expires`` (seconds since the epoch). ``sender`` is '' for the null sender."""
+
+    id: str
+    sender: str
+    account: str | None
+    size: int
+    created_at: float
+    attempts: int
+    recipients: list[QueuedRecipient]
+    lease: str
+    lease_expires: float
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    """One recipient's outcome: ``status`` delivered, deferred or failed, with the SMTP reply."""
+
+    recipient: str
+    status: str
+    reply: str = ""
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """After a report: whether the entry is gone (every recipient settled), and who is pending."""
+
+    removed: bool
+    pending: list[str]
 
 
 def _error_from(status: int, body: bytes) -> MailstoreError:
@@ -357,15 +409,96 @@ class MailstoreClient:
         not gone), nor is a connection that never opened (a request that was never sent).
         """
         path = "/deliveries?" + urlencode([("recipient", r) for r in recipients])
+        body = self._json(await self._post_message(path, message, idempotency_key))
+        return Delivery(id=body["id"], recipients=list(body["recipients"]), size=int(body["size"]))
+
+    async def _post_message(
+        self, path: str, message: bytes, idempotency_key: str | None
+    ) -> Response:
+        """POST ``message``; with a key, sent once more if the connection dropped after sending
+        (see :meth:`deliver`)."""
         headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key is not None else None
         try:
-            response = await self._request("POST", path, content=message, headers=headers)
+            return await self._request("POST", path, content=message, headers=headers)
         except MailstoreUnavailable as exc:
             if idempotency_key is None or not _dropped_after_sending(exc.__cause__):
                 raise
-            response = await self._request("POST", path, content=message, headers=headers)
+            return await self._request("POST", path, content=message, headers=headers)
+
+    # -- the outbound queue ----------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        sender: str,
+        recipients: list[str],
+        message: bytes,
+        *,
+        account: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Enqueued:
+        """Queue ``message`` (sent byte for byte as given: CRLF line ends) for remote
+        ``recipients`` from envelope ``sender`` ('' for <>); returns once it is durable. The
+        key is handled as in :meth:`deliver` (the same key twice is stored once)."""
+        query = [("sender", sender), *(("recipient", r) for r in recipients)]
+        if account is not None:
+            query.append(("account", account))
+        response = await self._post_message("/queue?" + urlencode(query), message, idempotency_key)
         body = self._json(response)
-        return Delivery(id=body["id"], recipients=list(body["recipients"]), size=int(body["size"]))
+        return Enqueued(id=body["id"], recipients=list(body["recipients"]), size=int(body["size"]))
+
+    async def claim(
+        self, worker: str, limit: int = 10, lease_seconds: float = 300.0
+    ) -> list[QueueClaim]:
+        """Lease up to ``limit`` queue entries due now (none leased by another live lease)."""
+        response = await self._request(
+            "POST",
+            "/queue/claim",
+            json_body={"worker": worker, "limit": limit, "lease_seconds": lease_seconds},
+        )
+        return [
+            QueueClaim(
+                id=e["id"],
+                sender=e["sender"],
+                account=e["account"],
+                size=int(e["size"]),
+                created_at=float(e["created_at"]),
+                attempts=int(e["attempts"]),
+                recipients=[
+                    QueuedRecipient(r["address"], int(r["attempts"]), r["last_reply"])
+                    for r in e["recipients"]
+                ],
+                lease=e["lease"],
+                lease_expires=float(e["lease_expires"]),
+            )
+            for e in self._json(response)["entries"]
+        ]
+
+    def open_queued(self, entry_id: str) -> AbstractAsyncContextManager[MessageStream]:
+        """A queue entry's message as enqueued, streamed like :meth:`open_message`."""
+        return self._stream(f"/queue/{_segment(entry_id)}/message")
+
+    async def report(
+        self, entry_id: str, lease: str, results: list[RecipientResult], *, release: bool = True
+    ) -> ReportOutcome:
+        """Record delivery results under ``lease``; :class:`LockConflict` (``stale_lease``)
+        when it is no longer the entry's, :class:`NotFound` when the entry is gone."""
+        response = await self._request(
+            "POST",
+            f"/queue/{_segment(entry_id)}/report",
+            json_body={
+                "lease": lease,
+                "results": [
+                    {"recipient": r.recipient, "status": r.status, "reply": r.reply}
+                    for r in results
+                ],
+                "release": release,
+            },
+        )
+        body = self._json(response)
+        return ReportOutcome(
+            removed=bool(body["removed"]),
+            pending=[r["address"] for r in body["recipients"] if r["state"] == "pending"],
+        )
 
     async def snapshot(self, username: str, lock_token: str, fence: int) -> MailboxSnapshot:
         """The mailbox's messages in order, registering ``fence`` as the newest holder's."""
@@ -413,11 +546,15 @@ class MailstoreClient:
             pos += size
         return out
 
-    @asynccontextmanager
-    async def open_message(self, username: str, message_id: str) -> AsyncIterator[MessageStream]:
+    def open_message(
+        self, username: str, message_id: str
+    ) -> AbstractAsyncContextManager[MessageStream]:
         """One message as stored (LF line ends): ``await stream.aread()`` for all of it, or
         iterate ``stream.aiter_raw()``. The connection is held until the block ends."""
-        path = f"/mailboxes/{_segment(username)}/messages/{_segment(message_id)}"
+        return self._stream(f"/mailboxes/{_segment(username)}/messages/{_segment(message_id)}")
+
+    @asynccontextmanager
+    async def _stream(self, path: str) -> AsyncIterator[MessageStream]:
         try:
             async with self._session().get(
                 self._url(path), timeout=self._stream_timeout

@@ -15,8 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mailstore_api import ui
-from mailstore_api.api import addresses, admin, backups, health, internal
+from mailstore_api import metrics, ui
+from mailstore_api.api import addresses, admin, backups, health, internal, queue
 from mailstore_api.errors import install_error_handlers
 from mailstore_api.maildir import TMP_MAX_AGE
 from mailstore_api.middleware import BearerAuth, RequestLog
@@ -65,6 +65,12 @@ def create_app(settings: MailstoreSettings, tokens: Tokens, volume_locked: bool 
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, State]]:
         state = build_state(settings, tokens)
         removed = await state.run_io(state.store.start_up, 0 if volume_locked else TMP_MAX_AGE)
+        orphans, lost = await state.run_io(
+            state.queue.remove_orphans, 0 if volume_locked else TMP_MAX_AGE
+        )
+        if lost:
+            log.error("queue entries without their message file dropped", entries=lost)
+        metrics.QUEUE_ENTRIES.set(await state.run_io(state.queue.count))
         log.info(
             "mailstore ready",
             data_dir=str(settings.data_dir),
@@ -72,6 +78,7 @@ def create_app(settings: MailstoreSettings, tokens: Tokens, volume_locked: bool 
             accounts=len(state.directory.accounts),
             aliases=len(state.directory.aliases),
             stale_tmp_removed=removed,
+            queue_orphans_removed=orphans,
             apop=settings.apop_enabled,
         )
         try:
@@ -91,6 +98,7 @@ def create_app(settings: MailstoreSettings, tokens: Tokens, volume_locked: bool 
     admin_api.include_router(admin.router)
     admin_api.include_router(addresses.router)
     admin_api.include_router(backups.router)
+    admin_api.include_router(queue.router)
     ui.install(admin_api, settings)
     app = BearerAuth(
         Mailstore(internal.InternalAPI(), admin_api),

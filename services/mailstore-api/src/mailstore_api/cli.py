@@ -48,12 +48,14 @@ alias_app = typer.Typer(help="Aliases: add, list, del.", no_args_is_help=True)
 mail_app = typer.Typer(help="Mailboxes: list messages.", no_args_is_help=True)
 token_app = typer.Typer(help="Tokens: show the admin token.", no_args_is_help=True)
 admin_app = typer.Typer(help="The web console's admin: passwd.", no_args_is_help=True)
+queue_app = typer.Typer(help="The outbound queue: list, show, retry, drop.", no_args_is_help=True)
 app.add_typer(domain_app, name="domain")
 app.add_typer(user_app, name="user")
 app.add_typer(alias_app, name="alias")
 app.add_typer(mail_app, name="mail")
 app.add_typer(token_app, name="token")
 app.add_typer(admin_app, name="admin")
+app.add_typer(queue_app, name="queue")
 
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
@@ -324,6 +326,65 @@ def mail_list(
         )
     shown = len(page["messages"])
     typer.echo(f"{shown} of {page['total']} messages (offset {page['offset']})")
+
+
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@queue_app.command("list")
+def queue_list(as_json: Json = False) -> None:
+    """List the outbound queue, the oldest first."""
+    data = _call("GET", "/queue").json()
+    if as_json:
+        _print_json(data)
+        return
+    typer.echo(f"{'ID':<24} {'SIZE':>9}  {'NEXT ATTEMPT (UTC)':<19}  {'SENDER':<30} PENDING")
+    for e in data["entries"]:
+        pending = [r["address"] for r in e["recipients"] if r["state"] == "pending"]
+        typer.echo(
+            f"{e['id']:<24} {e['size']:>9}  {_when(e['next_attempt']):<19}  "
+            f"{(e['sender'] or '<>')[:30]:<30} {', '.join(pending)}"
+        )
+    typer.echo(f"{len(data['entries'])} entries")
+
+
+@queue_app.command("show")
+def queue_show(entry_id: str, as_json: Json = False) -> None:
+    """Show one entry with each recipient's state, attempts and last reply."""
+    e = _call("GET", f"/queue/{_path(entry_id)}").json()
+    if as_json:
+        _print_json(e)
+        return
+    typer.echo(f"id:           {e['id']}")
+    typer.echo(f"sender:       {e['sender'] or '<>'}")
+    typer.echo(f"account:      {e['account'] or '-'}")
+    typer.echo(f"size:         {e['size']}")
+    typer.echo(f"created:      {_when(e['created_at'])}")
+    typer.echo(f"expires:      {_when(e['expires_at'])}")
+    typer.echo(f"next attempt: {_when(e['next_attempt'])}")
+    typer.echo(f"leased by:    {e['leased_by'] or '-'} until {_when(e['lease_expires'])}")
+    for r in e["recipients"]:
+        typer.echo(
+            f"  {r['address']:<40} {r['state']:<9} attempts {r['attempts']:<3} "
+            f"next {_when(r['next_attempt'])}  {r['last_reply'] or ''}"
+        )
+
+
+@queue_app.command("retry")
+def queue_retry(entry_id: str) -> None:
+    """Make an entry's pending recipients due now."""
+    _call("POST", f"/queue/{_path(entry_id)}/retry")
+    typer.echo(f"{entry_id} is due now")
+
+
+@queue_app.command("drop")
+def queue_drop(entry_id: str) -> None:
+    """Remove an entry from the queue (no bounce is sent)."""
+    _call("DELETE", f"/queue/{_path(entry_id)}")
+    typer.echo(f"dropped {entry_id}")
 
 
 @app.command("backup")

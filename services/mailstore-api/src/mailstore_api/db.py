@@ -92,6 +92,19 @@ class Database:
                 raise
             conn.execute("COMMIT")
 
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the accounts connection (``synchronous=FULL``: on disk when
+        it ends), for the tables of other modules (:mod:`mailstore_api.outbound.store`)."""
+        with self._tx() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The accounts connection under the lock, for reads of other modules' tables."""
+        with self._lock:
+            yield self._conn
+
     def ping(self) -> None:
         """Raise if the database cannot answer a query."""
         with self._lock:

@@ -6,11 +6,15 @@ A delivery's ``result``: ``stored``, ``replayed`` (its ``Idempotency-Key`` was s
 ``failed`` (the client went away before the end of the body, or an error answered 500).
 ``maildrop_delivery_seconds`` runs from the request to the message being durable in every
 recipient's Maildir.
+
+The outbound queue: ``maildrop_queue_entries`` (messages in it now), enqueues by outcome
+(``stored``, ``replayed``) and per-recipient results (``delivered``, ``deferred``, ``failed``,
+``expired``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 DELIVERIES = Counter(
     "maildrop_deliveries_total",
@@ -31,6 +35,16 @@ ACME_FAILURES = Counter(
     "maildrop_acme_renewal_failures_total", "ACME orders (first or renewal) that failed"
 )
 
+QUEUE_ENTRIES = Gauge("maildrop_queue_entries", "Messages in the outbound queue")
+QUEUE_ENQUEUED = Counter(
+    "maildrop_queue_enqueued_total", "Enqueues into the outbound queue, by outcome", ["result"]
+)
+QUEUE_RESULTS = Counter(
+    "maildrop_queue_results_total",
+    "Per-recipient results of the outbound queue (delivered, deferred, failed, expired)",
+    ["result"],
+)
+
 _DELIVERIES = {result: DELIVERIES.labels(result) for result in ("stored", "replayed", "failed")}
 
 
@@ -40,3 +54,13 @@ def delivery(result: str) -> None:
     if child is None:
         child = _DELIVERIES[result] = DELIVERIES.labels(result)
     child.inc()
+
+
+def queue_enqueued(result: str) -> None:
+    """One enqueue: ``stored`` or ``replayed``."""
+    QUEUE_ENQUEUED.labels(result).inc()
+
+
+def queue_result(result: str) -> None:
+    """One recipient's result: ``delivered``, ``deferred``, ``failed`` or ``expired``."""
+    QUEUE_RESULTS.labels(result).inc()

@@ -35,6 +35,13 @@ class MailstoreSettings(CommonSettings, DnsSettings, DkimSettings):
     io_threads: int = 16
     # Seconds a delivery's Idempotency-Key is remembered (a retry within it is not stored again).
     delivery_key_retention: float = Field(default=86400.0, gt=0)
+    # The outbound queue (seconds): how long a message is retried before it fails as expired,
+    # when the sender gets a delay notice (once), the first retry's delay (doubling after each
+    # deferral) and the longest.
+    queue_lifetime: float = Field(default=5 * 86400.0, gt=0)
+    queue_delay_notice: float = Field(default=4 * 3600.0, ge=0)
+    queue_retry_base: float = Field(default=300.0, gt=0)
+    queue_retry_max: float = Field(default=7200.0, gt=0)
     # The account postmaster@ and abuse@ of every domain go to unless an alias says otherwise
     # (a bare name is in the primary domain); empty: the first account created.
     postmaster_address: str = ""

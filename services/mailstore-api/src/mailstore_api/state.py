@@ -28,6 +28,7 @@ from mailstore_api.directory import Directory
 from mailstore_api.events import Events
 from mailstore_api.maildir import MailStore
 from mailstore_api.migrations import Context
+from mailstore_api.outbound.store import QUEUE_DIR, QueueStore
 from mailstore_api.passwords import Passwords
 from mailstore_api.search import SEARCH_FILE, SearchIndex
 from mailstore_api.settings import MailstoreSettings, Tokens
@@ -68,6 +69,8 @@ class State:
     search: SearchIndex
     # The domains' DKIM keys (on the secrets volume, generated on first use): the records shown.
     dkim: DkimSigner
+    # The outbound queue (mailstore_api.outbound).
+    queue: QueueStore
     usage: Usage = field(default_factory=Usage)
     # New-message announcements (the console's live list).
     events: Events = field(default_factory=Events)
@@ -146,6 +149,7 @@ def build_state(settings: MailstoreSettings, tokens: Tokens) -> State:
             settings.mail_hostname,
         ),
         dkim=settings.dkim_signer(settings.secrets_dir),
+        queue=QueueStore(db, settings.data_dir / QUEUE_DIR),
     )
     # After the committer's start-up recovery, which may have linked messages.
     state.usage.count(store, list(directory.accounts))

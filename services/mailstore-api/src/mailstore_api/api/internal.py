@@ -46,6 +46,8 @@ from mailstore_api.errors import (
     validation_error,
 )
 from mailstore_api.maildir import UnknownMailbox
+from mailstore_api.outbound import models as queue_models
+from mailstore_api.outbound import service as queue
 from mailstore_api.state import State
 from mailstore_api.streaming import stored_message_response
 
@@ -176,6 +178,51 @@ async def _expunge(call: Call) -> Response:
     return _json(await calls.expunge(call.state, username, call.body))
 
 
+async def _enqueue(call: Call) -> Response:
+    """Queue the request body (the message as it will be sent) for remote recipients.
+
+    The 201 answer comes once the message and its state are durably on disk.
+    """
+    request = call.request
+    params = request.query_params
+    result, _ = await queue.enqueue(
+        call.state,
+        sender=params.get("sender", ""),
+        recipients=params.getlist("recipient"),
+        account=params.get("account"),
+        content_length=request.headers.get("content-length"),
+        chunks=request.stream(),
+        key=request.headers.get("idempotency-key"),
+    )
+    structlog.contextvars.bind_contextvars(queue_id=result.id, size=result.size)
+    return _json(result, 201)
+
+
+async def _claim(call: Call) -> Response:
+    """Lease up to ``limit`` queue entries due now, each with its pending recipients due now.
+
+    An entry leased is handed to no other claim until the lease expires (``lease_seconds``);
+    entries past QUEUE_LIFETIME are failed (and bounced) first, never handed out.
+    """
+    return _json(await queue.claim(call.state, call.body))
+
+
+async def _queue_message(call: Call) -> Response:
+    """A queue entry's message, byte for byte as enqueued; streamed above 256 KiB."""
+    return await queue.message(call.state, call.request.path_params["entry_id"])
+
+
+async def _report(call: Call) -> Response:
+    """Per-recipient results of a delivery attempt, under the entry's current lease.
+
+    ``delivered`` and ``failed`` settle the recipient (failed: a DSN to a local sender);
+    ``deferred`` makes it due again after the back-off, or fails it as expired past
+    QUEUE_LIFETIME. When every recipient is settled the entry is removed.
+    """
+    entry_id = call.request.path_params["entry_id"]
+    return _json(await queue.report(call.state, entry_id, call.body))
+
+
 _LEASE_ERRORS = documented(
     404, 409, 413, 503, e409="lock_not_held / stale_fence (with highest_fence)", e413=TOO_LARGE
 )
@@ -284,6 +331,84 @@ OPERATIONS: tuple[Operation, ...] = (
         EXPUNGE_LIMIT,
         returns=calls.ExpungeResult,
         errors=_LEASE_ERRORS,
+    ),
+    Operation(
+        "POST",
+        "/queue",
+        _enqueue,
+        status=201,
+        returns=queue_models.Enqueued,
+        errors=documented(
+            404,
+            413,
+            503,
+            507,
+            e404="unknown_account (nothing stored)",
+            e413="message_too_large",
+        ),
+        parameters=(
+            {
+                "name": "sender",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "the envelope sender (MAIL FROM); empty or <> for the null sender",
+            },
+            {
+                "name": "recipient",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "description": "a remote recipient address; repeated for each",
+            },
+            {
+                "name": "account",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "the submitting account",
+            },
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "the submission's transaction id: an enqueue whose key was "
+                "already stored (within DELIVERY_KEY_RETENTION) is stored once and answered as "
+                "the first time",
+            },
+        ),
+        request_content=("message/rfc822", "application/octet-stream"),
+    ),
+    Operation(
+        "POST",
+        "/queue/claim",
+        _claim,
+        queue_models.ClaimRequest,
+        returns=queue_models.Claimed,
+        errors=_AUTH_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/queue/{entry_id}/message",
+        _queue_message,
+        content={"content": {"message/rfc822": {}}, "description": "the message as enqueued"},
+        errors=documented(404, e404="unknown_entry"),
+    ),
+    Operation(
+        "POST",
+        "/queue/{entry_id}/report",
+        _report,
+        queue_models.ReportRequest,
+        returns=queue_models.Reported,
+        errors=documented(
+            404,
+            409,
+            413,
+            e404="unknown_entry",
+            e409="stale_lease (not the current lease, or expired) / recipient_settled",
+            e413=TOO_LARGE,
+        ),
     ),
     Operation(
         "POST",

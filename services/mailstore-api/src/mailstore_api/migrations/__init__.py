@@ -18,6 +18,7 @@ from mailstore_api.migrations import (
     m0003_imports,
     m0004_console,
     m0005_fence_tokens,
+    m0006_outbound_queue,
 )
 from mailstore_api.migrations.context import Context
 
@@ -28,6 +29,7 @@ MIGRATIONS: tuple[ModuleType, ...] = (
     m0003_imports,
     m0004_console,
     m0005_fence_tokens,
+    m0006_outbound_queue,
 )
 
 
