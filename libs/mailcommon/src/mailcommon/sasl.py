@@ -16,11 +16,17 @@ def decode_plain(b64: bytes) -> tuple[str, str]:
     """
     if b64 == b"=":
         raise SaslError("empty credentials")
+    return parse_plain(decode_response(b64))
+
+
+def decode_response(b64: bytes) -> bytes:
+    """A client's SASL response in base64 (RFC 4954 4: ``=`` is an empty one), or SaslError."""
+    if b64 == b"=":
+        return b""
     try:
-        raw = binascii.a2b_base64(b64, strict_mode=True)
+        return binascii.a2b_base64(b64, strict_mode=True)
     except (binascii.Error, ValueError):
         raise SaslError("invalid base64") from None
-    return parse_plain(raw)
 
 
 def parse_plain(raw: bytes) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 REMOTE_REFUSED = "550 5.7.1 Sending to other domains is not available yet"
 
 
-def remote_recipient(address: str) -> str | None:
-    """The RCPT reply for ``address``, a domain the mailstore does not host: a refusal, or None
-    to accept it (for the outbound queue, once there is one)."""
+def remote_recipient(address: str) -> str:
+    """The RCPT reply for ``address``, whose domain the mailstore does not host (for now, always
+    the refusal; the outbound queue makes it accept and remember the recipient)."""
     return REMOTE_REFUSED
