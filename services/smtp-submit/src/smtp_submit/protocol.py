@@ -140,7 +140,7 @@ class SubmitProtocol(SMTP):
     async def _login(self, user: str, password: str) -> AuthResult:
         result = await self._logins.login(self._peer_ip(), user, password)
         if result.account is None:
-            return AuthResult(success=False, message=result.reply)
+            return AuthResult(success=False, handled=False, message=result.reply)
         return AuthResult(success=True, auth_data=result.account, message=result.reply)
 
     # Replies ----------------------------------------------------------------------------------
