@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailcommon.addresses import normalize_domain
 from mailcommon.settings import FrontEndSettings
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
@@ -44,3 +44,10 @@ class SubmitSettings(FrontEndSettings):
         if normalize_domain(value) is None:
             raise ValueError(f"MAIL_HOSTNAME: {value!r} is not a host name")
         return value
+
+    @model_validator(mode="after")
+    def _no_proxy_protocol(self) -> SubmitSettings:
+        # A PROXY header would be read as an SMTP command: refuse, rather than serve wrongly.
+        if self.proxy_protocol:
+            raise ValueError("PROXY_PROTOCOL: smtp-submit does not read PROXY headers yet")
+        return self
