@@ -93,7 +93,6 @@ class SubmitProtocol(SMTP):
 
     # AUTH -------------------------------------------------------------------------------------
     async def smtp_AUTH(self, arg: str) -> None:
-        self._command = "AUTH"
         if not self.encrypted:
             await self.push(STARTTLS_FIRST)
             return
