@@ -21,7 +21,7 @@ from mailstack.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from submitkit import AUTH_FAIL_MAX_PER_USER, MAX_PER_HOUR, MAX_RECIPIENTS, Submit
+from submitkit import AUTH_FAIL_MAX_PER_USER, MAX_PER_HOUR, MAX_PER_IP, MAX_RECIPIENTS, Submit
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SUBMIT_MAX_MESSAGES_PER_HOUR": str(MAX_PER_HOUR),
         "SUBMIT_AUTH_FAIL_DELAY": "0.05",
         "SUBMIT_AUTH_FAIL_MAX_PER_USER": str(AUTH_FAIL_MAX_PER_USER),
+        "SUBMIT_MAX_CONNECTIONS_PER_IP": str(MAX_PER_IP),
     }
     with Stack(workdir, services=("redis", "mailstore-api", "smtp-submit"), env=env) as s:
         yield s

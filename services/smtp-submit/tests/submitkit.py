@@ -14,6 +14,7 @@ HOST = "127.0.0.1"
 MAX_RECIPIENTS = 5
 MAX_PER_HOUR = 4
 AUTH_FAIL_MAX_PER_USER = 3
+MAX_PER_IP = 12
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def test_swaks(submit, make_user, messages, tmp_path, way):
         timeout=60,
     )
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
-    assert b"235 2.7.0 Authentication successful" in done.stdout
+    assert b"235 2.7.0 Authentication successful" in done.stdout, done.stdout.decode()
     (got,) = messages(rcpt)
     assert email.message_from_bytes(got)["Subject"] == f"swaks {port} {mechanism}"
 

@@ -52,6 +52,7 @@ from typing import Any, AnyStr, TypeVar, cast
 import structlog
 from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, syntax
+from mailcommon.connections import ConnectionRegistry
 from mailcommon.idle import IdleTimer
 from mailcommon.logging import get_logger
 from mailcommon.proxy import ProxyPolicy
@@ -60,7 +61,7 @@ from mailcommon.smtpreplies import with_enhanced_code
 from smtp_in import metrics
 from smtp_in.handler import MailHandler, Transaction, declared_size
 from smtp_in.headers import MAX_ADDED_HEADERS
-from smtp_in.limits import BudgetExhausted, ConnectionRegistry, DataBudget, MeteredReader
+from smtp_in.limits import BudgetExhausted, DataBudget, MeteredReader
 from smtp_in.settings import SmtpSettings
 
 log = get_logger(__name__)

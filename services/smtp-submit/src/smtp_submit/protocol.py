@@ -10,7 +10,10 @@ What this adds to aiosmtpd (its public extension points: ``auth_<MECHANISM>`` me
   a STARTTLS command first`` (RFC 3207) and EHLO does not advertise it; on 465 the connection is
   TLS from its first octet (RFC 8314) and AUTH is offered at once. aiosmtpd's own TLS rule for
   AUTH (``auth_require_tls``) looks only at STARTTLS, so it is off and this class decides;
-- the RFC 3463 enhanced status code on every reply (:mod:`mailcommon.smtpreplies`).
+- the RFC 3463 enhanced status code on every reply (:mod:`mailcommon.smtpreplies`);
+- connection limits (``MAX_CONNECTIONS``, ``MAX_CONNECTIONS_PER_IP``, both ports together,
+  :class:`mailcommon.connections.ConnectionRegistry`): beyond them, and while the server drains,
+  ``421`` and the connection is closed before aiosmtpd sees it.
 
 "No AUTH, no mail" is the handler's (``handle_MAIL``): aiosmtpd's ``auth_required`` would refuse
 with the same words but warns, per connection, that TLS is not required, which it is here.
@@ -22,9 +25,11 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Callable
-from typing import Any, AnyStr
+from typing import Any, AnyStr, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult
+from mailcommon.connections import ConnectionRegistry
+from mailcommon.logging import get_logger
 from mailcommon.sasl import SaslError, decode_plain, decode_response, parse_plain
 from mailcommon.smtpreplies import with_enhanced_code
 
@@ -33,7 +38,11 @@ from smtp_submit.login import Logins
 from smtp_submit.senders import MAX_ADDED_HEADERS
 from smtp_submit.settings import SubmitSettings
 
+log = get_logger(__name__)
+
 STARTTLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
+TOO_MANY = "421 4.7.0 Too many connections, try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 MALFORMED = "501 5.5.2 Malformed credentials"
 
 
@@ -46,6 +55,7 @@ class SubmitProtocol(SMTP):
         *,
         settings: SubmitSettings,
         logins: Logins,
+        registry: ConnectionRegistry,
         tls_context: ssl.SSLContext | None,
         implicit_tls: bool,
         loop: asyncio.AbstractEventLoop,
@@ -67,9 +77,57 @@ class SubmitProtocol(SMTP):
         # aiosmtpd keeps these limits on the class, shared by every connection: keep ours here.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         self._logins = logins
+        self._registry = registry
         self._implicit_tls = implicit_tls
+        self._ip = "unknown"
+        self._admitted = False
+        self._refused = False
         self._greeted = False
         self._command: str | None = None
+
+    # Connection life cycle --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._admitted:  # the TLS transport after STARTTLS: the same connection
+            super().connection_made(transport)
+            return
+        peer = transport.get_extra_info("peername")
+        self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        refusal = self._registry.admit(self, self._ip)
+        if refusal is not None:
+            self._refused = True
+            reply = SHUTTING_DOWN if refusal == "shutting_down" else TOO_MANY
+            log.info("refused", client=self._ip, reply=reply[:3], reason=refusal)
+            cast(asyncio.WriteTransport, transport).write(f"{reply}\r\n".encode())
+            transport.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        self._registry.release(self, self._ip)
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool:
+        # aiosmtpd ends the session on EOF but keeps a plain transport half open (and asks the
+        # same of a TLS one, which cannot): the connection then held its slot in the registry
+        # until the idle timeout. Closed now, as smtp-in does.
+        super().eof_received()
+        return False
+
+    def is_idle(self) -> bool:
+        """Between transactions (what a graceful shutdown may close at once)."""
+        return self.envelope is None or self.envelope.mail_from is None
+
+    def close_for_shutdown(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            cast(asyncio.WriteTransport, self.transport).write(f"{SHUTTING_DOWN}\r\n".encode())
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            cast(asyncio.WriteTransport, self.transport).abort()  # no TLS close handshake
 
     # TLS --------------------------------------------------------------------------------------
     @property
@@ -174,6 +232,7 @@ def protocol_factory(
     *,
     settings: SubmitSettings,
     logins: Logins,
+    registry: ConnectionRegistry,
     tls_context: ssl.SSLContext,
     implicit_tls: bool,
     loop: asyncio.AbstractEventLoop,
@@ -185,6 +244,7 @@ def protocol_factory(
             handler,
             settings=settings,
             logins=logins,
+            registry=registry,
             tls_context=tls_context,
             implicit_tls=implicit_tls,
             loop=loop,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
+import time
 
 from mailcommon.client import MailstoreClient
+from mailcommon.connections import ConnectionRegistry
 from mailcommon.logging import get_logger
 
 from smtp_submit.handler import SubmitHandler
@@ -16,10 +18,11 @@ from smtp_submit.protocol import protocol_factory
 from smtp_submit.settings import SubmitSettings
 
 log = get_logger(__name__)
+DRAIN_POLL = 0.05
 
 
 class SubmitServer:
-    """Listens on both ports; on SIGTERM stops accepting and waits for deliveries in flight."""
+    """Listens on both ports, counts connections, and drains on SIGTERM."""
 
     def __init__(
         self,
@@ -33,6 +36,9 @@ class SubmitServer:
         self.handler = SubmitHandler(settings, mailstore, hourly)
         self.logins = logins
         self.tls_context = tls_context
+        self.registry = ConnectionRegistry(
+            settings.max_connections, settings.max_connections_per_ip
+        )
         self._servers: list[asyncio.Server] = []
         self._stop = asyncio.Event()
 
@@ -44,6 +50,7 @@ class SubmitServer:
                 self.handler,
                 settings=st,
                 logins=self.logins,
+                registry=self.registry,
                 tls_context=self.tls_context,
                 implicit_tls=implicit,
                 loop=loop,
@@ -75,9 +82,29 @@ class SubmitServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         await self._stop.wait()
+        await self.drain(self.settings.submit_shutdown_grace)
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting; close idle sessions (421); give transactions ``grace`` seconds, then
+        close what is left and wait for the deliveries already under way."""
+        self.registry.draining = True
         for server in self._servers:
             server.close()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            for conn in list(self.registry.members):
+                if conn.is_idle():
+                    conn.close_for_shutdown()
+            # Idle ones are closed (a TLS close may wait for the client's close_notify: not us).
+            busy = [conn for conn in self.registry.members if not conn.is_idle()]
+            if not busy and not self.handler.shipper.tasks:
+                break
+            await asyncio.sleep(DRAIN_POLL)
+        left = len(self.registry.members)
+        for conn in list(self.registry.members):
+            conn.abort()
         tasks = list(self.handler.shipper.tasks)
-        if tasks:
+        if tasks:  # uploads under way finish or fail on the mailstore's timeout, not ours
             await asyncio.wait(tasks, timeout=self.settings.mailstore_timeout)
-        log.info("stopped", deliveries_waited=len(tasks))
+        await asyncio.sleep(0)  # let the closed transports call connection_lost
+        log.info("stopped", aborted_connections=left, deliveries_waited=len(tasks))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailcommon.addresses import normalize_domain
 from mailcommon.settings import FrontEndSettings
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
@@ -23,6 +23,16 @@ class SubmitSettings(FrontEndSettings):
     # clock hour (450 4.7.1 beyond, counted in Redis across replicas).
     submit_max_recipients: int = Field(100, ge=1)
     submit_max_messages_per_hour: int = Field(500, ge=1)
+    # Connections at once, both ports together, and from one client address (421 4.7.0 beyond):
+    # SUBMIT_MAX_CONNECTIONS wins over the shared MAX_CONNECTIONS.
+    max_connections: int = Field(
+        1000, ge=1, validation_alias=AliasChoices("submit_max_connections", "max_connections")
+    )
+    max_connections_per_ip: int = Field(
+        50,
+        ge=1,
+        validation_alias=AliasChoices("submit_max_connections_per_ip", "max_connections_per_ip"),
+    )
     # Seconds without a command (or message data) before the connection is closed.
     submit_idle_timeout: float = Field(300.0, gt=0)
     # Failed logins, as POP3's (mailcommon.throttle): per client address, per user name, per
@@ -33,6 +43,8 @@ class SubmitSettings(FrontEndSettings):
     submit_auth_fail_max_per_user: int = Field(10, ge=1)
     submit_auth_fail_max_per_known_net: int = Field(10, ge=1)
     submit_known_network_ttl: int = Field(30 * 86400, ge=0)
+    # On SIGTERM: seconds to let transactions in flight finish before closing what is left.
+    submit_shutdown_grace: float = Field(30.0, ge=0)
     # Concurrent HTTP connections to the mailstore.
     submit_mailstore_connections: int = Field(8, ge=1)
     # Run on uvloop's event loop; false: asyncio's own.
