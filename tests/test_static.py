@@ -13,11 +13,17 @@ from typing import Any
 from mailstore_api.settings import MailstoreSettings
 from pop3d.settings import Pop3Settings
 from smtp_in.settings import SmtpSettings
+from smtp_submit.settings import SubmitSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 #: The workspace package each application service's image is built from (build argument SERVICE).
-PACKAGES = {"mailstore-api": "mailstore-api", "smtp-in": "smtp-in", "pop3": "pop3d"}
+PACKAGES = {
+    "mailstore-api": "mailstore-api",
+    "smtp-in": "smtp-in",
+    "pop3": "pop3d",
+    "smtp-submit": "smtp-submit",
+}
 
 
 def compose_config(**env: str) -> dict[str, Any]:
@@ -77,7 +83,7 @@ def test_compose_config_is_valid() -> None:
 def test_compose_file_shape() -> None:
     """Healthchecks, restart policy and the API published on loopback only, per the issue."""
     services = compose_config()["services"]
-    assert set(services) == {"redis", "mailstore-api", "smtp-in", "pop3"}
+    assert set(services) == {"redis", "mailstore-api", "smtp-in", "pop3", "smtp-submit"}
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         assert service["mem_limit"], name
@@ -86,6 +92,7 @@ def test_compose_file_shape() -> None:
     # The front ends' checks read the greeting (tests/test_healthcheck.py), not a bare connect.
     assert services["smtp-in"]["healthcheck"]["test"] == [*probe, "smtp://127.0.0.1:2525"]
     assert services["pop3"]["healthcheck"]["test"] == [*probe, "pop3://127.0.0.1:1110"]
+    assert services["smtp-submit"]["healthcheck"]["test"] == [*probe, "smtp://127.0.0.1:1587"]
     assert services["mailstore-api"]["healthcheck"]["test"] == [
         *probe,
         "http://127.0.0.1:8080/healthz",
@@ -102,10 +109,14 @@ def test_compose_file_shape() -> None:
     assert published[2525] == "25"
     assert published[1110] == "110"
     assert published[1995] == "995"
-    for name in ("smtp-in", "pop3"):
+    assert published[1587] == "587"
+    assert published[1465] == "465"
+    assert services["smtp-submit"]["environment"]["SUBMIT_BIND_PORT"] == "1587"
+    assert services["smtp-submit"]["environment"]["SUBMITS_BIND_PORT"] == "1465"
+    for name in ("smtp-in", "pop3", "smtp-submit"):
         assert services[name]["depends_on"]["mailstore-api"]["condition"] == "service_healthy"
     # /metrics of the front ends: inside the compose network, never on a host port.
-    for name in ("smtp-in", "pop3"):
+    for name in ("smtp-in", "pop3", "smtp-submit"):
         assert services[name]["environment"]["METRICS_PORT"] == "9100"
         assert all(p["target"] != 9100 for p in services[name].get("ports", [])), name
 
@@ -135,7 +146,7 @@ def test_env_example_documents_every_setting() -> None:
         cls.__name__: [
             name.upper() for name in cls.model_fields if not re.search(rf"\b{name.upper()}=", text)
         ]
-        for cls in (MailstoreSettings, SmtpSettings, Pop3Settings)
+        for cls in (MailstoreSettings, SmtpSettings, Pop3Settings, SubmitSettings)
     }
     assert missing == {name: [] for name in missing}
 

@@ -119,6 +119,31 @@ def test_an_alias_of_three_accounts_stores_one_copy_each(mailstore, admin, inter
     assert os.stat(mailstore.maildir(members[0]) / "new" / mid).st_nlink == 4  # one file, 4 links
 
 
+def test_sender_addresses_are_the_account_and_the_aliases_that_reach_it(admin, internal, domain):
+    """smtp-submit's question: as whom may this account send? Its own address, and every alias
+    that delivers to it (directly or through another alias); never a catch-all's addresses."""
+    bob = account(admin, f"bob@{domain}")
+    eve = account(admin, f"eve@{domain}")
+    alias(admin, f"team@{domain}", [bob, eve])
+    alias(admin, f"all@{domain}", [f"team@{domain}"])
+    alias(admin, f"eves@{domain}", [eve])
+    alias(admin, f"@{domain}", [bob])
+
+    def senders(name: str) -> httpx.Response:
+        return internal.get(f"/accounts/{name}/sender-addresses")
+
+    r = senders(bob)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"account": bob, "addresses": [bob, f"all@{domain}", f"team@{domain}"]}
+    assert senders(eve).json()["addresses"] == [
+        eve,
+        f"all@{domain}",
+        f"eves@{domain}",
+        f"team@{domain}",
+    ]
+    assert error(senders(f"nobody@{domain}"), 404)["code"] == "unknown_user"
+
+
 def test_loops_dangling_targets_and_clashes_are_refused(admin, internal, domain):
     ann = account(admin, f"ann@{domain}")
     alias(admin, f"a@{domain}", [ann])

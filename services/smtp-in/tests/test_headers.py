@@ -7,13 +7,8 @@ import email
 import email.policy
 from typing import Any
 
-from smtp_in.headers import (
-    MAX_TRACE_HEADERS,
-    address_literal,
-    protocol_name,
-    safe_helo,
-    trace_headers,
-)
+from mailcommon.smtptrace import address_literal, protocol_name, safe_helo
+from smtp_in.headers import MAX_TRACE_HEADERS, trace_headers
 
 WHEN = datetime.datetime(2026, 11, 27, 6, 0, 0, tzinfo=datetime.UTC)
 # One delivery's trace_headers arguments; each test changes what it is about.
@@ -98,6 +93,8 @@ def test_protocol_names() -> None:
     assert protocol_name(esmtp=True, tls=True, smtputf8=False) == "ESMTPS"
     assert protocol_name(esmtp=True, tls=False, smtputf8=True) == "UTF8SMTP"
     assert protocol_name(esmtp=True, tls=True, smtputf8=True) == "UTF8SMTPS"
+    assert protocol_name(esmtp=True, tls=True, smtputf8=False, authenticated=True) == "ESMTPSA"
+    assert protocol_name(esmtp=True, tls=True, smtputf8=True, authenticated=True) == "UTF8SMTPSA"
 
 
 def test_trace_headers_fit_the_allowance() -> None:

@@ -95,3 +95,24 @@ def parsed_from_domain(field: bytes) -> str | None:
     if "\ufffd" in domain or domain.startswith("["):  # not UTF-8; an address literal
         return None
     return ascii_domain(domain)
+
+
+def header_from_addresses(message: bytes) -> list[str] | None:
+    """Every address of the message's From field (``local@domain`` as written, RFC 6532 UTF-8
+    decoded); ``None`` unless the header block has exactly one From field, every mailbox in it
+    parses without a defect beyond the obsolete syntax, and it names at least one."""
+    block, _ = split_header_block(message)
+    from_fields = [field for field in header_fields(block) if field_name(field) == b"from"]
+    if len(from_fields) != 1:
+        return None
+    text = from_fields[0].decode("utf-8", errors="replace")
+    parsed = email.parser.HeaderParser(policy=email.policy.default).parsestr(text + "\n")
+    header = parsed["From"]
+    if header is None or not header.addresses:
+        return None
+    if any(not isinstance(d, email.errors.ObsoleteHeaderDefect) for d in header.defects):
+        return None
+    addresses = [address.addr_spec for address in header.addresses]
+    if any("\ufffd" in a or not a.partition("@")[2] for a in addresses):
+        return None
+    return addresses

@@ -500,6 +500,14 @@ class MailstoreClient:
             pending=[r["address"] for r in body["recipients"] if r["state"] == "pending"],
         )
 
+    async def sender_addresses(self, username: str) -> list[str]:
+        """The addresses the account ``username`` may send as (its own first, then the aliases
+        that deliver to it), lower-case with the domain in A-labels. Raises :class:`NotFound`
+        (``unknown_user``) and :class:`MailstoreUnavailable`."""
+        path = f"/accounts/{_segment(username)}/sender-addresses"
+        body = self._json(await self._request("GET", path))
+        return [str(a) for a in body["addresses"]]
+
     async def snapshot(self, username: str, lock_token: str, fence: int) -> MailboxSnapshot:
         """The mailbox's messages in order, registering ``fence`` as the newest holder's."""
         response = await self._request(

@@ -134,6 +134,18 @@ class Directory:
         """Whether ``start`` is ``goal`` or leads to it through aliases."""
         return any(name == goal for name in self._walk(start))
 
+    def sender_addresses(self, account: str) -> list[str]:
+        """The addresses ``account`` may send as: its own, then every alias (not a catch-all
+        ``@domain``) that delivers to it, directly or through other aliases, sorted."""
+        if account not in self.accounts:
+            return []
+        aliases = sorted(
+            name
+            for name in self.aliases
+            if not name.startswith("@") and account in self.expand(name)
+        )
+        return [account, *aliases]
+
     def domain_counts(self) -> dict[str, tuple[int, int]]:
         """Per domain: (accounts, aliases)."""
         counts = {name: [0, 0] for name in self.domains}

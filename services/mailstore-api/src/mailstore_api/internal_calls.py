@@ -54,6 +54,11 @@ class Recipient(BaseModel):
     limited: bool  # some of them have a quota (a front end must not reuse this answer)
 
 
+class SenderAddresses(BaseModel):
+    account: str  # the account's address
+    addresses: list[str]  # the account's own address first, then the aliases that reach it
+
+
 class LeaseRequest(BaseModel):
     lock_token: str = Field(min_length=1, max_length=256)
     fence: int = Field(ge=0, le=2**63 - 1)
@@ -156,6 +161,13 @@ def recipient(state: State, address: str, size: int | None) -> Recipient:
     return Recipient(
         address=canonical, accounts=names, limited=any(q.bytes or q.messages for q in quotas)
     )
+
+
+def sender_addresses(state: State, username: str) -> SenderAddresses:
+    """The addresses the account ``username`` may send as (smtp-submit's MAIL FROM and From:
+    check): its own and its aliases' (catch-alls excluded); 404 ``unknown_user``."""
+    account = mailbox(state, username)
+    return SenderAddresses(account=account, addresses=state.directory.sender_addresses(account))
 
 
 async def snapshot(state: State, username: str, body: LeaseRequest) -> bytes:

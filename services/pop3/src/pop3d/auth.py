@@ -14,7 +14,6 @@ changed, the account deleted) the entry is dropped, the lock given back, and the
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -43,36 +42,6 @@ log = get_logger(__name__)
 
 REDIS_ERRORS = (RedisError, OSError)
 MAX_USERNAME = 255
-
-
-class SaslError(ValueError):
-    """A malformed SASL PLAIN message."""
-
-
-def decode_plain(b64: bytes) -> tuple[str, str]:
-    """RFC 4616 PLAIN: ``[authzid] NUL authcid NUL passwd``, base64; returns (user, password).
-
-    An authorization identity other than the user's own is refused (no proxy logins).
-    """
-    if b64 == b"=":
-        raise SaslError("empty credentials")
-    try:
-        raw = binascii.a2b_base64(b64, strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise SaslError("invalid base64") from None
-    parts = raw.split(b"\x00")
-    if len(parts) != 3:
-        raise SaslError("malformed PLAIN message")
-    authzid, authcid, passwd = parts
-    try:
-        user, zid, password = authcid.decode(), authzid.decode(), passwd.decode()
-    except UnicodeDecodeError:
-        raise SaslError("credentials are not UTF-8") from None
-    if not user or not password:
-        raise SaslError("empty credentials")
-    if zid and zid != user:
-        raise SaslError("authorization identity differs from authentication identity")
-    return user, password
 
 
 def usable_name(name: bytes) -> str | None:

@@ -13,11 +13,10 @@ from collections.abc import Awaitable, Callable
 
 from mailcommon.client import MailstoreError, NotFound
 from mailcommon.logging import get_logger
+from mailcommon.sasl import SaslError, decode_plain
 
 from pop3d import __version__
 from pop3d.auth import (
-    SaslError,
-    decode_plain,
     end_session_lease,
     fail_login,
     login,

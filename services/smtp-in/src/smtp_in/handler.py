@@ -19,15 +19,15 @@ from mailauth.results import authentication_results, remove_our_results
 from mailauth.verdicts import SpfResult
 from mailcommon import memory
 from mailcommon.client import (
-    Delivery,
     InsufficientStorage,
     MailstoreClient,
     MailstoreError,
     MailstoreUnavailable,
-    MessageTooLarge,
     NotFound,
 )
 from mailcommon.logging import get_logger
+from mailcommon.smtpdelivery import Deliveries, failure_reply
+from mailcommon.smtptrace import protocol_name
 
 from smtp_in import headers, metrics, policy
 from smtp_in.addresses import (
@@ -114,7 +114,8 @@ class MailHandler:
         self.rspamd = rspamd
         self.recipients = RecipientCache(mailstore, settings.smtp_recipient_cache_ttl)
         # Deliveries in progress; shielded from client disconnects, awaited on shutdown.
-        self.deliveries: set[asyncio.Task[Delivery]] = set()
+        self.shipper = Deliveries(mailstore)
+        self.deliveries = self.shipper.tasks
 
     # PROXY (PROXY_PROTOCOL=true) ----------------------------------------------------------------
     async def handle_PROXY(
@@ -259,7 +260,7 @@ class MailHandler:
         return Screened(added, cleaned)
 
     def _trace(self, session: Session, envelope: Transaction) -> bytes:
-        protocol = headers.protocol_name(
+        protocol = protocol_name(
             esmtp=bool(session.extended_smtp),
             tls=session.ssl is not None,
             smtputf8=bool(envelope.smtp_utf8),
@@ -278,29 +279,18 @@ class MailHandler:
         """Deliver the message with our headers on top; the reply to the end of DATA."""
         message_id: str | None = None
         try:
-            delivery = await self._deliver(envelope, screened.headers + screened.content)
-        except MessageTooLarge:
-            result, reply = "too_large", "552 5.3.4 Message too big for system"
-        except InsufficientStorage as exc:
-            if exc.code == "quota_exceeded":  # fits no recipient's quota; nothing stored
-                result, reply = (
-                    "over_quota",
-                    "552 5.2.2 Mailbox full: the message exceeds the quota",
-                )
-            else:
-                result, reply = "insufficient_storage", "452 4.3.1 Insufficient system storage"
-        except NotFound:
-            # A recipient was deleted between RCPT and DATA; nothing was stored. Let the sender
-            # retry: RCPT will then refuse that one recipient and the rest get the message.
-            for lookup in envelope.addresses:
-                self.recipients.forget(lookup)
-            result, reply = "recipient_gone", "451 4.3.0 Recipient no longer exists, try again"
-        except MailstoreUnavailable as exc:
-            log.warning("mailstore_error", during="DATA", error=str(exc))
-            result, reply = "tempfail", "451 4.3.0 Mailstore unavailable, try again later"
+            delivery = await self.shipper.deliver(
+                envelope.users, screened.headers + screened.content, envelope.transaction_id
+            )
         except MailstoreError as exc:
-            log.error("mailstore_error", during="DATA", error=str(exc))
-            result, reply = "tempfail", "451 4.3.0 Delivery failed, try again later"
+            result, reply = failure_reply(exc)
+            if isinstance(exc, NotFound):
+                for lookup in envelope.addresses:
+                    self.recipients.forget(lookup)
+            if isinstance(exc, MailstoreUnavailable):
+                log.warning("mailstore_error", during="DATA", error=str(exc))
+            elif result == "tempfail":
+                log.error("mailstore_error", during="DATA", error=str(exc))
         except asyncio.CancelledError:
             self._log_message(envelope, screened.content, "client_gone", None, "")
             raise
@@ -309,22 +299,6 @@ class MailHandler:
             result, reply = "delivered", f"250 2.0.0 Ok: queued as {delivery.id}"
         self._log_message(envelope, screened.content, result, message_id, reply)
         return reply
-
-    async def _deliver(self, envelope: Transaction, message: bytes) -> Delivery:
-        """Deliver in a task of its own: a client that disconnects does not cut the upload short.
-        The transaction id is the delivery's idempotency key: a retry after a dropped connection
-        is stored once (see ``MailstoreClient.deliver``)."""
-        task = asyncio.ensure_future(
-            self.mailstore.deliver(envelope.users, message, idempotency_key=envelope.transaction_id)
-        )
-        self.deliveries.add(task)
-        task.add_done_callback(self._delivery_done)
-        return await asyncio.shield(task)
-
-    def _delivery_done(self, task: asyncio.Task[Delivery]) -> None:
-        self.deliveries.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here so an abandoned failure is not reported as lost
 
     def _log_message(
         self,

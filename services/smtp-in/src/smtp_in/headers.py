@@ -10,14 +10,10 @@
 from __future__ import annotations
 
 import datetime
-import ipaddress
-import re
 from email.utils import format_datetime
 
-# What may appear of a client's HELO argument: visible ASCII without comment parentheses or
-# backslashes (a HELO name is untrusted input that ends up inside a header).
-_HELO_UNSAFE = re.compile(r"[^\x21-\x27\x2a-\x5b\x5d-\x7e]")
-MAX_HELO_IN_HEADER = 255
+from mailcommon.smtptrace import address_literal, safe_helo
+
 # The most octets Return-Path: and Received: can take (two addresses of at most 320 characters, in
 # UTF-8, a HELO name of 255 and a host name of 253).
 MAX_TRACE_HEADERS = 4096
@@ -26,35 +22,6 @@ MAX_TRACE_HEADERS = 4096
 # X-Spam lines. smtp-in's SIZE is MAX_MESSAGE_SIZE minus this, so a message it accepts with its
 # headers added never exceeds the mailstore's MAX_MESSAGE_SIZE.
 MAX_ADDED_HEADERS = 16384
-
-
-def protocol_name(*, esmtp: bool, tls: bool, smtputf8: bool) -> str:
-    """The ``with`` keyword (RFC 3848, RFC 6531): SMTP, ESMTP, ESMTPS, UTF8SMTP or UTF8SMTPS."""
-    if smtputf8:
-        return "UTF8SMTPS" if tls else "UTF8SMTP"
-    if tls:
-        return "ESMTPS"
-    return "ESMTP" if esmtp else "SMTP"
-
-
-def address_literal(ip: str) -> str:
-    """``[192.0.2.7]`` or ``[IPv6:2001:db8::7]`` (RFC 5321 4.1.3); unparsable input is replaced."""
-    try:
-        parsed = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return "[unknown]"
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return f"[{parsed.ipv4_mapped}]"
-        return f"[IPv6:{parsed.compressed}]"
-    return f"[{parsed}]"
-
-
-def safe_helo(helo: str | None) -> str:
-    """The client's HELO name, with anything that could break the header replaced by ``_``."""
-    if not helo:
-        return "unknown"
-    return _HELO_UNSAFE.sub("_", helo)[:MAX_HELO_IN_HEADER]
 
 
 def received(

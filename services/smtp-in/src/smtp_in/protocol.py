@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import re
 import secrets
 import ssl
 from collections.abc import Callable, Coroutine
@@ -53,79 +52,25 @@ from typing import Any, AnyStr, TypeVar, cast
 import structlog
 from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, syntax
+from mailcommon.connections import ConnectionRegistry
 from mailcommon.idle import IdleTimer
 from mailcommon.logging import get_logger
 from mailcommon.proxy import ProxyPolicy
+from mailcommon.smtpreplies import with_enhanced_code
 
 from smtp_in import metrics
 from smtp_in.handler import MailHandler, Transaction, declared_size
 from smtp_in.headers import MAX_ADDED_HEADERS
-from smtp_in.limits import BudgetExhausted, ConnectionRegistry, DataBudget, MeteredReader
+from smtp_in.limits import BudgetExhausted, DataBudget, MeteredReader
 from smtp_in.settings import SmtpSettings
 
 log = get_logger(__name__)
 
-_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
-_REPLY = re.compile(r"^(\d{3})([ -])(.*)$", re.DOTALL)
-# aiosmtpd replies we word differently (and give the right enhanced code).
-_REWRITES = {
-    "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
-    "552 Error: message size exceeds fixed maximum message size": (
-        "552 5.3.4 Message size exceeds fixed maximum message size"
-    ),
-    "500 Line too long (see RFC5321 4.5.3.1.6)": (
-        "500 5.5.2 Line too long: message lines are limited to 1000 octets (RFC 5321 4.5.3.1.6)"
-    ),
-    "500 Command line too long": "500 5.5.2 Command line too long",
-    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
-    "221 Bye": "221 2.0.0 Bye",
-}
-# The enhanced code added to any other reply lacking one, by reply code (then by class).
-_ENHANCED_BY_CODE = {
-    "220": "2.0.0",
-    "221": "2.0.0",
-    "250": "2.0.0",
-    "252": "2.0.0",
-    "421": "4.3.2",
-    "451": "4.3.0",
-    "452": "4.3.1",
-    "454": "4.7.0",
-    "500": "5.5.2",
-    "501": "5.5.4",
-    "502": "5.5.1",
-    "503": "5.5.1",
-    "504": "5.5.4",
-    "530": "5.7.0",
-    "550": "5.0.0",
-    "552": "5.3.4",
-    "553": "5.1.3",
-    "554": "5.0.0",
-    "555": "5.5.4",
-}
-
-
-# aiosmtpd's reply to an unknown verb repeats the verb, control characters and all: not ours.
-_UNKNOWN_COMMAND = re.compile(r'500 Error: command ".*" not recognized', re.DOTALL)
 _NUL_REPLY = "501 5.5.2 Syntax error: NUL octet in command line"
 _SHUTDOWN_REPLY = "421 4.3.2 Service shutting down, try again later"
 _TIMEOUT_REPLY = "421 4.4.2 Timeout exceeded, closing connection"
 # aiosmtpd's own timeout, never reached: our timer (idle or DATA) closes first, with a 421.
 _LIBRARY_TIMEOUT = 10 * 365 * 24 * 3600.0
-
-
-def with_enhanced_code(reply: str) -> str:
-    """``reply`` with an RFC 3463 status code after the reply code (unchanged if it has one)."""
-    if _UNKNOWN_COMMAND.fullmatch(reply):
-        return "500 5.5.1 Error: command not recognized"
-    reply = _REWRITES.get(reply, reply)
-    if _HAS_ENHANCED.match(reply):
-        return reply
-    match = _REPLY.match(reply)
-    if match is None or match.group(1)[0] not in "245":
-        return reply  # 3xx intermediate replies carry no status code (RFC 2034)
-    code, sep, text = match.groups()
-    enhanced = _ENHANCED_BY_CODE.get(code, f"{code[0]}.0.0")
-    return f"{code}{sep}{enhanced} {text}".rstrip()
 
 
 _Verb = TypeVar("_Verb", bound=Callable[..., Coroutine[Any, Any, Any]])

@@ -12,12 +12,13 @@ import ssl
 import time
 
 from mailcommon.client import MailstoreClient
+from mailcommon.connections import ConnectionRegistry
 from mailcommon.logging import get_logger
 
 from smtp_in import metrics
 from smtp_in.authentication import SenderChecks
 from smtp_in.handler import MailHandler
-from smtp_in.limits import ConnectionRegistry, DataBudget
+from smtp_in.limits import DataBudget
 from smtp_in.protocol import protocol_factory
 from smtp_in.rspamd import Rspamd
 from smtp_in.settings import SmtpSettings

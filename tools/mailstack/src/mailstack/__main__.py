@@ -23,7 +23,7 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="mailstack",
-        description="Run redis-server, mailstore-api, smtp-in and pop3 as local processes.",
+        description="Run redis-server, mailstore-api, smtp-in, pop3 and smtp-submit as local processes.",
     )
     parser.add_argument(
         "--dir", type=Path, help="working directory (data, secrets, logs); default: a new temp dir"
@@ -41,8 +41,10 @@ def main() -> None:
         print(f"  smtp-in        smtp://127.0.0.1:{stack.smtp_port}")
         print(f"  pop3           pop3://127.0.0.1:{stack.pop3_port}  (STLS)")
         print(f"  pop3s          127.0.0.1:{stack.pop3s_port}  (implicit TLS)")
+        print(f"  submission     smtp://127.0.0.1:{stack.submit_port}  (STARTTLS, then AUTH)")
+        print(f"  submissions    127.0.0.1:{stack.submits_port}  (implicit TLS, AUTH)")
         print("  metrics        (Prometheus text; the mailstore's needs the admin token)")
-        for name in ("mailstore-api", "smtp-in", "pop3"):
+        for name in ("mailstore-api", "smtp-in", "pop3", "smtp-submit"):
             print(f"    {name:15}{stack.metrics_url(name)}")
         print(f"  admin token    {stack.admin_token}")
         print(

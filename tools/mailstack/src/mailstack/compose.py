@@ -35,12 +35,16 @@ class ComposeStack(Running):
         self.smtp_port = free_port()
         self.pop3_port = free_port()
         self.pop3s_port = free_port()
+        self.submit_port = free_port()
+        self.submits_port = free_port()
         self.variables = {
             "ADMIN_TOKEN": self.admin_token,
             "API_PORT": str(self.api_port),
             "SMTP_PORT": str(self.smtp_port),
             "POP3_PORT": str(self.pop3_port),
             "POP3S_PORT": str(self.pop3s_port),
+            "SUBMIT_PORT": str(self.submit_port),
+            "SUBMITS_PORT": str(self.submits_port),
             "ACME_HTTP_PORT_PUBLISHED": str(free_port()),
             "MAIL_DOMAINS": "pokey.onl,example.test",
             "MAIL_HOSTNAME": "mail.pokey.onl",

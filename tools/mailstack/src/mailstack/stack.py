@@ -22,8 +22,13 @@ from mailstack.ports import free_port, http_ok, scrape, tcp_ready, wait_until
 from mailstack.processes import stop_process
 from mailstack.running import Running
 
-ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3")
-MODULES = {"mailstore-api": "mailstore_api", "smtp-in": "smtp_in", "pop3": "pop3d"}
+ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3", "smtp-submit")
+MODULES = {
+    "mailstore-api": "mailstore_api",
+    "smtp-in": "smtp_in",
+    "pop3": "pop3d",
+    "smtp-submit": "smtp_submit",
+}
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
 #: What docker-compose.yml gives the mailstore (the reason is there): malloc's huge pages.
@@ -64,7 +69,7 @@ def with_huge_pages(env: Mapping[str, str]) -> dict[str, str]:
 
 
 class Stack(Running):
-    """Redis, mailstore-api, smtp-in and pop3 as child processes of this one."""
+    """Redis, mailstore-api, smtp-in, pop3 and smtp-submit as child processes of this one."""
 
     kind = "local"
 
@@ -94,9 +99,12 @@ class Stack(Running):
         self.smtp_port = free_port()
         self.pop3_port = free_port()
         self.pop3s_port = free_port()
+        self.submit_port = free_port()  # 587's STARTTLS submission
+        self.submits_port = free_port()  # 465's implicit TLS submission
         # The /metrics listeners of the front ends (METRICS_PORT); the mailstore's is its API.
         self.smtp_metrics_port = free_port()
         self.pop3_metrics_port = free_port()
+        self.submit_metrics_port = free_port()
         self.domains = domains
         self.hostname = hostname
         self.overrides = dict(env or {})
@@ -153,6 +161,9 @@ class Stack(Running):
                 "POP3_BIND_HOST": HOST,
                 "POP3_BIND_PORT": str(self.pop3_port),
                 "POP3S_BIND_PORT": str(self.pop3s_port),
+                "SUBMIT_BIND_HOST": HOST,
+                "SUBMIT_BIND_PORT": str(self.submit_port),
+                "SUBMITS_BIND_PORT": str(self.submits_port),
                 "METRICS_BIND_HOST": HOST,
             }
         )
@@ -202,6 +213,11 @@ class Stack(Running):
                 "pop3": self.pop3_port,
                 "pop3s": self.pop3s_port,
                 "metrics": self.pop3_metrics_port,
+            },
+            "smtp-submit": {
+                "submit": self.submit_port,
+                "submits": self.submits_port,
+                "metrics": self.submit_metrics_port,
             },
         }[base]
         extra = {"METRICS_PORT": str(ports["metrics"])} if "metrics" in ports else {}

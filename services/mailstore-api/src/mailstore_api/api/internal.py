@@ -140,6 +140,13 @@ async def _deliver(call: Call) -> Response:
     return JSONResponse(result, status_code=201)
 
 
+async def _sender_addresses(call: Call) -> Response:
+    """The addresses an account may send as: its own, then each alias that delivers to it
+    (catch-alls excluded). 404 ``unknown_user``."""
+    username = call.request.path_params["username"]
+    return _json(calls.sender_addresses(call.state, username))
+
+
 async def _snapshot(call: Call) -> Response:
     """The mailbox's messages, oldest first, for the holder of the maildrop lock."""
     username = call.request.path_params["username"]
@@ -331,6 +338,13 @@ OPERATIONS: tuple[Operation, ...] = (
         EXPUNGE_LIMIT,
         returns=calls.ExpungeResult,
         errors=_LEASE_ERRORS,
+    ),
+    Operation(
+        "GET",
+        "/accounts/{username}/sender-addresses",
+        _sender_addresses,
+        returns=calls.SenderAddresses,
+        errors=documented(404),
     ),
     Operation(
         "POST",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from smtp_in.protocol import with_enhanced_code
+from mailcommon.smtpreplies import with_enhanced_code
 
 
 @pytest.mark.parametrize(
