@@ -18,8 +18,14 @@ import pytest
 from authreference import ReferenceTools
 from mailauth.dkim import DkimResult, verify_dkim
 from mailauth.dns import Resolver
-from mailauth.settings import DkimSettings
-from mailauth.signing import DkimSigner, KeyFileError, Selectors, SigningKey, sign_message
+from mailauth.signing import (
+    DkimSettings,
+    DkimSigner,
+    KeyFileError,
+    Selectors,
+    SigningKey,
+    sign_message,
+)
 from mailstack.dnsserver import AuthoritativeDns, txt
 from pydantic import ValidationError
 

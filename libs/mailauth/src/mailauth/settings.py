@@ -1,17 +1,16 @@
 """The DNS resolver's settings, shared by every service that resolves through
-:class:`mailauth.dns.Resolver` (smtp-in's checks, the mailstore's DNS page), and the DKIM
-signer's (:mod:`mailauth.signing`)."""
+:class:`mailauth.dns.Resolver` (smtp-in's checks, the mailstore's DNS page). The DKIM signer's
+are :class:`mailauth.signing.DkimSettings`: importing them here would load ``cryptography``'s
+extension (about 9 MiB resident) into smtp-in, which never signs."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
 from mailauth.dns import Nameserver, Resolver, parse_nameservers
-from mailauth.signing import DkimSigner, Selectors
 
 
 class DnsSettings(BaseSettings):
@@ -33,23 +32,3 @@ class DnsSettings(BaseSettings):
         return Resolver(
             self.dns_nameservers, timeout=self.dns_timeout, cache_size=self.dns_cache_size
         )
-
-
-class DkimSettings(BaseSettings):
-    """The DKIM selectors (mixed into the settings of every service that signs or shows the
-    records: the mailstore, smtp-out). Changing one means a new key, generated on first use,
-    and a new record to publish (keep the old one until mail signed with it is delivered)."""
-
-    dkim_selector_rsa: str = "md-rsa1"
-    dkim_selector_ed25519: str = "md-ed1"
-
-    @model_validator(mode="after")
-    def _check_selectors(self) -> Self:
-        self.dkim_selectors()  # raises ValueError naming the bad one
-        return self
-
-    def dkim_selectors(self) -> Selectors:
-        return Selectors(rsa=self.dkim_selector_rsa, ed25519=self.dkim_selector_ed25519)
-
-    def dkim_signer(self, secrets_dir: Path) -> DkimSigner:
-        return DkimSigner(secrets_dir, self.dkim_selectors())

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import dkim
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 from mailcommon.addresses import normalize_domain
 from mailcommon.secrets import load_or_create_file
+from pydantic import model_validator
+from pydantic_settings import BaseSettings
 
 __all__ = [
     "DEFAULT_SELECTORS",
@@ -302,3 +304,23 @@ class DkimSigner:
         """The two DKIM-Signature fields (rsa-sha256, then ed25519-sha256) for ``message``
         signed as ``d=domain``, to put on top of it; see :func:`sign_message`."""
         return sign_message(message, self.keys(domain), linesep=linesep)
+
+
+class DkimSettings(BaseSettings):
+    """The DKIM selectors (mixed into the settings of every service that signs or shows the
+    records: the mailstore, smtp-out). Changing one means a new key, generated on first use,
+    and a new record to publish (keep the old one until mail signed with it is delivered)."""
+
+    dkim_selector_rsa: str = "md-rsa1"
+    dkim_selector_ed25519: str = "md-ed1"
+
+    @model_validator(mode="after")
+    def _check_selectors(self) -> Self:
+        self.dkim_selectors()  # raises ValueError naming the bad one
+        return self
+
+    def dkim_selectors(self) -> Selectors:
+        return Selectors(rsa=self.dkim_selector_rsa, ed25519=self.dkim_selector_ed25519)
+
+    def dkim_signer(self, secrets_dir: Path) -> DkimSigner:
+        return DkimSigner(secrets_dir, self.dkim_selectors())

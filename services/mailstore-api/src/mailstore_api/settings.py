@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailauth.settings import DkimSettings, DnsSettings
+from mailauth.settings import DnsSettings
+from mailauth.signing import DkimSettings
 from mailcommon.addresses import account_address
 from mailcommon.secrets import InsecureTokenError, resolve_token
 from mailcommon.settings import CommonSettings
