@@ -115,14 +115,17 @@ async def deliver(
     except (aiosmtplib.SMTPException, *_LOST) as exc:
         raise HostUnusable(f"451 4.4.1 Cannot connect to {peer.host} [{peer.address}]: {exc}") from exc
     try:
-        return await _session(client, peer, envelope, tls)
+        transcript = await _session(client, peer, envelope, tls)
+    except BaseException:
+        client.close()  # a broken session is not worth a QUIT
+        raise
+    try:
+        await client.quit(timeout=min(peer.command_timeout, 10.0))
+    except (aiosmtplib.SMTPException, *_LOST):
+        pass  # the results stand; the receiver ends the session itself
     finally:
-        try:
-            if client.is_connected:
-                await client.quit(timeout=min(peer.command_timeout, 10.0))
-        except (aiosmtplib.SMTPException, *_LOST):
-            pass
         client.close()
+    return transcript
 
 
 async def _greet(client: aiosmtplib.SMTP, peer: Peer) -> None:

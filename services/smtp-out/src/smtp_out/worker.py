@@ -83,7 +83,7 @@ class Worker:
             while not stop.is_set():
                 free = concurrency - len(self.active)
                 if free <= 0:
-                    await asyncio.wait({stopping, *self.active}, return_when="FIRST_COMPLETED")
+                    await asyncio.wait({stopping, *self.active}, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
                     claims = await self.mailstore.claim(
@@ -177,10 +177,13 @@ class Worker:
             except NotFound:
                 log.info("entry_gone", entry=claim.id)
                 return False
-            except MailstoreError as exc:
+            except MailstoreUnavailable as exc:
                 log.warning("report_failed", entry=claim.id, attempt=attempt + 1, error=str(exc))
                 if time.time() + 2**attempt >= claim.lease_expires:
                     break
                 await asyncio.sleep(2**attempt)  # back-off while the mailstore recovers
+            except MailstoreError as exc:  # refused (422): a bug here, not worth repeating
+                log.error("report_refused", entry=claim.id, error=str(exc))
+                return False
         log.error("report_lost", entry=claim.id, recipients=list(results))
         return False
