@@ -93,7 +93,9 @@ def _needs_smtputf8(envelope: Envelope) -> bool:
     return not all(a.isascii() for a in (envelope.sender, *envelope.recipients))
 
 
-_LOST = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError)
+#: A session that broke: aiosmtplib's errors (disconnects, timeouts, an unexpected state) and the
+#: socket's own (ssl.SSLError, a failed handshake, is an OSError).
+_BROKEN = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
 
 async def deliver(
@@ -112,7 +114,7 @@ async def deliver(
         await client.connect(timeout=peer.connect_timeout)
     except aiosmtplib.SMTPResponseException as exc:  # a 4xx/5xx greeting
         raise HostUnusable(reply_text(exc.code, exc.message)) from exc
-    except (aiosmtplib.SMTPException, *_LOST) as exc:
+    except _BROKEN as exc:
         raise HostUnusable(f"451 4.4.1 Cannot connect to {peer.host} [{peer.address}]: {exc}") from exc
     try:
         transcript = await _session(client, peer, envelope, tls)
@@ -121,7 +123,7 @@ async def deliver(
         raise
     try:
         await client.quit(timeout=min(peer.command_timeout, 10.0))
-    except (aiosmtplib.SMTPException, *_LOST):
+    except _BROKEN:
         pass  # the results stand; the receiver ends the session itself
     finally:
         client.close()
@@ -136,7 +138,7 @@ async def _greet(client: aiosmtplib.SMTP, peer: Peer) -> None:
             await client.helo()
     except aiosmtplib.SMTPResponseException as exc:
         raise HostUnusable(reply_text(exc.code, exc.message)) from exc
-    except (aiosmtplib.SMTPException, *_LOST) as exc:
+    except _BROKEN as exc:
         raise HostUnusable(f"451 4.4.2 {peer.host} [{peer.address}] lost at EHLO: {exc}") from exc
 
 
@@ -150,7 +152,7 @@ async def _session(
             await client.starttls(tls_context=tls)
         except aiosmtplib.SMTPResponseException:
             pass  # STARTTLS refused (454): the session goes on in clear (RFC 3207 4)
-        except (aiosmtplib.SMTPException, ssl.SSLError, *_LOST) as exc:
+        except _BROKEN as exc:
             raise TlsFailed(f"451 4.7.5 TLS with {peer.host} [{peer.address}] failed: {exc}") from exc
         else:
             await _greet(client, peer)  # RFC 3207 4.2: forget what was said before TLS
@@ -175,7 +177,7 @@ async def _session(
     except aiosmtplib.SMTPResponseException as exc:
         reply = reply_text(exc.code, exc.message)
         return Transcript({r: from_reply(reply) for r in envelope.recipients}, version)
-    except (aiosmtplib.SMTPException, *_LOST) as exc:
+    except _BROKEN as exc:
         raise HostUnusable(f"451 4.4.2 {peer.host} [{peer.address}] lost at MAIL: {exc}") from exc
     accepted: list[str] = []
     for recipient in envelope.recipients:
@@ -183,7 +185,7 @@ async def _session(
             await client.rcpt(recipient, encoding=encoding)
         except aiosmtplib.SMTPResponseException as exc:
             results[recipient] = from_reply(reply_text(exc.code, exc.message))
-        except (aiosmtplib.SMTPException, *_LOST) as exc:
+        except _BROKEN as exc:
             raise HostUnusable(
                 f"451 4.4.2 {peer.host} [{peer.address}] lost at RCPT: {exc}"
             ) from exc
@@ -195,7 +197,7 @@ async def _session(
         response = await client.data(envelope.message)
     except aiosmtplib.SMTPResponseException as exc:
         outcome = from_reply(reply_text(exc.code, exc.message))
-    except (aiosmtplib.SMTPException, *_LOST) as exc:
+    except _BROKEN as exc:
         # The message may have arrived: a deferral, retried after the back-off (a lost 250).
         outcome = from_reply(
             f"451 4.4.2 {peer.host} [{peer.address}] lost during DATA: {exc}"
