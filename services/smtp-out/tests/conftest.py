@@ -15,7 +15,6 @@ import ssl
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -82,6 +81,19 @@ def receiver_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     return context
 
 
+@pytest.fixture(scope="session")
+def broken_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A receiver that offers STARTTLS but can only do TLS 1.0, which no client of ours accepts:
+    every handshake fails."""
+    workdir = tmp_path_factory.mktemp("oldtls")
+    cert, key = ScratchCA.create().write(workdir, "mx.remote.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.maximum_version = ssl.TLSVersion.TLSv1
+    return context
+
+
 @pytest.fixture
 def remote(
     dns_server: AuthoritativeDns, remote_port: int, receiver_tls: ssl.SSLContext
@@ -89,9 +101,11 @@ def remote(
     """``remote(Behaviour(...))``: a fresh domain whose MX is a new receiver; (domain, receiver)."""
     started: list[Receiver] = []
 
-    def make(behaviour: Behaviour | None = None) -> tuple[str, Receiver]:
+    def make(
+        behaviour: Behaviour | None = None, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, Receiver]:
         address = f"127.0.0.{next(_addresses)}"
-        receiver = Receiver(address, remote_port, receiver_tls, behaviour).start()
+        receiver = Receiver(address, remote_port, tls or receiver_tls, behaviour).start()
         started.append(receiver)
         domain = f"r{secrets.token_hex(4)}.test"
         dns_server.serve(domain, ["@ MX 10 mx", f"mx A {address}"])

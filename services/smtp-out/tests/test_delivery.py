@@ -18,7 +18,7 @@ from outreceiver import Behaviour
 HOST = "127.0.0.1"
 
 
-def submit(stack, tls, user, password, recipients, subject="hello", message_id=None):
+def submit(stack, tls, user, password, recipients, *, subject="hello", message_id=None):
     """Send a small message over 587 (STARTTLS, AUTH); its Message-ID."""
     message_id = message_id or f"<{secrets.token_hex(8)}@client.test>"
     body = (
@@ -42,8 +42,8 @@ def dsns(messages, account):
     return found
 
 
-def test_submission_arrives_signed_over_starttls(
-    stack, make_user, submit_tls, remote, dns_server, admin
+def test_submission_arrives_signed_over_starttls(  # fixtures by keyword
+    *, stack, make_user, submit_tls, remote, dns_server, admin
 ):
     domain, mx = remote()
     user, pw = make_user()
@@ -68,6 +68,18 @@ def test_submission_arrives_signed_over_starttls(
     wait_until(lambda: not queue_of(admin, user), 30, "the entry settled")
 
 
+def test_a_failed_tls_handshake_falls_back_to_clear(  # fixtures by keyword
+    *, stack, make_user, submit_tls, remote, broken_tls, admin
+):
+    domain, mx = remote(tls=broken_tls)
+    user, pw = make_user()
+    message_id = submit(stack, submit_tls, user, pw, [f"old@{domain}"])
+    (got,) = wait_until(lambda: mx.received, 30, "the message in clear")
+    assert got.message_id == message_id and not got.tls
+    stack.wait_for_log("smtp-out", {"event": "tls_fallback", "host": f"mx.{domain}"})
+    wait_until(lambda: not queue_of(admin, user), 30, "the entry settled")
+
+
 def test_a_4xx_is_retried_after_the_back_off(stack, make_user, submit_tls, remote, admin):
     domain, mx = remote(Behaviour(tempfail=1))
     user, pw = make_user()
@@ -77,8 +89,8 @@ def test_a_4xx_is_retried_after_the_back_off(stack, make_user, submit_tls, remot
     wait_until(lambda: not queue_of(admin, user), 30, "the entry settled")
 
 
-def test_a_5xx_bounces_into_the_senders_mailbox(
-    stack, make_user, submit_tls, remote, admin, messages
+def test_a_5xx_bounces_into_the_senders_mailbox(  # fixtures by keyword
+    *, stack, make_user, submit_tls, remote, admin, messages
 ):
     domain, mx = remote(Behaviour(reject_rcpt=True))
     user, pw = make_user()
@@ -94,7 +106,9 @@ def test_a_5xx_bounces_into_the_senders_mailbox(
     assert queue_of(admin, user) == []
 
 
-def test_a_null_mx_bounces(stack, make_user, submit_tls, dns_server, admin, messages):
+def test_a_null_mx_bounces(  # fixtures by keyword
+    *, stack, make_user, submit_tls, dns_server, admin, messages
+):
     domain = f"n{secrets.token_hex(4)}.test"
     dns_server.serve(domain, ["@ MX 0 ."])
     user, pw = make_user()
@@ -130,10 +144,10 @@ def test_a_connection_dropped_after_data_is_deferred_and_sent_again(
     assert len(mx.received) == 2
 
 
-def test_one_message_to_two_domains_and_a_local_account(
-    stack, make_user, submit_tls, remote, admin, messages
+def test_one_message_to_two_domains_and_a_local_account(  # fixtures by keyword
+    *, stack, make_user, submit_tls, remote, admin, messages
 ):
-    (a, mx_a), (b, mx_b) = remote(), remote(Behaviour(reject_rcpt=True))
+    (a, mx_a), (b, _) = remote(), remote(Behaviour(reject_rcpt=True))
     user, pw = make_user()
     local, _ = make_user()
     submit(stack, submit_tls, user, pw, [f"x@{a}", f"y@{a}", f"z@{b}", local])

@@ -30,7 +30,9 @@ class Route:
     tls: ssl.SSLContext
 
 
-async def deliver_domain(route: Route, domain: str, envelope: Envelope, entry: str) -> dict[str, Result]:
+async def deliver_domain(
+    route: Route, domain: str, envelope: Envelope, entry: str
+) -> dict[str, Result]:
     """Results for every recipient of ``envelope`` (all in ``domain``)."""
 
     def everyone(reply: str) -> dict[str, Result]:

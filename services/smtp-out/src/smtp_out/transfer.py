@@ -98,9 +98,7 @@ def _needs_smtputf8(envelope: Envelope) -> bool:
 _BROKEN = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
 
-async def deliver(
-    peer: Peer, envelope: Envelope, tls: ssl.SSLContext | None
-) -> Transcript:
+async def deliver(peer: Peer, envelope: Envelope, tls: ssl.SSLContext | None) -> Transcript:
     """Send ``envelope`` to ``peer``, STARTTLS with ``tls`` when offered (None: never)."""
     client = aiosmtplib.SMTP(
         hostname=peer.address,
@@ -115,7 +113,9 @@ async def deliver(
     except aiosmtplib.SMTPResponseException as exc:  # a 4xx/5xx greeting
         raise HostUnusable(reply_text(exc.code, exc.message)) from exc
     except _BROKEN as exc:
-        raise HostUnusable(f"451 4.4.1 Cannot connect to {peer.host} [{peer.address}]: {exc}") from exc
+        raise HostUnusable(
+            f"451 4.4.1 Cannot connect to {peer.host} [{peer.address}]: {exc}"
+        ) from exc
     try:
         transcript = await _session(client, peer, envelope, tls)
     except BaseException:
@@ -146,19 +146,29 @@ async def _session(
     client: aiosmtplib.SMTP, peer: Peer, envelope: Envelope, tls: ssl.SSLContext | None
 ) -> Transcript:
     await _greet(client, peer)
-    version: str | None = None
-    if tls is not None and client.supports_extension("starttls"):
-        try:
-            await client.starttls(tls_context=tls)
-        except aiosmtplib.SMTPResponseException:
-            pass  # STARTTLS refused (454): the session goes on in clear (RFC 3207 4)
-        except _BROKEN as exc:
-            raise TlsFailed(f"451 4.7.5 TLS with {peer.host} [{peer.address}] failed: {exc}") from exc
-        else:
-            await _greet(client, peer)  # RFC 3207 4.2: forget what was said before TLS
-            transport = client.transport
-            tls_object = transport.get_extra_info("ssl_object") if transport else None
-            version = tls_object.version() if tls_object is not None else "TLS"
+    version = await _starttls(client, peer, tls) if tls is not None else None
+    return await _transaction(client, peer, envelope, version)
+
+
+async def _starttls(client: aiosmtplib.SMTP, peer: Peer, tls: ssl.SSLContext) -> str | None:
+    """STARTTLS when offered; the TLS version, or None when the session stays in clear."""
+    if not client.supports_extension("starttls"):
+        return None
+    try:
+        await client.starttls(tls_context=tls)
+    except aiosmtplib.SMTPResponseException:
+        return None  # STARTTLS refused (454): the session goes on in clear (RFC 3207 4)
+    except _BROKEN as exc:
+        raise TlsFailed(f"451 4.7.5 TLS with {peer.host} [{peer.address}] failed: {exc}") from exc
+    await _greet(client, peer)  # RFC 3207 4.2: forget what was said before TLS
+    transport = client.transport
+    tls_object = transport.get_extra_info("ssl_object") if transport else None
+    return str(tls_object.version()) if tls_object is not None else "TLS"
+
+
+async def _transaction(
+    client: aiosmtplib.SMTP, peer: Peer, envelope: Envelope, version: str | None
+) -> Transcript:
     results: dict[str, Result] = {}
     options: list[str] = []
     encoding = "ascii"
@@ -199,9 +209,7 @@ async def _session(
         outcome = from_reply(reply_text(exc.code, exc.message))
     except _BROKEN as exc:
         # The message may have arrived: a deferral, retried after the back-off (a lost 250).
-        outcome = from_reply(
-            f"451 4.4.2 {peer.host} [{peer.address}] lost during DATA: {exc}"
-        )
+        outcome = from_reply(f"451 4.4.2 {peer.host} [{peer.address}] lost during DATA: {exc}")
     else:
         outcome = from_reply(reply_text(response.code, response.message))
     results.update(dict.fromkeys(accepted, outcome))

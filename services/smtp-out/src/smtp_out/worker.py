@@ -83,7 +83,9 @@ class Worker:
             while not stop.is_set():
                 free = concurrency - len(self.active)
                 if free <= 0:
-                    await asyncio.wait({stopping, *self.active}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        {stopping, *self.active}, return_when=asyncio.FIRST_COMPLETED
+                    )
                     continue
                 try:
                     claims = await self.mailstore.claim(
@@ -97,9 +99,7 @@ class Worker:
                     self.active.add(task)
                     task.add_done_callback(self.active.discard)
                 if len(claims) < free:  # nothing more is due now: wait for the next poll
-                    await asyncio.wait(
-                        {stopping}, timeout=self.settings.smtp_out_poll_interval
-                    )
+                    await asyncio.wait({stopping}, timeout=self.settings.smtp_out_poll_interval)
         finally:
             stopping.cancel()
 
@@ -160,7 +160,9 @@ class Worker:
                 parts.append(chunk)
         return b"".join(parts)
 
-    async def _report(self, claim: QueueClaim, results: dict[str, Result], *, release: bool) -> bool:
+    async def _report(
+        self, claim: QueueClaim, results: dict[str, Result], *, release: bool
+    ) -> bool:
         """Report ``results`` under the claim's lease; False when the entry is no longer ours
         (gone, or another lease) or the mailstore could not be told (then the lease runs out
         and the unreported recipients are sent again: the one way a duplicate arises)."""

@@ -246,13 +246,13 @@ class SubmitHandler:
             await self._give_back(counted)
             if queued is not None:
                 result = "local_failed_after_enqueue"
-            return self._done(envelope, content, result, None, reply, queued)
+            return self._done(envelope, content, result, None, reply, queued=queued)
         except asyncio.CancelledError:
-            self._done(envelope, content, "client_gone", None, "", queued)
+            self._done(envelope, content, "client_gone", None, "", queued=queued)
             raise
         message_id = stored.id if stored is not None else queued
         reply = f"250 2.0.0 Ok: queued as {message_id}"
-        return self._done(envelope, content, "delivered", message_id, reply, queued)
+        return self._done(envelope, content, "delivered", message_id, reply, queued=queued)
 
     async def _give_back(self, key: str) -> None:
         try:
@@ -267,6 +267,7 @@ class SubmitHandler:
         result: str,
         message_id: str | None,
         reply: str,
+        *,
         queued: str | None = None,
     ) -> str:
         """Log the outcome of a message (one ``message`` line: ``queued`` is its outbound queue
