@@ -13,6 +13,7 @@ import itertools
 import secrets
 import ssl
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -89,8 +90,10 @@ def broken_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     cert, key = ScratchCA.create().write(workdir, "mx.remote.test")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    context.minimum_version = ssl.TLSVersion.TLSv1
-    context.maximum_version = ssl.TLSVersion.TLSv1
+    with warnings.catch_warnings():  # deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1
     return context
 
 

@@ -44,6 +44,7 @@ def test_sigkill_during_delivery_loses_nothing(stack, make_user, remote, interna
     arrived = Counter(got.message_id for got in mx.received)
     assert set(arrived) == set(ids)  # every message arrived
     duplicates = sum(count - 1 for count in arrived.values())
+    print(f"in flight at the kill: {len(leased)} leased; duplicates: {duplicates}")
     assert duplicates <= len(leased) <= CONCURRENCY, (duplicates, len(leased), at_kill)
     # A message arrives twice only if its first copy was accepted before the kill.
     assert all(count <= 2 for count in arrived.values())
