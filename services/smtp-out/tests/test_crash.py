@@ -48,3 +48,10 @@ def test_sigkill_during_delivery_loses_nothing(stack, make_user, remote, interna
     assert duplicates <= len(leased) <= CONCURRENCY, (duplicates, len(leased), at_kill)
     # A message arrives twice only if its first copy was accepted before the kill.
     assert all(count <= 2 for count in arrived.values())
+
+
+def test_sigterm_stops_cleanly(stack):
+    """SIGTERM: no more claims, the transactions under way finish, exit status 0."""
+    assert stack.stop_service("smtp-out", grace=30) == 0
+    stack.wait_for_log("smtp-out", {"event": "stopping"})
+    stack.start_service("smtp-out")
