@@ -1,6 +1,6 @@
 # The one image recipe of the Python services. Build context: the repository root (the image
 # needs the workspace lock file and libs/); the build argument SERVICE names the workspace package:
-#   docker build --build-arg SERVICE=mailstore-api .      (or smtp-in, pop3d, smtp-submit; docker-compose.yml does this)
+#   docker build --build-arg SERVICE=mailstore-api .      (or smtp-in, pop3d, smtp-submit, smtp-out; docker-compose.yml does this)
 # Stage 1 resolves that package's locked dependencies into a virtual environment; stage 2 holds only
 # that environment on a clean slim base (no compiler, no build tools, no uv) and runs as a non-root
 # user. Each service's health check and ports are in docker-compose.yml, beside the variables that
@@ -15,7 +15,7 @@ COPY libs ./libs
 COPY services ./services
 COPY tools ./tools
 # The package's console script (named as the package) becomes the image's command.
-RUN if [ -z "$SERVICE" ]; then echo "build with --build-arg SERVICE=mailstore-api|smtp-in|pop3d|smtp-submit" >&2; exit 1; fi \
+RUN if [ -z "$SERVICE" ]; then echo "build with --build-arg SERVICE=mailstore-api|smtp-in|pop3d|smtp-submit|smtp-out" >&2; exit 1; fi \
     && uv sync --frozen --no-dev --no-editable --package "$SERVICE" \
     && ln -s "$SERVICE" /app/.venv/bin/maildrop-service
 

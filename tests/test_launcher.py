@@ -37,7 +37,7 @@ def test_mailstack_runs_and_stops_the_stack(tmp_path: Path) -> None:
         lines.append(line.strip())
     text = "\n".join(lines)
     launched = psutil.Process(proc.pid).children()
-    assert len(launched) == 5  # redis-server and the four services
+    assert len(launched) == 6  # redis-server and the five services
     # ... and what they started (smtp-in's signature verifiers): all must be gone after Ctrl-C.
     children = psutil.Process(proc.pid).children(recursive=True)
     api = re.search(r"mailstore-api\s+(http://\S+)", text)
@@ -59,7 +59,7 @@ def test_mailstack_runs_and_stops_the_stack(tmp_path: Path) -> None:
     )
     assert users.status_code == 200
     # Each service's metrics address (the mailstore's with the admin token).
-    for name in ("mailstore-api", "smtp-in", "pop3", "smtp-submit"):
+    for name in ("mailstore-api", "smtp-in", "pop3", "smtp-submit", "smtp-out"):
         metrics = re.search(rf"^{name}\s+(http://127\.0\.0\.1:\d+/metrics)$", text, re.MULTILINE)
         assert metrics, (name, text)
         answer = httpx.get(metrics.group(1), headers={"Authorization": f"Bearer {token.group(1)}"})

@@ -13,6 +13,7 @@ from typing import Any
 from mailstore_api.settings import MailstoreSettings
 from pop3d.settings import Pop3Settings
 from smtp_in.settings import SmtpSettings
+from smtp_out.settings import OutSettings
 from smtp_submit.settings import SubmitSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,6 +24,7 @@ PACKAGES = {
     "smtp-in": "smtp-in",
     "pop3": "pop3d",
     "smtp-submit": "smtp-submit",
+    "smtp-out": "smtp-out",
 }
 
 
@@ -83,7 +85,14 @@ def test_compose_config_is_valid() -> None:
 def test_compose_file_shape() -> None:
     """Healthchecks, restart policy and the API published on loopback only, per the issue."""
     services = compose_config()["services"]
-    assert set(services) == {"redis", "mailstore-api", "smtp-in", "pop3", "smtp-submit"}
+    assert set(services) == {
+        "redis",
+        "mailstore-api",
+        "smtp-in",
+        "pop3",
+        "smtp-submit",
+        "smtp-out",
+    }
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         assert service["mem_limit"], name
@@ -93,6 +102,11 @@ def test_compose_file_shape() -> None:
     assert services["smtp-in"]["healthcheck"]["test"] == [*probe, "smtp://127.0.0.1:2525"]
     assert services["pop3"]["healthcheck"]["test"] == [*probe, "pop3://127.0.0.1:1110"]
     assert services["smtp-submit"]["healthcheck"]["test"] == [*probe, "smtp://127.0.0.1:1587"]
+    assert services["smtp-out"]["healthcheck"]["test"] == [*probe, "http://127.0.0.1:9100/healthz"]
+    # smtp-out only connects out: nothing published; the secrets volume for its DKIM keys.
+    assert "ports" not in services["smtp-out"]
+    assert [v["target"] for v in services["smtp-out"]["volumes"]] == ["/secrets"]
+    assert not services["smtp-out"]["volumes"][0].get("read_only")
     assert services["mailstore-api"]["healthcheck"]["test"] == [
         *probe,
         "http://127.0.0.1:8080/healthz",
@@ -113,10 +127,10 @@ def test_compose_file_shape() -> None:
     assert published[1465] == "465"
     assert services["smtp-submit"]["environment"]["SUBMIT_BIND_PORT"] == "1587"
     assert services["smtp-submit"]["environment"]["SUBMITS_BIND_PORT"] == "1465"
-    for name in ("smtp-in", "pop3", "smtp-submit"):
+    for name in ("smtp-in", "pop3", "smtp-submit", "smtp-out"):
         assert services[name]["depends_on"]["mailstore-api"]["condition"] == "service_healthy"
     # /metrics of the front ends: inside the compose network, never on a host port.
-    for name in ("smtp-in", "pop3", "smtp-submit"):
+    for name in ("smtp-in", "pop3", "smtp-submit", "smtp-out"):
         assert services[name]["environment"]["METRICS_PORT"] == "9100"
         assert all(p["target"] != 9100 for p in services[name].get("ports", [])), name
 
@@ -146,7 +160,7 @@ def test_env_example_documents_every_setting() -> None:
         cls.__name__: [
             name.upper() for name in cls.model_fields if not re.search(rf"\b{name.upper()}=", text)
         ]
-        for cls in (MailstoreSettings, SmtpSettings, Pop3Settings, SubmitSettings)
+        for cls in (MailstoreSettings, SmtpSettings, Pop3Settings, SubmitSettings, OutSettings)
     }
     assert missing == {name: [] for name in missing}
 

@@ -40,6 +40,9 @@ def test_served_with_the_token_only() -> None:
             status, kind, body = await get(url, token)
             assert (status, kind) == (200, CONTENT_TYPE_LATEST)
             assert "maildrop_tls_certificate_expiry_seconds 1.9e+09" in body
+            # /healthz (smtp-out's container health check) needs no token.
+            status, _, body = await get(f"http://127.0.0.1:{port}/healthz")
+            assert (status, body) == (200, "ok\n")
         with pytest.raises(aiohttp.ClientConnectionError):  # closed with the block
             await get(url, token)
 

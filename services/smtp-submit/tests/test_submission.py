@@ -219,21 +219,54 @@ def test_local_delivery_to_accounts_and_aliases(submit, make_user, admin, messag
         assert got.endswith(body.replace(b"\r\n", b"\n"))  # stored with LF line ends
 
 
-def test_remote_and_unknown_recipients(submit, make_user, messages):
+def test_remote_and_unknown_recipients(submit, make_user, messages, admin):
     user, pw = make_user()
     rcpt, _ = make_user()
     with submit.starttls(user, pw) as c:
         c.mail(user)
-        assert c.rcpt("someone@elsewhere.example") == (
-            550,
-            b"5.7.1 Sending to other domains is not available yet",
-        )
+        assert c.rcpt("someone@elsewhere.example") == (250, b"2.1.5 Ok")
         code, text = c.rcpt("nobody-here@pokey.onl")
         assert code == 550 and text.startswith(b"5.1.1")
         assert c.rcpt("not an address")[0] in (501, 553)
         assert c.rcpt(rcpt)[0] == 250
-        assert c.data(message(user, rcpt))[0] == 250
-    assert len(messages(rcpt)) == 1
+        code, text = c.data(message(user, rcpt))
+        assert code == 250
+    (local,) = messages(rcpt)
+    assert local.startswith(f"Return-Path: <{user}>".encode())
+    # The remote recipient's copy is in the outbound queue (no smtp-out in this stack), once.
+    entries = [e for e in admin.get("/queue").json()["entries"] if e["account"] == user]
+    assert len(entries) == 1
+    (entry,) = entries
+    assert entry["sender"] == user
+    assert [(r["address"], r["state"]) for r in entry["recipients"]] == [
+        ("someone@elsewhere.example", "pending")
+    ]
+    assert text.decode().endswith(local_id(messages, rcpt, admin))
+    queued = submit.stack.data_dir / "queue" / entry["id"]
+    body = queued.read_bytes()
+    assert b"Return-Path:" not in body  # that is the final receiver's to add
+    assert body.startswith(b"Received: from client.test")
+    assert body.endswith(message(user, rcpt))
+
+
+def local_id(messages, account, admin) -> str:
+    (item,) = admin.get(f"/users/{account}/messages").json()["messages"]
+    return str(item["id"])
+
+
+def test_remote_only_and_a_retry_with_message_id_is_queued_once(submit, make_user, admin):
+    user, pw = make_user()
+    body = message(user, "far@elsewhere.example", extra="Message-ID: <once@client.test>\r\n")
+    replies = []
+    for _ in range(2):  # the client retries the same message (as after a lost reply or a 451)
+        with submit.implicit(user, pw) as c:
+            c.mail(user)
+            assert c.rcpt("far@elsewhere.example")[0] == 250
+            replies.append(c.data(body))
+    assert replies[0] == replies[1] and replies[0][0] == 250
+    entries = [e for e in admin.get("/queue").json()["entries"] if e["account"] == user]
+    assert len(entries) == 1
+    assert replies[0][1].decode().endswith(entries[0]["id"])
 
 
 def test_recipients_per_message(submit, make_user):

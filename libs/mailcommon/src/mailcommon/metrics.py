@@ -24,6 +24,9 @@ from mailcommon.settings import FrontEndSettings
 
 log = get_logger(__name__)
 PATH = "/metrics"
+#: Answered 200 without a token, for a container health check of a service with no listener of
+#: its own (smtp-out).
+HEALTH_PATH = "/healthz"
 
 # Counters without their ``_created`` twin: half the series, nothing a dashboard reads.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -56,7 +59,8 @@ def bearer_matches(header: str | None, token: str) -> bool:
 
 
 def metrics_app(token: str) -> web.Application:
-    """``GET /metrics``: the exposition; with ``token``, only for ``Bearer <token>`` (else 401)."""
+    """``GET /metrics``: the exposition; with ``token``, only for ``Bearer <token>`` (else 401).
+    ``GET /healthz``: 200 to anyone."""
 
     async def serve(request: web.Request) -> web.Response:
         if token and not bearer_matches(request.headers.get("Authorization"), token):
@@ -67,8 +71,12 @@ def metrics_app(token: str) -> web.Application:
             )
         return web.Response(body=exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def alive(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")  # the event loop answers: smtp-out's health check
+
     app = web.Application()
     app.router.add_get(PATH, serve)
+    app.router.add_get(HEALTH_PATH, alive)
     return app
 
 

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings
 
 from mailcommon.certwatch import CertificateRefused, ReloadingContext
 from mailcommon.secrets import InsecureTokenError
-from mailcommon.settings import FrontEndSettings
+from mailcommon.settings import CommonSettings, FrontEndSettings
 from mailcommon.tls import serving_pair
 
 EXIT_CONFIG = 2
@@ -40,17 +40,22 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
         raise ConfigError(describe(exc)) from None
 
 
+def service_token(settings: CommonSettings) -> str:
+    """The service token (configured, or generated once onto the secrets volume), or ConfigError."""
+    try:
+        return settings.resolved_service_token()
+    except InsecureTokenError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read or create the service token: {exc}") from None
+
+
 def front_end_secrets(settings: FrontEndSettings) -> tuple[str, ReloadingContext]:
     """The service token and the server TLS context of smtp-in or pop3, or ConfigError.
 
     The context (``.context``) picks up a changed certificate once its ``watch()`` runs.
     """
-    try:
-        token = settings.resolved_service_token()
-    except InsecureTokenError as exc:
-        raise ConfigError(str(exc)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read or create the service token: {exc}") from None
+    token = service_token(settings)
     source = functools.partial(
         serving_pair,
         settings.tls_cert_file,

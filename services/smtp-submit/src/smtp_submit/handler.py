@@ -2,9 +2,18 @@
 
 The protocol side (AUTH, STARTTLS, reply codes) lives in :mod:`smtp_submit.protocol`. Here: no
 AUTH, no mail; MAIL FROM and ``From:`` must be the account's (:mod:`smtp_submit.senders`); the
-per-account limits; local recipients delivered to the mailstore as smtp-in does (one upload for
-all of them, 250 only once it is on disk, the transaction id as idempotency key); remote ones
-decided in :func:`smtp_submit.outbound.remote_recipient`.
+per-account limits; remote recipients (accepted in :func:`smtp_submit.outbound.remote_recipient`)
+put in the mailstore's outbound queue, then local ones delivered to the mailstore as smtp-in does
+(one upload for all of them), both before the 250 and both under the idempotency key of
+:func:`smtp_submit.outbound.submission_key`.
+
+Order: the enqueue first, then the local delivery. A failed enqueue is a 451 with nothing stored.
+A local delivery that fails after the enqueue is a 451 too, and the queue entry stays (it is
+durable, and smtp-out sends it): the client retries, and for a message with its own Message-ID
+the retry's enqueue is answered with the first entry (same key), so the remote recipients get
+one copy and the local ones get theirs now. A message without Message-ID is keyed by its
+transaction: after such a 451 a retry reaches the remote recipients a second time (logged as
+``result=local_failed_after_enqueue``).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from aiosmtpd.smtp import Envelope, Session
 from mailauth.headers import header_from_addresses
 from mailcommon.addresses import normalize_domain, split_address
 from mailcommon.client import (
+    Delivery,
     InsufficientStorage,
     MailstoreClient,
     MailstoreError,
@@ -32,7 +42,7 @@ from redis.exceptions import RedisError
 
 from smtp_submit import metrics, senders
 from smtp_submit.limits import HourlyLimit
-from smtp_submit.outbound import remote_recipient
+from smtp_submit.outbound import remote_recipient, submission_key
 from smtp_submit.settings import SubmitSettings
 
 log = get_logger(__name__)
@@ -53,6 +63,7 @@ class Transaction(Envelope):
         self.account = ""
         self.allowed: frozenset[str] = frozenset()
         self.users: list[str] = []  # the local accounts the accepted recipients reach, each once
+        self.remote: list[str] = []  # the accepted recipients of other domains (the queue's)
 
 
 class SubmitHandler:
@@ -148,7 +159,12 @@ class SubmitHandler:
         except NotFound as exc:
             if exc.code != "unknown_domain":
                 return f"550 5.1.1 <{address}>: Recipient address rejected: user unknown"
-            return remote_recipient(address)
+            reply = remote_recipient(address)
+            if reply.startswith("250"):
+                envelope.remote.append(address)
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(rcpt_options)
+            return reply
         except InsufficientStorage as exc:
             if exc.code == "quota_exceeded":
                 return f"552 5.2.2 <{address}>: Mailbox full: the message exceeds the quota"
@@ -191,8 +207,7 @@ class SubmitHandler:
             return self._done(envelope, content, "hourly_limit", None, HOURLY_LIMIT)
         now = datetime.datetime.now(datetime.UTC)
         hostname = self.settings.mail_hostname
-        added = senders.trace(
-            sender=envelope.mail_from or "",
+        trace = senders.received(
             helo=session.host_name,
             hostname=hostname,
             protocol=protocol_name(
@@ -202,22 +217,42 @@ class SubmitHandler:
             tls=server.tls_description(),
             when=now,
         ) + senders.added_fields(content, hostname, when=now)
+        sender = envelope.mail_from or ""
+        key = submission_key(
+            account=envelope.account,
+            sender=sender,
+            local=envelope.users,
+            remote=envelope.remote,
+            content=content,
+            transaction_id=envelope.transaction_id,
+        )
+        queued: str | None = None
         try:
-            delivery = await self.shipper.deliver(
-                envelope.users, added + content, envelope.transaction_id
-            )
+            if envelope.remote:
+                # The outbound copy has no Return-Path: that is the final receiver's to add.
+                entry = await self.shipper.enqueue(
+                    sender, envelope.remote, trace + content, envelope.account, key
+                )
+                queued = entry.id
+            stored: Delivery | None = None
+            if envelope.users:
+                stored = await self.shipper.deliver(
+                    envelope.users, senders.return_path(sender) + trace + content, key
+                )
         except MailstoreError as exc:
             result, reply = failure_reply(exc)
             level = log.warning if isinstance(exc, MailstoreUnavailable) else log.error
-            level("mailstore_error", during="DATA", error=str(exc))
+            level("mailstore_error", during="DATA", error=str(exc), queued=queued)
             await self._give_back(counted)
-            return self._done(envelope, content, result, None, reply)
+            if queued is not None:
+                result = "local_failed_after_enqueue"
+            return self._done(envelope, content, result, None, reply, queued=queued)
         except asyncio.CancelledError:
-            self._done(envelope, content, "client_gone", None, "")
+            self._done(envelope, content, "client_gone", None, "", queued=queued)
             raise
-        return self._done(
-            envelope, content, "delivered", delivery.id, f"250 2.0.0 Ok: queued as {delivery.id}"
-        )
+        message_id = stored.id if stored is not None else queued
+        reply = f"250 2.0.0 Ok: queued as {message_id}"
+        return self._done(envelope, content, "delivered", message_id, reply, queued=queued)
 
     async def _give_back(self, key: str) -> None:
         try:
@@ -226,9 +261,17 @@ class SubmitHandler:
             log.warning("redis_error", during="DATA", error=f"{type(exc).__name__}: {exc}")
 
     def _done(
-        self, envelope: Transaction, content: bytes, result: str, message_id: str | None, reply: str
+        self,
+        envelope: Transaction,
+        content: bytes,
+        result: str,
+        message_id: str | None,
+        reply: str,
+        *,
+        queued: str | None = None,
     ) -> str:
-        """Log the outcome of a message (one ``message`` line) and return its reply."""
+        """Log the outcome of a message (one ``message`` line: ``queued`` is its outbound queue
+        entry, if any) and return its reply."""
         metrics.message(result, len(content))
         log.info(
             "message",
@@ -237,6 +280,8 @@ class SubmitHandler:
             user=envelope.account,
             sender=envelope.mail_from,
             recipients=list(envelope.rcpt_tos),
+            remote=list(envelope.remote),
+            queued=queued,
             size=len(content),
             result=result,
             reply=reply,

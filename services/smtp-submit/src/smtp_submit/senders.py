@@ -56,9 +56,15 @@ def added_fields(message: bytes, hostname: str, *, when: datetime.datetime) -> b
     return out
 
 
-def trace(
+def return_path(sender: str) -> bytes:
+    """``Return-Path:`` for the local copy only: local delivery is final delivery (RFC 5321
+    4.4); the copy that goes to the outbound queue leaves without it (the final receiver adds
+    its own)."""
+    return f"Return-Path: <{sender}>\r\n".encode("utf-8", errors="surrogateescape")
+
+
+def received(
     *,
-    sender: str,
     helo: str | None,
     hostname: str,
     protocol: str,
@@ -66,10 +72,9 @@ def trace(
     tls: str | None,
     when: datetime.datetime,
 ) -> bytes:
-    """``Return-Path:`` (local delivery is final delivery, RFC 5321 4.4) and ``Received:``."""
+    """The ``Received:`` field of the submission (on both the local and the outbound copy)."""
     comment = f"\r\n\t({tls})" if tls else ""
     text = (
-        f"Return-Path: <{sender}>\r\n"
         f"Received: from {safe_helo(helo)}\r\n"
         f"\tby {hostname} (maildrop smtp-submit) with {protocol} id {transaction_id}{comment};\r\n"
         f"\t{format_datetime(when)}\r\n"

@@ -23,7 +23,10 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="mailstack",
-        description="Run redis-server, mailstore-api, smtp-in, pop3 and smtp-submit as local processes.",
+        description=(
+            "Run redis-server, mailstore-api, smtp-in, pop3, smtp-submit and smtp-out as local"
+            " processes."
+        ),
     )
     parser.add_argument(
         "--dir", type=Path, help="working directory (data, secrets, logs); default: a new temp dir"
@@ -43,8 +46,9 @@ def main() -> None:
         print(f"  pop3s          127.0.0.1:{stack.pop3s_port}  (implicit TLS)")
         print(f"  submission     smtp://127.0.0.1:{stack.submit_port}  (STARTTLS, then AUTH)")
         print(f"  submissions    127.0.0.1:{stack.submits_port}  (implicit TLS, AUTH)")
+        print("  smtp-out       works the outbound queue (connects to remote MXs on port 25)")
         print("  metrics        (Prometheus text; the mailstore's needs the admin token)")
-        for name in ("mailstore-api", "smtp-in", "pop3", "smtp-submit"):
+        for name in ("mailstore-api", "smtp-in", "pop3", "smtp-submit", "smtp-out"):
             print(f"    {name:15}{stack.metrics_url(name)}")
         print(f"  admin token    {stack.admin_token}")
         print(

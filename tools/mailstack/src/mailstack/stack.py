@@ -22,12 +22,16 @@ from mailstack.ports import free_port, http_ok, scrape, tcp_ready, wait_until
 from mailstack.processes import stop_process
 from mailstack.running import Running
 
-ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3", "smtp-submit")
+ALL_SERVICES = ("redis", "mailstore-api", "smtp-in", "pop3", "smtp-submit", "smtp-out")
+#: What a Stack starts unless told: all but smtp-out, which only the tests that send to remote
+#: domains need (they start it with a DNS server of their own); `mailstack` starts everything.
+DEFAULT_SERVICES = tuple(name for name in ALL_SERVICES if name != "smtp-out")
 MODULES = {
     "mailstore-api": "mailstore_api",
     "smtp-in": "smtp_in",
     "pop3": "pop3d",
     "smtp-submit": "smtp_submit",
+    "smtp-out": "smtp_out",
 }
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
@@ -69,14 +73,15 @@ def with_huge_pages(env: Mapping[str, str]) -> dict[str, str]:
 
 
 class Stack(Running):
-    """Redis, mailstore-api, smtp-in, pop3 and smtp-submit as child processes of this one."""
+    """Redis, mailstore-api, smtp-in, pop3, smtp-submit and smtp-out as child processes of this
+    one (smtp-out listens on nothing but its /metrics port, which tells it is up)."""
 
     kind = "local"
 
     def __init__(
         self,
         workdir: Path,
-        services: tuple[str, ...] = ALL_SERVICES,
+        services: tuple[str, ...] = DEFAULT_SERVICES,
         env: dict[str, str] | None = None,
         domains: str = "pokey.onl,example.test",
         hostname: str = "mail.pokey.onl",
@@ -105,6 +110,7 @@ class Stack(Running):
         self.smtp_metrics_port = free_port()
         self.pop3_metrics_port = free_port()
         self.submit_metrics_port = free_port()
+        self.out_metrics_port = free_port()
         self.domains = domains
         self.hostname = hostname
         self.overrides = dict(env or {})
@@ -219,6 +225,7 @@ class Stack(Running):
                 "submits": self.submits_port,
                 "metrics": self.submit_metrics_port,
             },
+            "smtp-out": {"metrics": self.out_metrics_port},
         }[base]
         extra = {"METRICS_PORT": str(ports["metrics"])} if "metrics" in ports else {}
         return Process(name, argv, self.environment(), log_path, ports, extra)

@@ -1,0 +1,1 @@
+"""smtp-out: the outbound queue worker (claims, MX lookup, SMTP with STARTTLS, DKIM, reports)."""
