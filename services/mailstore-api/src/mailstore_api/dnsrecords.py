@@ -3,10 +3,11 @@ the checks' resolver, :class:`mailauth.dns.Resolver`): one list for the console'
 ``GET /api/v1/domains/{domain}/dns`` and ``mailctl domain dns``.
 
 - SPF names the host (``a:MAIL_HOSTNAME``), not ``mx``, which would authorize whatever the MX
-  is (a filtering service in front, a backup MX) and cost a lookup per MX host; ``~all`` and
-  DMARC ``p=none`` for as long as this server does not send (issue "Sending mail": smtp-out is
-  not built), because today every user sends through another provider, whose mail ``-all``
-  and ``p=quarantine`` would send to spam. Tighten both once mail leaves from here signed.
+  is (a filtering service in front, a backup MX) and cost a lookup per MX host. ``~all`` and
+  DMARC ``p=none``, the advice for a domain's first weeks: its users may still send through
+  another provider (many VPS providers block outbound port 25 until asked), whose mail ``-all``
+  and ``p=quarantine`` would put in spam. Tighten both once the DMARC reports show all of the
+  domain's mail leaving from here, signed.
 - DKIM: the public key of each selector (:mod:`mailauth.signing`), generated on first use, so
   the record can be published before the first message is signed.
 """

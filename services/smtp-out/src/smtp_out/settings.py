@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mailauth.settings import DkimSettings, DnsSettings
+from mailauth.settings import DnsSettings
+from mailauth.signing import DkimSettings
 from mailcommon.addresses import normalize_domain
 from mailcommon.settings import FrontEndSettings
 from pydantic import Field, field_validator
